@@ -1,0 +1,283 @@
+//! The path for one classified delivery: for each conversion, claim → render → send → record.
+//! Talks to the world only through the [`DedupStore`], [`Tracker`] and [`Clock`] it is given.
+
+use crate::clock::{Clock, random_u64};
+use crate::config::Config;
+use crate::dedup::{Claim, ClaimOutcome, DedupStore};
+use crate::mapping::{self, Conversion, MacroContext};
+use crate::tracker::Tracker;
+use crate::webhook::Order;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The configured bridge with its clients, built once at cold start.
+pub struct Bridge {
+    pub config: Config,
+    pub store: Arc<dyn DedupStore>,
+    pub tracker: Arc<dyn Tracker>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What happened to one conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Sent,
+    Duplicate,
+    DryRun,
+    InProgress,
+    Conflict,
+    Failed,
+    StoreUnavailable,
+    NotAttempted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DryRun => "dry_run",
+            Outcome::InProgress => "in_progress",
+            Outcome::Conflict => "conflict",
+            Outcome::Failed => "failed",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::NotAttempted => "not_attempted",
+        }
+    }
+}
+
+/// One entry of the response body.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversionReport {
+    pub event_id: String,
+    pub conversion_type: String,
+    pub outcome: Outcome,
+    /// True when the answer replays an earlier delivery's result instead of doing the work.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postback: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redtrack_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Everything the delivery produced.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub conversions: Vec<ConversionReport>,
+}
+
+impl Report {
+    fn any(&self, outcome: Outcome) -> bool {
+        self.conversions.iter().any(|c| c.outcome == outcome)
+    }
+
+    /// The HTTP status for the whole delivery: the worst outcome decides.
+    pub fn status(&self) -> u16 {
+        if self.any(Outcome::StoreUnavailable) {
+            503
+        } else if self.any(Outcome::Failed) {
+            502
+        } else if self.any(Outcome::Conflict) || self.any(Outcome::InProgress) {
+            409
+        } else {
+            200
+        }
+    }
+
+    /// Seconds to wait before redelivering, when a live lease blocked a conversion.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.conversions
+            .iter()
+            .filter_map(|c| c.retry_after_s)
+            .max()
+    }
+}
+
+/// How long a delivery may take when the runtime gives no deadline (tests, local runs).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(15);
+
+impl Bridge {
+    /// The dedup record key of a conversion.
+    pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
+        if dry_run {
+            format!("dry#{event_id}")
+        } else {
+            format!("evt#{event_id}")
+        }
+    }
+
+    /// Processes the conversions of one order, in order, until DynamoDB fails.
+    pub async fn process(
+        &self,
+        event: &str,
+        order_id: &str,
+        order: &Order,
+        conversions: &[Conversion<'_>],
+        deadline_ms: Option<i64>,
+    ) -> Report {
+        let now_ms = self.clock.now_ms();
+        let deadline_ms = deadline_ms.unwrap_or(now_ms + DEFAULT_BUDGET.as_millis() as i64);
+        let deadline = Instant::now()
+            + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
+        let mut report = Report::default();
+        let mut store_down = false;
+        for conversion in conversions {
+            let entry = if store_down {
+                self.entry(conversion, Outcome::NotAttempted)
+            } else {
+                let started = Instant::now();
+                let entry = self
+                    .one(event, order_id, order, conversion, deadline_ms, deadline)
+                    .await;
+                tracing::info!(
+                    order_id,
+                    event,
+                    event_id = %conversion.event_id,
+                    conversion_type = %conversion.conversion_type,
+                    outcome = entry.outcome.as_str(),
+                    redtrack_status = entry.redtrack_status,
+                    attempts = entry.attempts,
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    "conversion"
+                );
+                entry
+            };
+            store_down |= entry.outcome == Outcome::StoreUnavailable;
+            report.conversions.push(entry);
+        }
+        report
+    }
+
+    fn entry(&self, conversion: &Conversion<'_>, outcome: Outcome) -> ConversionReport {
+        ConversionReport {
+            event_id: conversion.event_id.clone(),
+            conversion_type: conversion.conversion_type.clone(),
+            outcome,
+            replay: false,
+            postback: None,
+            redtrack_status: None,
+            attempts: None,
+            retry_after_s: None,
+            message: None,
+        }
+    }
+
+    async fn one(
+        &self,
+        event: &str,
+        order_id: &str,
+        order: &Order,
+        conversion: &Conversion<'_>,
+        deadline_ms: i64,
+        deadline: Instant,
+    ) -> ConversionReport {
+        let dry_run = self.config.dry_run;
+        let now_ms = self.clock.now_ms();
+        let claim = Claim {
+            key: self.record_key(&conversion.event_id, dry_run),
+            fingerprint: mapping::fingerprint(order, conversion),
+            attempt: format!("{now_ms:x}-{:016x}", random_u64()),
+            order_id: order_id.to_owned(),
+            event: event.to_owned(),
+            conversion_type: conversion.conversion_type.clone(),
+            now_ms,
+            lease_until_ms: deadline_ms.max(now_ms + 1000),
+        };
+        let mut entry = self.entry(conversion, Outcome::NotAttempted);
+        match self.store.claim(&claim).await {
+            Ok(ClaimOutcome::Claimed) => {}
+            Ok(ClaimOutcome::AlreadySent { .. }) => {
+                entry.outcome = Outcome::Duplicate;
+                entry.replay = true;
+                return entry;
+            }
+            Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
+                entry.outcome = Outcome::InProgress;
+                entry.retry_after_s = Some(
+                    ((lease_until_ms - now_ms).max(0) as u64)
+                        .div_ceil(1000)
+                        .max(1),
+                );
+                entry.message = Some(
+                    "another delivery of this conversion is being processed; retry later"
+                        .to_owned(),
+                );
+                return entry;
+            }
+            Ok(ClaimOutcome::Conflict) => {
+                tracing::warn!(order_id, event_id = %conversion.event_id, "conflict: same event ID, different conversion");
+                entry.outcome = Outcome::Conflict;
+                entry.message = Some(
+                    "this event ID was already recorded with a different click ID, type, sum or currency; not sent"
+                        .to_owned(),
+                );
+                return entry;
+            }
+            Err(err) => {
+                tracing::error!(order_id, event_id = %conversion.event_id, error = %err, "dedup store failed");
+                entry.outcome = Outcome::StoreUnavailable;
+                return entry;
+            }
+        }
+
+        let context = MacroContext {
+            order,
+            order_id,
+            conversion,
+            random: random_u64() % 1_000_000_000,
+        };
+        let url = self.config.postback.render(|m| context.value(m));
+        let expires_at_s = self.clock.now_ms() / 1000 + i64::from(self.config.ttl_days) * 86_400;
+
+        if dry_run {
+            entry.outcome = Outcome::DryRun;
+            entry.postback = Some(url.into());
+            if let Err(err) = self.store.mark_sent(&claim, expires_at_s).await {
+                tracing::error!(order_id, event_id = %conversion.event_id, error = %err, "could not record dry run");
+            }
+            return entry;
+        }
+
+        match self.tracker.send(&url, deadline).await {
+            Ok(accepted) => {
+                entry.outcome = Outcome::Sent;
+                entry.redtrack_status = Some(accepted.status);
+                entry.attempts = Some(accepted.attempts);
+                match self.store.mark_sent(&claim, expires_at_s).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        order_id,
+                        event_id = %conversion.event_id,
+                        "lease ran out before the send was recorded; rdtk_event_id guards against a repeat"
+                    ),
+                    Err(err) => tracing::error!(
+                        order_id,
+                        event_id = %conversion.event_id,
+                        error = %err,
+                        "sent, but recording it failed; rdtk_event_id guards against a repeat"
+                    ),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(order_id, event_id = %conversion.event_id, error = %err, "postback failed");
+                entry.outcome = Outcome::Failed;
+                entry.redtrack_status = err.status();
+                entry.attempts = Some(err.attempts());
+                entry.message = Some(err.to_string());
+                if let Err(release) = self.store.release(&claim).await {
+                    tracing::error!(order_id, event_id = %conversion.event_id, error = %release, "could not release claim");
+                }
+            }
+        }
+        entry
+    }
+}

@@ -1,0 +1,255 @@
+//! Configuration from the environment, checked once at cold start: a wrong value stops the
+//! function with a message naming the variable and what is wrong.
+
+use crate::auth::{Secret, Tokens};
+use crate::mapping::{ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
+use crate::postback::PostbackTemplate;
+use std::time::Duration;
+
+/// A configuration error: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {var} {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// Everything the bridge needs to know, parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub postback: PostbackTemplate,
+    pub tokens: Tokens,
+    pub table: String,
+    pub ttl_days: u32,
+    pub rules: Rules,
+    pub dry_run: bool,
+    /// Timeout of one request to RedTrack.
+    pub redtrack_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let dry_run = flag(&get("DRY_RUN"), "DRY_RUN", false)?;
+
+        let raw_url = get("REDTRACK_POSTBACK_URL").ok_or_else(|| {
+            err(
+                "REDTRACK_POSTBACK_URL",
+                "is not set: paste the postback URL RedTrack shows",
+            )
+        })?;
+        let postback = PostbackTemplate::parse(&raw_url, dry_run)
+            .map_err(|e| err("REDTRACK_POSTBACK_URL", e.to_string()))?;
+
+        let raw_token =
+            lookup("WEBHOOK_TOKEN").ok_or_else(|| err("WEBHOOK_TOKEN", "is not set"))?;
+        let tokens = Tokens::parse(&Secret::new(raw_token)).map_err(|p| err("WEBHOOK_TOKEN", p))?;
+
+        let table = get("DEDUP_TABLE")
+            .ok_or_else(|| err("DEDUP_TABLE", "is not set: name the DynamoDB table"))?;
+        if table.len() < 3
+            || table.len() > 255
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(err(
+                "DEDUP_TABLE",
+                "is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)",
+            ));
+        }
+
+        let ttl_days = match get("DEDUP_TTL_DAYS") {
+            None => 30,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n @ 1..=3650) => n,
+                _ => {
+                    return Err(err(
+                        "DEDUP_TTL_DAYS",
+                        format!("must be a whole number of days from 1 to 3650, got `{v}`"),
+                    ));
+                }
+            },
+        };
+
+        let types_text =
+            get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
+        let conversion_types =
+            ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
+        let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
+
+        let redtrack_timeout = match get("REDTRACK_TIMEOUT_MS") {
+            None => Duration::from_millis(4000),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms @ 100..=60_000) => Duration::from_millis(ms),
+                _ => {
+                    return Err(err(
+                        "REDTRACK_TIMEOUT_MS",
+                        format!("must be milliseconds from 100 to 60000, got `{v}`"),
+                    ));
+                }
+            },
+        };
+
+        Ok(Config {
+            postback,
+            tokens,
+            table,
+            ttl_days,
+            rules: Rules {
+                conversion_types,
+                send_test_orders,
+            },
+            dry_run,
+            redtrack_timeout,
+        })
+    }
+}
+
+fn flag(value: &Option<String>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(err(var, format!("must be true or false, got `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut env: HashMap<String, String> = [
+            (
+                "REDTRACK_POSTBACK_URL",
+                "https://trk.example.com/postback?clickid={cid}&sum={total_price}",
+            ),
+            ("WEBHOOK_TOKEN", "a-long-enough-secret"),
+            ("DEDUP_TABLE", "cartpanda-dedup"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            if v.is_empty() {
+                env.remove(*k);
+            } else {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+        Config::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.ttl_days, 30);
+        assert!(!c.dry_run && !c.rules.send_test_orders);
+        assert_eq!(
+            c.rules.conversion_types.get("order.refunded"),
+            Some("Refund")
+        );
+        assert_eq!(c.rules.conversion_types.get("order.created"), None);
+    }
+
+    #[test]
+    fn each_error_names_its_variable() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("REDTRACK_POSTBACK_URL", "")],
+                "REDTRACK_POSTBACK_URL",
+                "not set",
+            ),
+            (
+                &[(
+                    "REDTRACK_POSTBACK_URL",
+                    "https://t.example/p?clickid={cid}&x={bogus}",
+                )],
+                "REDTRACK_POSTBACK_URL",
+                "unknown macro `{bogus}`",
+            ),
+            (
+                &[("REDTRACK_POSTBACK_URL", "http://t.example/p?clickid={cid}")],
+                "REDTRACK_POSTBACK_URL",
+                "https",
+            ),
+            (
+                &[("REDTRACK_POSTBACK_URL", "https://t.example/p?clickid={cid")],
+                "REDTRACK_POSTBACK_URL",
+                "unclosed",
+            ),
+            (&[("WEBHOOK_TOKEN", "")], "WEBHOOK_TOKEN", "not set"),
+            (&[("WEBHOOK_TOKEN", "   ")], "WEBHOOK_TOKEN", "empty"),
+            (&[("DEDUP_TABLE", "")], "DEDUP_TABLE", "not set"),
+            (&[("DEDUP_TABLE", "a b")], "DEDUP_TABLE", "not a valid"),
+            (&[("DEDUP_TTL_DAYS", "0")], "DEDUP_TTL_DAYS", "1 to 3650"),
+            (&[("DEDUP_TTL_DAYS", "ten")], "DEDUP_TTL_DAYS", "1 to 3650"),
+            (
+                &[("CONVERSION_TYPES", "order.paid")],
+                "CONVERSION_TYPES",
+                "event=Type",
+            ),
+            (
+                &[("CONVERSION_TYPES", "order.paid=Purchase,order.paid=Sale")],
+                "CONVERSION_TYPES",
+                "twice",
+            ),
+            (
+                &[("CONVERSION_TYPES", "order.paid=Pur&chase")],
+                "CONVERSION_TYPES",
+                "may only hold",
+            ),
+            (
+                &[("SEND_TEST_ORDERS", "maybe")],
+                "SEND_TEST_ORDERS",
+                "true or false",
+            ),
+            (&[("DRY_RUN", "2")], "DRY_RUN", "true or false"),
+            (
+                &[("REDTRACK_TIMEOUT_MS", "5")],
+                "REDTRACK_TIMEOUT_MS",
+                "100 to 60000",
+            ),
+        ];
+        for (pairs, var, problem) in cases {
+            let e = config(pairs).unwrap_err();
+            assert_eq!(e.var, *var, "{pairs:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains(var) && text.contains(problem),
+                "{pairs:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn dry_run_allows_plain_http_and_secrets_stay_hidden() {
+        let c = config(&[
+            ("DRY_RUN", "true"),
+            ("REDTRACK_POSTBACK_URL", "http://t.example/p?clickid={cid}"),
+        ])
+        .unwrap();
+        assert!(c.dry_run);
+        assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+}

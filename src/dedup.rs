@@ -1,0 +1,153 @@
+//! The dedup store: one record per conversion event ID, claimed before anything is sent.
+//!
+//! A port of AWS Lambda Powertools' idempotency design. A claim is a conditional write of an
+//! `IN_PROGRESS` record whose lease ends with the invocation's deadline; it succeeds when no
+//! record exists, when the record has expired, or when an earlier attempt's lease is over (that
+//! attempt crashed or timed out). After RedTrack accepts, the record becomes `SENT` with an
+//! expiry; after a failure it is released so a redelivery can try again.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A request to claim one conversion event.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The record key (`evt#<event id>`).
+    pub key: String,
+    /// Digest of what defines the conversion; another digest under the same key is a conflict.
+    pub fingerprint: String,
+    /// Unique per attempt: only the attempt that holds the claim may complete or release it.
+    pub attempt: String,
+    pub order_id: String,
+    pub event: String,
+    pub conversion_type: String,
+    pub now_ms: i64,
+    /// When this attempt's lease ends (the invocation's deadline), in epoch milliseconds.
+    pub lease_until_ms: i64,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This attempt holds the claim and must send.
+    Claimed,
+    /// Already sent (at `sent_at_ms`); nothing to do.
+    AlreadySent { sent_at_ms: Option<i64> },
+    /// Another attempt holds a live lease until `lease_until_ms`.
+    InProgress { lease_until_ms: i64 },
+    /// The same event ID was claimed for a conversion with another fingerprint.
+    Conflict,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB is throttling requests")]
+    Throttled,
+    #[error("DynamoDB is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait DedupStore: Send + Sync {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+    /// Marks the claim sent, to be remembered until `expires_at_s`. Returns false when the
+    /// attempt no longer held the claim (its lease ran out and another attempt took over).
+    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError>;
+    /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
+    async fn release(&self, claim: &Claim) -> Result<(), StoreError>;
+}
+
+pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
+pub const STATUS_SENT: &str = "SENT";
+
+/// A record as stored, shared by both implementations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub status: String,
+    pub fingerprint: String,
+    pub attempt: String,
+    pub lease_until_ms: i64,
+    pub expires_at_s: i64,
+    pub sent_at_ms: Option<i64>,
+}
+
+impl Record {
+    /// Whether a new claim may replace this record at `now_ms`.
+    pub fn claimable(&self, now_ms: i64) -> bool {
+        self.expires_at_s * 1000 < now_ms
+            || (self.status == STATUS_IN_PROGRESS && self.lease_until_ms < now_ms)
+    }
+
+    /// What a claim that lost to this record reports.
+    pub fn outcome_for(&self, fingerprint: &str) -> ClaimOutcome {
+        if self.fingerprint != fingerprint {
+            ClaimOutcome::Conflict
+        } else if self.status == STATUS_SENT {
+            ClaimOutcome::AlreadySent {
+                sent_at_ms: self.sent_at_ms,
+            }
+        } else {
+            ClaimOutcome::InProgress {
+                lease_until_ms: self.lease_until_ms,
+            }
+        }
+    }
+}
+
+/// How long an `IN_PROGRESS` record outlives its lease before DynamoDB's TTL may remove it.
+pub const IN_PROGRESS_GRACE_S: i64 = 24 * 3600;
+
+/// An in-memory store, for unit tests of the logic above the store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub records: Mutex<HashMap<String, Record>>,
+}
+
+#[async_trait]
+impl DedupStore for MemoryStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let mut records = self.records.lock().expect("memory store lock");
+        if let Some(old) = records.get(&claim.key) {
+            if !old.claimable(claim.now_ms) {
+                return Ok(old.outcome_for(&claim.fingerprint));
+            }
+        }
+        records.insert(
+            claim.key.clone(),
+            Record {
+                status: STATUS_IN_PROGRESS.to_owned(),
+                fingerprint: claim.fingerprint.clone(),
+                attempt: claim.attempt.clone(),
+                lease_until_ms: claim.lease_until_ms,
+                expires_at_s: claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S,
+                sent_at_ms: None,
+            },
+        );
+        Ok(ClaimOutcome::Claimed)
+    }
+
+    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError> {
+        let mut records = self.records.lock().expect("memory store lock");
+        match records.get_mut(&claim.key) {
+            Some(r) if r.attempt == claim.attempt => {
+                r.status = STATUS_SENT.to_owned();
+                r.expires_at_s = expires_at_s;
+                r.sent_at_ms = Some(claim.now_ms);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+        let mut records = self.records.lock().expect("memory store lock");
+        if records
+            .get(&claim.key)
+            .is_some_and(|r| r.attempt == claim.attempt && r.status == STATUS_IN_PROGRESS)
+        {
+            records.remove(&claim.key);
+        }
+        Ok(())
+    }
+}

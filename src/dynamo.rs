@@ -1,0 +1,215 @@
+//! The dedup store on DynamoDB: table with string partition key `pk`, TTL attribute `expires_at`.
+//! One conditional PutItem per claim (a lost race reads the old record from the failure itself,
+//! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
+
+use crate::dedup::{
+    Claim, ClaimOutcome, DedupStore, IN_PROGRESS_GRACE_S, Record, STATUS_IN_PROGRESS, STATUS_SENT,
+    StoreError,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
+    item.get(k)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads a stored record back.
+pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Record {
+    Record {
+        status: get_s(item, "status"),
+        fingerprint: get_s(item, "fingerprint"),
+        attempt: get_s(item, "attempt"),
+        lease_until_ms: get_n(item, "lease_until_ms").unwrap_or(0),
+        expires_at_s: get_n(item, "expires_at").unwrap_or(0),
+        sent_at_ms: get_n(item, "sent_at_ms"),
+    }
+}
+
+fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> StoreError {
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned);
+    match code.as_deref() {
+        Some(
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded",
+        ) => StoreError::Throttled,
+        Some(code) => StoreError::Unavailable(code.to_owned()),
+        None => StoreError::Unavailable(match &err {
+            SdkError::TimeoutError(_) => "timeout".to_owned(),
+            SdkError::DispatchFailure(_) => "connection failed".to_owned(),
+            SdkError::ResponseError(_) => "unreadable response".to_owned(),
+            SdkError::ConstructionFailure(_) => "request construction failed".to_owned(),
+            _ => "service error".to_owned(),
+        }),
+    }
+}
+
+#[async_trait]
+impl DedupStore for DynamoStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        // A record whose every retry vanished between our write and our read is retried once.
+        for _ in 0..3 {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(&claim.key))
+                .item("status", s(STATUS_IN_PROGRESS))
+                .item("fingerprint", s(&claim.fingerprint))
+                .item("attempt", s(&claim.attempt))
+                .item("order_id", s(&claim.order_id))
+                .item("event", s(&claim.event))
+                .item("conversion_type", s(&claim.conversion_type))
+                .item("claimed_at_ms", n(claim.now_ms))
+                .item("lease_until_ms", n(claim.lease_until_ms))
+                .item(
+                    "expires_at",
+                    n(claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S),
+                )
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at < :now_s \
+                     OR (#status = :in_progress AND lease_until_ms < :now_ms)",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":now_s", n(claim.now_ms / 1000))
+                .expression_attribute_values(":now_ms", n(claim.now_ms))
+                .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(ClaimOutcome::Claimed),
+                Err(err) => err,
+            };
+            let old = match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    if let aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) = e {
+                        c.item().cloned()
+                    } else {
+                        None
+                    }
+                }
+                _ => return Err(store_error(err)),
+            };
+            let old = match old {
+                Some(item) => Some(item),
+                None => self.read(&claim.key).await?,
+            };
+            match old {
+                Some(item) => return Ok(record_from_item(&item).outcome_for(&claim.fingerprint)),
+                None => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "claim kept racing with deletes".to_owned(),
+        ))
+    }
+
+    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&claim.key))
+            .update_expression("SET #status = :sent, expires_at = :exp, sent_at_ms = :now_ms REMOVE lease_until_ms")
+            .condition_expression("attempt = :attempt")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":sent", s(STATUS_SENT))
+            .expression_attribute_values(":exp", n(expires_at_s))
+            .expression_attribute_values(":now_ms", n(claim.now_ms))
+            .expression_attribute_values(":attempt", s(&claim.attempt))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&claim.key))
+            .condition_expression("attempt = :attempt AND #status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":attempt", s(&claim.attempt))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(store_error(err)),
+        }
+    }
+}
+
+impl DynamoStore {
+    async fn read(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out.item)
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP adapter: authenticate, check the request, parse, classify, hand over to the bridge,
+//! and answer JSON. Nothing but the token is looked at before the token is checked.
+
+use crate::bridge::{Bridge, Report};
+use crate::error::AppError;
+use crate::mapping::{self, Decision};
+use crate::webhook::{self, MAX_BODY_BYTES};
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
+
+/// Header set by [`crate::runtime`] when API Gateway's `isBase64Encoded` body did not decode.
+pub const BAD_BASE64_MARKER: &str = "x-cartpanda-redtrack-invalid-base64";
+/// Header that carries the token when it is not in the query.
+pub const TOKEN_HEADER: &str = "x-webhook-token";
+
+/// Handles one request; never fails, never panics on input.
+pub async fn handle(bridge: &Bridge, req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let response = match handle_inner(bridge, &req).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::warn!(
+                status = err.status(),
+                reason = err.code(),
+                "request refused"
+            );
+            let mut response = json_response(err.status(), &json!({ "error": err.to_string() }));
+            if let AppError::MethodNotAllowed(_) = err {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            response
+        }
+    };
+    tracing::debug!(
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "request done"
+    );
+    response
+}
+
+async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, AppError> {
+    authenticate(bridge, req)?;
+    if req.method() != Method::POST {
+        return Err(AppError::MethodNotAllowed(req.method().to_string()));
+    }
+    if req.headers().contains_key(BAD_BASE64_MARKER) {
+        return Err(AppError::BadBase64);
+    }
+    if let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media == "application/x-www-form-urlencoded" || media.starts_with("multipart/") {
+            return Err(AppError::UnsupportedMediaType(media));
+        }
+    }
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(webhook::ParseError::TooLarge(body.len()).into());
+    }
+    let delivery = webhook::parse(body)?;
+    let classified = mapping::classify(&delivery, &bridge.config.rules)?;
+    let order_id = classified.order_id.as_deref();
+    let (conversions, order) = match (&classified.decision, classified.order) {
+        (Decision::Skip(reason), _) => {
+            tracing::info!(
+                order_id,
+                event = classified.event,
+                outcome = "skipped",
+                reason = reason.code(),
+                "delivery skipped"
+            );
+            return Ok(json_response(
+                200,
+                &json!({
+                    "order_id": order_id,
+                    "event": classified.event,
+                    "skipped": reason.code(),
+                    "message": reason.message(),
+                    "conversions": [],
+                }),
+            ));
+        }
+        (Decision::Convert(conversions), Some(order)) => (conversions, order),
+        (Decision::Convert(_), None) => unreachable!("conversions always come with their order"),
+    };
+    let order_id = order_id.unwrap_or_default();
+    let deadline_ms = req
+        .lambda_context_ref()
+        .map(|c| c.deadline as i64)
+        .filter(|d| *d > 0);
+    let report = bridge
+        .process(classified.event, order_id, order, conversions, deadline_ms)
+        .await;
+    Ok(report_response(classified.event, order_id, &report))
+}
+
+fn authenticate(bridge: &Bridge, req: &Request) -> Result<(), AppError> {
+    let query = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("token"));
+    let header = req.headers().get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+    bridge
+        .config
+        .tokens
+        .verify(query, header)
+        .map_err(AppError::Auth)
+}
+
+fn report_response(event: &str, order_id: &str, report: &Report) -> Response<Body> {
+    let status = report.status();
+    let mut body = json!({
+        "order_id": order_id,
+        "event": event,
+        "conversions": report.conversions,
+    });
+    let error = match status {
+        503 => Some(
+            "the dedup store (DynamoDB) is unavailable; nothing was sent for the conversions not yet recorded; redeliver later",
+        ),
+        502 => Some(
+            "RedTrack did not accept every postback; the failed ones were released and will be sent on redelivery",
+        ),
+        409 => Some(
+            "a conversion is being processed by another delivery or conflicts with an earlier one",
+        ),
+        _ => None,
+    };
+    if let (Some(error), Value::Object(map)) = (error, &mut body) {
+        map.insert("error".to_owned(), Value::from(error));
+    }
+    let mut response = json_response(status, &body);
+    if let Some(secs) = report.retry_after_s().filter(|_| status == 409) {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,21 @@
+use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::{
+    bridge::Bridge, clock::SystemClock, config::Config, dynamo::DynamoStore, runtime,
+};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
+    let tracker = RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default())?;
+    let bridge = Bridge {
+        config,
+        store: Arc::new(store),
+        tracker: Arc::new(tracker),
+        clock: Arc::new(SystemClock),
+    };
+    runtime::run(Arc::new(bridge)).await
+}

@@ -1,0 +1,302 @@
+//! Money as Cartpanda sends it: a JSON number (`7.5`) or a string in Brazilian (`"1.234,56"`)
+//! or international (`"1,234.56"`) format. Parsed into an exact [`Decimal`]; never a float.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::str::FromStr;
+
+/// Longest amount text accepted, in bytes: far above any real price, far below anything costly.
+const MAX_LEN: usize = 40;
+
+/// Why an amount could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("is empty")]
+    Empty,
+    #[error("is negative")]
+    Negative,
+    #[error("is not a number")]
+    NotANumber,
+    #[error("is too long")]
+    TooLong,
+    #[error("has misplaced thousands separators")]
+    BadGrouping,
+    #[error("is out of range")]
+    OutOfRange,
+}
+
+/// Parses an amount written as text, in any of the formats Cartpanda is seen to use.
+///
+/// Accepted: `7`, `7.5`, `7,50`, `1.234,56`, `1,234.56`, `1.234.567`, `R$ 7,50`, ` 97.00 `.
+/// Where both separators appear, the last one is the decimal separator and the other must group
+/// digits by three. A lone comma is a decimal comma (Brazilian stores); a lone dot is a decimal
+/// point; repeated identical separators are thousands separators.
+pub fn parse_amount_text(raw: &str) -> Result<Decimal, AmountError> {
+    let text = raw.trim();
+    if text.len() > MAX_LEN {
+        return Err(AmountError::TooLong);
+    }
+    let text = strip_currency_prefix(text);
+    if text.is_empty() {
+        return Err(AmountError::Empty);
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty()
+        || !digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b',')
+    {
+        return Err(AmountError::NotANumber);
+    }
+    if !digits.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(AmountError::NotANumber);
+    }
+    let normalised = normalise_separators(digits)?;
+    let value = Decimal::from_str_exact(&normalised).map_err(|_| AmountError::OutOfRange)?;
+    if negative && !value.is_zero() {
+        return Err(AmountError::Negative);
+    }
+    Ok(value)
+}
+
+/// Parses an amount that arrived as a JSON number, given as the text serde_json printed for it
+/// (the shortest text that reads back to the same number, i.e. what the sender wrote).
+pub fn parse_amount_number(text: &str) -> Result<Decimal, AmountError> {
+    if text.starts_with('-') && text != "-0" && text != "-0.0" {
+        return Err(AmountError::Negative);
+    }
+    if text.len() > MAX_LEN {
+        return Err(AmountError::OutOfRange);
+    }
+    let value = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).map_err(|_| AmountError::OutOfRange)?
+    } else {
+        Decimal::from_str(text).map_err(|_| AmountError::OutOfRange)?
+    };
+    Ok(value.abs())
+}
+
+/// Renders an amount as RedTrack's `sum`: a plain decimal with a dot and two places.
+pub fn format_sum(value: Decimal) -> String {
+    let rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    let mut out = rounded.to_string();
+    match out.find('.') {
+        None => out.push_str(".00"),
+        Some(dot) if out.len() - dot == 2 => out.push('0'),
+        Some(_) => {}
+    }
+    out
+}
+
+fn strip_currency_prefix(text: &str) -> &str {
+    // "R$ 7,50", "US$ 10.00", "$10", "BRL 7,50": a leading run of letters and symbols.
+    let start = text
+        .char_indices()
+        .find(|(_, c)| c.is_ascii_digit() || *c == '-' || *c == '+' || *c == '.' || *c == ',')
+        .map_or(text.len(), |(i, _)| i);
+    let prefix = &text[..start];
+    if prefix.is_empty()
+        || prefix
+            .trim()
+            .chars()
+            .all(|c| c == '$' || c == '€' || c == '£')
+        || matches!(prefix.trim(), "R$" | "US$" | "BRL" | "USD" | "EUR")
+    {
+        text[start..].trim_start()
+    } else {
+        // Letters we do not know ("abc", "NaN"): keep them so the caller rejects the text.
+        text
+    }
+}
+
+fn normalise_separators(digits: &str) -> Result<String, AmountError> {
+    let last_dot = digits.rfind('.');
+    let last_comma = digits.rfind(',');
+    let dots = digits.matches('.').count();
+    let commas = digits.matches(',').count();
+    let (decimal_sep, group_sep) = match (last_dot, last_comma) {
+        (None, None) => return Ok(digits.to_owned()),
+        (Some(d), Some(c)) => {
+            if d > c {
+                (Some('.'), Some(','))
+            } else {
+                (Some(','), Some('.'))
+            }
+        }
+        (Some(_), None) => {
+            if dots == 1 {
+                (Some('.'), None)
+            } else {
+                (None, Some('.'))
+            }
+        }
+        (None, Some(_)) => {
+            if commas == 1 {
+                (Some(','), None)
+            } else {
+                (None, Some(','))
+            }
+        }
+    };
+    let (int_part, frac_part) = match decimal_sep {
+        Some(sep) => {
+            let at = digits.rfind(sep).unwrap_or(digits.len());
+            (&digits[..at], Some(&digits[at + 1..]))
+        }
+        None => (digits, None),
+    };
+    if let Some(frac) = frac_part {
+        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AmountError::BadGrouping);
+        }
+    }
+    let int_digits = match group_sep {
+        Some(sep) if int_part.contains(sep) => {
+            let groups: Vec<&str> = int_part.split(sep).collect();
+            let first_ok = (1..=3).contains(&groups[0].len());
+            let rest_ok = groups[1..].iter().all(|g| g.len() == 3);
+            let all_digits = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
+            if !(first_ok && rest_ok && all_digits) {
+                return Err(AmountError::BadGrouping);
+            }
+            groups.concat()
+        }
+        _ => {
+            if !int_part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(AmountError::BadGrouping);
+            }
+            int_part.to_owned()
+        }
+    };
+    let int_digits = if int_digits.is_empty() {
+        "0".to_owned()
+    } else {
+        int_digits
+    };
+    Ok(match frac_part {
+        Some(frac) => format!("{int_digits}.{frac}"),
+        None => int_digits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn reads_the_shapes_cartpanda_sends() {
+        let table = [
+            ("7,50", "7.50"),
+            ("7.5", "7.5"),
+            ("197,00", "197.00"),
+            ("1.234,56", "1234.56"),
+            ("1,234.56", "1234.56"),
+            ("1.234.567,89", "1234567.89"),
+            ("1,234,567.89", "1234567.89"),
+            ("1.234.567", "1234567"),
+            ("1,234,567", "1234567"),
+            ("97", "97"),
+            ("  97.00 ", "97.00"),
+            ("R$ 1.234,56", "1234.56"),
+            ("R$7,50", "7.50"),
+            ("US$ 10.00", "10.00"),
+            ("0,99", "0.99"),
+            (",50", "0.50"),
+            ("0", "0"),
+            ("-0,00", "0.00"),
+            ("+5", "5"),
+        ];
+        for (input, expected) in table {
+            assert_eq!(parse_amount_text(input), Ok(d(expected)), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_amount() {
+        let table = [
+            ("", AmountError::Empty),
+            ("   ", AmountError::Empty),
+            ("abc", AmountError::NotANumber),
+            ("NaN", AmountError::NotANumber),
+            ("Infinity", AmountError::NotANumber),
+            ("1e309", AmountError::NotANumber),
+            ("1e3", AmountError::NotANumber),
+            ("-5,00", AmountError::Negative),
+            ("- 5", AmountError::Negative),
+            ("1.2.3,4", AmountError::BadGrouping),
+            ("12,34,5.6", AmountError::BadGrouping),
+            ("1.234,5.6", AmountError::BadGrouping),
+            ("7,", AmountError::BadGrouping),
+            ("..", AmountError::NotANumber),
+            ("R$", AmountError::Empty),
+            ("0x10", AmountError::NotANumber),
+            ("99999999999999999999999999999999", AmountError::OutOfRange),
+        ];
+        for (input, expected) in table {
+            assert_eq!(parse_amount_text(input), Err(expected), "input {input:?}");
+        }
+        assert_eq!(
+            parse_amount_text(&"9".repeat(41)),
+            Err(AmountError::TooLong)
+        );
+    }
+
+    #[test]
+    fn reads_json_numbers_exactly() {
+        assert_eq!(parse_amount_number("7.5"), Ok(d("7.5")));
+        assert_eq!(parse_amount_number("1234.56"), Ok(d("1234.56")));
+        assert_eq!(parse_amount_number("0.1"), Ok(d("0.1")));
+        assert_eq!(parse_amount_number("97"), Ok(d("97")));
+        assert_eq!(parse_amount_number("1e2"), Ok(d("100")));
+        assert_eq!(parse_amount_number("-5"), Err(AmountError::Negative));
+        assert_eq!(parse_amount_number("1e300"), Err(AmountError::OutOfRange));
+    }
+
+    #[test]
+    fn formats_sum_with_two_places() {
+        let table = [
+            ("1234.56", "1234.56"),
+            ("7.5", "7.50"),
+            ("97", "97.00"),
+            ("0", "0.00"),
+            ("0.005", "0.01"),
+            ("10.994", "10.99"),
+            ("10.995", "11.00"),
+            ("1234567.891", "1234567.89"),
+        ];
+        for (input, expected) in table {
+            assert_eq!(format_sum(d(input)), expected, "input {input}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn brazilian_and_plain_formats_agree(cents in 0u64..10_000_000_000) {
+            let value = Decimal::new(cents as i64, 2);
+            let plain = format_sum(value);
+            let (int, frac) = plain.split_once('.').unwrap();
+            let mut grouped = String::new();
+            for (i, ch) in int.chars().enumerate() {
+                if i > 0 && (int.len() - i) % 3 == 0 {
+                    grouped.push('.');
+                }
+                grouped.push(ch);
+            }
+            let brazilian = format!("{grouped},{frac}");
+            proptest::prop_assert_eq!(parse_amount_text(&brazilian), Ok(value));
+            proptest::prop_assert_eq!(parse_amount_text(&plain), Ok(value));
+            proptest::prop_assert_eq!(format_sum(parse_amount_text(&brazilian).unwrap()), plain);
+        }
+
+        #[test]
+        fn never_panics_on_any_text(s in "\\PC{0,48}") {
+            let _ = parse_amount_text(&s);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The RedTrack client: one GET per postback, retried within the invocation's deadline on
+//! connection errors, timeouts, 429 and 5xx. Errors never carry the postback URL (it holds PII):
+//! only scheme and host.
+
+use crate::postback::redact;
+use async_trait::async_trait;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Most bytes of RedTrack's reply read (it is only drained, never interpreted).
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+
+/// RedTrack's answer to an accepted postback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub status: u16,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("RedTrack ({target}) refused the postback with HTTP {status}")]
+    Rejected {
+        target: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("RedTrack ({target}) failed: {reason} after {attempts} attempt(s)")]
+    Unavailable {
+        target: String,
+        reason: String,
+        last_status: Option<u16>,
+        attempts: u32,
+    },
+}
+
+impl SendError {
+    pub fn attempts(&self) -> u32 {
+        match self {
+            SendError::Rejected { attempts, .. } | SendError::Unavailable { attempts, .. } => {
+                *attempts
+            }
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SendError::Rejected { status, .. } => Some(*status),
+            SendError::Unavailable { last_status, .. } => *last_status,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Tracker: Send + Sync {
+    /// Sends one postback, giving up by `deadline`.
+    async fn send(&self, url: &Url, deadline: Instant) -> Result<Accepted, SendError>;
+}
+
+/// Retry policy for one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Time kept free before the deadline for recording the outcome.
+    pub margin: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            margin: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// RedTrack over HTTPS with reqwest; the client is built once at cold start.
+#[derive(Debug, Clone)]
+pub struct RedTrackClient {
+    http: reqwest::Client,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl RedTrackClient {
+    pub fn new(timeout: Duration, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()?;
+        Ok(RedTrackClient {
+            http,
+            timeout,
+            retry,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<u16, (String, Option<u16>, bool)> {
+        let response = self
+            .http
+            .get(url.clone())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.without_url();
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                (reason.to_owned(), None, true)
+            })?;
+        let status = response.status().as_u16();
+        drain(response).await;
+        match status {
+            200..=299 => Ok(status),
+            429 | 500..=599 => Err((format!("HTTP {status}"), Some(status), true)),
+            _ => Err((format!("HTTP {status}"), Some(status), false)),
+        }
+    }
+}
+
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0usize;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read >= MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+}
+
+/// Exponential backoff with full jitter.
+pub fn backoff(retry: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+    let exp = retry.base_delay.saturating_mul(1u32 << attempt.min(16));
+    exp.min(retry.max_delay)
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .max(Duration::from_millis(10))
+}
+
+fn jitter() -> f64 {
+    (crate::clock::random_u64() % 1000) as f64 / 1000.0
+}
+
+#[async_trait]
+impl Tracker for RedTrackClient {
+    async fn send(&self, url: &Url, deadline: Instant) -> Result<Accepted, SendError> {
+        let target = redact(url);
+        let mut attempts = 0;
+        loop {
+            let now = Instant::now();
+            let left = deadline
+                .saturating_duration_since(now)
+                .saturating_sub(self.retry.margin);
+            if left < Duration::from_millis(50) && attempts > 0 {
+                break;
+            }
+            let timeout = self.timeout.min(left.max(Duration::from_millis(50)));
+            attempts += 1;
+            match self.attempt(url, timeout).await {
+                Ok(status) => return Ok(Accepted { status, attempts }),
+                Err((_, Some(status), false)) => {
+                    return Err(SendError::Rejected {
+                        target,
+                        status,
+                        attempts,
+                    });
+                }
+                Err((reason, last_status, _)) => {
+                    if attempts >= self.retry.max_attempts {
+                        return Err(SendError::Unavailable {
+                            target,
+                            reason,
+                            last_status,
+                            attempts,
+                        });
+                    }
+                    let pause = backoff(&self.retry, attempts - 1, jitter());
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .saturating_sub(self.retry.margin);
+                    if pause + Duration::from_millis(50) > left {
+                        return Err(SendError::Unavailable {
+                            target,
+                            reason,
+                            last_status,
+                            attempts,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        Err(SendError::Unavailable {
+            target,
+            reason: "no time left before the deadline".to_owned(),
+            last_status: None,
+            attempts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(backoff(&p, 0, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(&p, 1, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff(&p, 10, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(&p, 3, 0.0), Duration::from_millis(10));
+        assert!(backoff(&p, 2, 0.5) <= Duration::from_millis(400));
+    }
+}
