@@ -1,0 +1,87 @@
+# cartpanda-redtrack — every command a developer or CI needs. Tools install themselves into
+# .tools/ (a git-ignored Python virtualenv): cargo-lambda, moto (DynamoDB), cfn-lint, SAM CLI.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+TOOLS      := .tools
+PY         := $(TOOLS)/bin/python
+STAMP      := $(TOOLS)/.installed-v1
+MOTO_PORT  ?= 5055
+MOTO_URL   := http://127.0.0.1:$(MOTO_PORT)
+MOTO_PID   := $(TOOLS)/moto.pid
+MOTO_LOG   := $(TOOLS)/moto.log
+EVENT      ?= events/paid-brl.json
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+
+# Test environment: the AWS SDK talks to moto with dummy credentials.
+TEST_ENV := AWS_ENDPOINT_URL_DYNAMODB=$(MOTO_URL) AWS_REGION=us-east-1 \
+	AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+
+.PHONY: help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+$(STAMP):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check cargo-lambda 'moto[server]' cfn-lint aws-sam-cli
+	touch $@
+
+tools: $(STAMP) ## install cargo-lambda, moto, cfn-lint and SAM CLI into .tools/
+
+test: tools ## everything CI checks: fmt, clippy, all tests against moto, template lint
+	$(MAKE) --no-print-directory fmt-check clippy
+	$(MAKE) --no-print-directory moto-start
+	set +e; $(TEST_ENV) cargo test 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
+	  $(MAKE) --no-print-directory moto-stop; exit $$status
+	$(MAKE) --no-print-directory lint
+	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TOOLS)/test.log
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --all-targets -- -D warnings
+
+lint: tools ## lint the SAM template (cfn-lint and sam validate --lint)
+	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/sam validate --lint --template template.yaml
+
+moto-start: tools ## start moto (DynamoDB) on 127.0.0.1:$(MOTO_PORT)
+	@if [ -f $(MOTO_PID) ] && kill -0 $$(cat $(MOTO_PID)) 2>/dev/null; then echo "moto already running"; exit 0; fi; \
+	$(TOOLS)/bin/moto_server -H 127.0.0.1 -p $(MOTO_PORT) >$(MOTO_LOG) 2>&1 & echo $$! > $(MOTO_PID); \
+	for i in $$(seq 1 100); do \
+	  if curl -s -o /dev/null $(MOTO_URL)/moto-api/; then echo "moto ready on $(MOTO_URL)"; exit 0; fi; sleep 0.1; \
+	done; echo "moto did not start; see $(MOTO_LOG)"; cat $(MOTO_LOG); exit 1
+
+moto-stop: ## stop moto
+	@if [ -f $(MOTO_PID) ]; then kill $$(cat $(MOTO_PID)) 2>/dev/null || true; rm -f $(MOTO_PID); echo "moto stopped"; fi
+
+demo: tools ## run the function under cargo lambda watch (dry run, moto as DynamoDB) on the sample events
+	$(PY) scripts/demo.py --moto-port $(MOTO_PORT)
+
+watch: tools ## run the function locally under cargo lambda watch (needs a table: see README)
+	cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .env.local
+
+invoke: tools ## send one sample event to a running `make watch`: make invoke EVENT=events/x.json
+	cargo lambda invoke cartpanda-redtrack -A 127.0.0.1 -P 9000 --data-file $(EVENT)
+
+build: tools ## release build of the Lambda (x86_64; add ARCH=--arm64 for Graviton)
+	cargo lambda build --release $(ARCH)
+
+deploy: tools ## sam build + sam deploy (guided the first time, samconfig.toml after)
+	$(TOOLS)/bin/sam build
+	@if [ -f samconfig.toml ]; then $(TOOLS)/bin/sam deploy; else $(TOOLS)/bin/sam deploy --guided; fi
+
+deploy-cargo-lambda: tools ## the other route: cargo lambda build --arm64 + cargo lambda deploy (see README)
+	cargo lambda build --release --arm64
+	cargo lambda deploy cartpanda-redtrack --env-file .env.deploy
+
+clean: moto-stop ## remove build output and local tools
+	cargo clean
+	rm -rf $(TOOLS) .aws-sam

@@ -1,0 +1,332 @@
+//! Shared test harness: a fresh DynamoDB table in moto, a wiremock RedTrack, and deliveries driven
+//! through the real handler from API Gateway v2 events (the same path the runtime takes).
+#![allow(dead_code)]
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use cartpanda_redtrack::bridge::Bridge;
+use cartpanda_redtrack::clock::{Clock, SystemClock};
+use cartpanda_redtrack::config::Config;
+use cartpanda_redtrack::dynamo::DynamoStore;
+use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::{handler, runtime};
+use lambda_http::RequestExt;
+use lambda_http::request::LambdaRequest;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use wiremock::MockServer;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// The moto endpoint; DynamoDB tests need it (`make test` starts moto and sets it).
+pub fn moto_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| {
+        panic!("DynamoDB tests need moto: run `make test`, or start `moto_server -p 5055` and set AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:5055")
+    })
+}
+
+pub fn dynamo_client(endpoint: &str) -> Client {
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests");
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    Client::from_conf(conf)
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", cartpanda_redtrack::clock::random_u64())
+}
+
+pub async fn create_table(client: &Client) -> String {
+    let name = unique("dedup");
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table in moto");
+    name
+}
+
+pub struct Harness {
+    pub bridge: Arc<Bridge>,
+    pub dynamo: Client,
+    pub table: String,
+    pub redtrack: MockServer,
+}
+
+pub struct Options {
+    pub env: Vec<(&'static str, String)>,
+    pub dynamo_endpoint: Option<String>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            env: Vec::new(),
+            dynamo_endpoint: None,
+            clock: Arc::new(SystemClock),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(40),
+                margin: Duration::from_millis(200),
+            },
+        }
+    }
+}
+
+pub const TEMPLATE_PATH: &str = "/postback?clickid={cid}&sum={total_price}&status=approved&fname={first_name}&lname={last_name}&phone={phone_number}&email={email}&contentid={product_id}&product={product_name}&protect=fixed%20token";
+
+pub async fn harness() -> Harness {
+    harness_with(Options::default()).await
+}
+
+pub async fn harness_with(options: Options) -> Harness {
+    let redtrack = MockServer::start().await;
+    let endpoint = moto_endpoint();
+    let dynamo = dynamo_client(&endpoint);
+    let table = create_table(&dynamo).await;
+    let mut env: HashMap<String, String> = HashMap::from([
+        (
+            "REDTRACK_POSTBACK_URL".to_owned(),
+            format!("{}{TEMPLATE_PATH}", redtrack.uri()),
+        ),
+        ("WEBHOOK_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("DEDUP_TABLE".to_owned(), table.clone()),
+        ("REDTRACK_TIMEOUT_MS".to_owned(), "1000".to_owned()),
+    ]);
+    for (k, v) in options.env {
+        env.insert(k.to_owned(), v);
+    }
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+    let store_client = dynamo_client(options.dynamo_endpoint.as_deref().unwrap_or(&endpoint));
+    let store = DynamoStore::new(store_client, table.clone());
+    let tracker = RedTrackClient::new(config.redtrack_timeout, options.retry).unwrap();
+    let bridge = Bridge {
+        config,
+        store: Arc::new(store),
+        tracker: Arc::new(tracker),
+        clock: options.clock,
+    };
+    Harness {
+        bridge: Arc::new(bridge),
+        dynamo,
+        table,
+        redtrack,
+    }
+}
+
+/// An API Gateway v2 (HTTP API) event carrying `body`, as Cartpanda's POST arrives.
+pub fn apigw_event(
+    method: &str,
+    body: Option<&str>,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Value {
+    let raw_query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                k,
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+            )
+        })
+        .collect();
+    let mut qsp = serde_json::Map::new();
+    for (k, v) in query {
+        qsp.insert((*k).to_owned(), Value::from(*v));
+    }
+    let mut hdrs = serde_json::Map::new();
+    hdrs.insert("content-type".into(), "application/json".into());
+    hdrs.insert("user-agent".into(), "GuzzleHttp/7".into());
+    for (k, v) in headers {
+        hdrs.insert(k.to_ascii_lowercase(), Value::from(*v));
+    }
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} /cartpanda"),
+        "rawPath": "/cartpanda",
+        "rawQueryString": raw_query.join("&"),
+        "queryStringParameters": if qsp.is_empty() { Value::Null } else { Value::Object(qsp) },
+        "headers": hdrs,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
+            "http": {"method": method, "path": "/cartpanda", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "GuzzleHttp/7"},
+            "requestId": "req", "routeKey": format!("{method} /cartpanda"), "stage": "$default",
+            "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+/// A POST of `body` with the right token in the query.
+pub fn post(body: &Value) -> Value {
+    apigw_event("POST", Some(&body.to_string()), &[("token", TOKEN)], &[])
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: lambda_http::http::HeaderMap,
+    pub body: Value,
+}
+
+/// Delivers one API Gateway event through the runtime adapter and the real handler.
+pub async fn deliver_event(bridge: &Bridge, event: Value) -> Answer {
+    let payload: LambdaRequest = serde_json::from_value(event).expect("a valid API Gateway event");
+    let mut ctx = lambda_http::Context::default();
+    ctx.deadline = (SystemClock.now_ms() + 10_000) as u64;
+    let req = runtime::into_request(payload).with_lambda_context(ctx);
+    let response = handler::handle(bridge, req).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = match response.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        lambda_http::Body::Empty => String::new(),
+        _ => String::new(),
+    };
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("response is JSON: {text}"));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn deliver(h: &Harness, body: &Value) -> Answer {
+    deliver_event(&h.bridge, post(body)).await
+}
+
+/// Every postback RedTrack received, as decoded query maps, in arrival order.
+pub async fn postbacks(h: &Harness) -> Vec<BTreeMap<String, String>> {
+    h.redtrack
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            r.url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Number of records in the dedup table.
+pub async fn items(h: &Harness) -> usize {
+    h.dynamo
+        .scan()
+        .table_name(&h.table)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .len()
+}
+
+pub async fn item(
+    h: &Harness,
+    key: &str,
+) -> Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    h.dynamo
+        .get_item()
+        .table_name(&h.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(key.to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+}
+
+/// A realistic paid Cartpanda order (Brazilian store, money as Brazilian strings).
+pub fn paid_order(order_id: u64) -> Value {
+    json!({
+        "event": "order.paid",
+        "order": {
+            "id": order_id,
+            "number": 3187,
+            "order_number": "3187",
+            "email": "order-level@example.com",
+            "phone": "(11) 98765-4321",
+            "test": 0,
+            "is_cartx_test": 0,
+            "currency": "BRL",
+            "total_price": "1.234,56",
+            "status_id": "New",
+            "chargeback_received": 0,
+            "afid": null,
+            "created_at": "2025-03-14 13:42:07",
+            "processed_at": "2025-03-14T13:43:55.000000Z",
+            "checkout_params": {"cid": "67d42f3b9a1e5c0012ab34cd", "utm_source": "facebook", "src": "fb-ads"},
+            "shop": {"id": 612834, "slug": "vitalidade-natural", "name": "Vitalidade Natural"},
+            "customer": {
+                "id": 31904422, "email": "joao.conceicao@gmail.com", "first_name": "João",
+                "last_name": "Conceição & Filhos", "phone": "+55 (11) 98765-4321", "cpf": "123.456.789-09"
+            },
+            "address": {"country_code": "BR", "city": "São Paulo"},
+            "payment": {"type": "cc", "amount": 1234.56, "currency": "BRL"},
+            "line_items": [
+                {"id": 90001, "product_id": 22264700, "variant_id": 1, "name": "Colágeno Verisol + Ácido Hialurônico #1",
+                 "price": "1.234,56", "quantity": 1, "up_sell_id": 0, "up_sell_type": null, "is_refunded": 0}
+            ],
+            "refunds": []
+        },
+        "webhook": {"id": 1}
+    })
+}
+
+/// The same order after an upsell (and, with `second`, a second upsell).
+pub fn upsell_order(order_id: u64, second: bool) -> Value {
+    let mut v = paid_order(order_id);
+    v["event"] = json!("order.upsell");
+    let items = v["order"]["line_items"].as_array_mut().unwrap();
+    items.push(json!({"id": 90002, "product_id": 22264763, "name": "Kit 3 meses", "price": 97, "quantity": 2,
+                      "up_sell_id": 42186, "up_sell_type": "Upsell 1", "is_refunded": 0}));
+    if second {
+        items.push(json!({"id": 90003, "product_id": 22264763, "name": "Garantia estendida", "price": "19,90",
+                          "quantity": 1, "up_sell_id": 42187, "up_sell_type": "Upsell 2", "is_refunded": 0}));
+    }
+    v["order"]["total_price"] = json!(if second { "1.448,36" } else { "1.428,56" });
+    v
+}
+
+pub fn refund_order(order_id: u64) -> Value {
+    let mut v = paid_order(order_id);
+    v["event"] = json!("order.refunded");
+    v["order"]["status_id"] = json!("Refunded");
+    v["order"]["refunds"] =
+        json!([{"id": 777, "total_amount": "1.234,56", "created_at": "2025-03-20 10:00:00"}]);
+    v
+}
