@@ -17,10 +17,12 @@ export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 
 # Test environment: the AWS SDK talks to moto with dummy credentials.
-TEST_ENV := AWS_ENDPOINT_URL_DYNAMODB=$(MOTO_URL) AWS_REGION=us-east-1 \
+TEST_ENV := AWS_ENDPOINT_URL_DYNAMODB=$(MOTO_URL) AWS_ENDPOINT_URL_SQS=$(MOTO_URL) AWS_REGION=us-east-1 \
 	AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+STACK      ?= cartpanda-redtrack
+
+.PHONY: redrive help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -36,7 +38,7 @@ tools: $(STAMP) ## install cargo-lambda, moto, cfn-lint and SAM CLI into .tools/
 test: tools ## everything CI checks: fmt, clippy, all tests against moto, template lint
 	$(MAKE) --no-print-directory fmt-check clippy
 	$(MAKE) --no-print-directory moto-start
-	set +e; $(TEST_ENV) cargo test 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
+	set +e; $(TEST_ENV) cargo test --no-fail-fast 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
 	  $(MAKE) --no-print-directory moto-stop; exit $$status
 	$(MAKE) --no-print-directory lint
 	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
@@ -52,9 +54,9 @@ lint: tools ## lint the SAM template (cfn-lint and sam validate --lint)
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/sam validate --lint --template template.yaml
 
-moto-start: tools ## start moto (DynamoDB) on 127.0.0.1:$(MOTO_PORT)
+moto-start: tools ## start moto (DynamoDB and SQS) on 127.0.0.1:$(MOTO_PORT), one request at a time
 	@if [ -f $(MOTO_PID) ] && kill -0 $$(cat $(MOTO_PID)) 2>/dev/null; then echo "moto already running"; exit 0; fi; \
-	$(TOOLS)/bin/moto_server -H 127.0.0.1 -p $(MOTO_PORT) >$(MOTO_LOG) 2>&1 & echo $$! > $(MOTO_PID); \
+	$(PY) scripts/moto_serial.py -H 127.0.0.1 -p $(MOTO_PORT) >$(MOTO_LOG) 2>&1 & echo $$! > $(MOTO_PID); \
 	for i in $$(seq 1 100); do \
 	  if curl -s -o /dev/null $(MOTO_URL)/moto-api/; then echo "moto ready on $(MOTO_URL)"; exit 0; fi; sleep 0.1; \
 	done; echo "moto did not start; see $(MOTO_LOG)"; cat $(MOTO_LOG); exit 1
@@ -81,6 +83,13 @@ deploy: tools ## sam build + sam deploy (guided the first time, samconfig.toml a
 deploy-cargo-lambda: tools ## the other route: cargo lambda build --arm64 + cargo lambda deploy (see README)
 	cargo lambda build --release --arm64
 	cargo lambda deploy cartpanda-redtrack --env-file .env.deploy
+
+redrive: tools ## move conversions from the DLQ back to the redrive queue: make redrive [STACK=cartpanda-redtrack]
+	@outputs=$$($(TOOLS)/bin/sam list stack-outputs --stack-name $(STACK) --output json); \
+	pick() { echo "$$outputs" | $(PY) -c "import json,sys; print(next(o['OutputValue'] for o in json.load(sys.stdin) if o['OutputKey']=='$$1'))"; }; \
+	dlq=$$(pick RedriveDLQUrl); queue=$$(pick RedriveQueueUrl); \
+	echo "moving messages from $$dlq to $$queue"; \
+	cargo run --quiet --release --bin cartpanda-redtrack-admin -- redrive --from "$$dlq" --to "$$queue"
 
 clean: moto-stop ## remove build output and local tools
 	cargo clean

@@ -115,7 +115,7 @@ def main():
     moto = watch = None
     try:
         print(f"starting moto (DynamoDB) on 127.0.0.1:{args.moto_port}")
-        moto = subprocess.Popen([str(TOOLS / "moto_server"), "-H", "127.0.0.1", "-p", str(args.moto_port)],
+        moto = subprocess.Popen([str(TOOLS / "python"), str(ROOT / "scripts" / "moto_serial.py"), "-H", "127.0.0.1", "-p", str(args.moto_port)],
                                 stdout=open(state / "moto.log", "w"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         endpoint = f"http://127.0.0.1:{args.moto_port}"

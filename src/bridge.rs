@@ -3,8 +3,10 @@
 
 use crate::clock::{Clock, random_u64};
 use crate::config::Config;
-use crate::dedup::{Claim, ClaimOutcome, DedupStore};
+use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
 use crate::mapping::{self, Conversion, MacroContext};
+use crate::queue::{RedriveMessage, RedriveQueue};
 use crate::tracker::Tracker;
 use crate::webhook::Order;
 use serde::Serialize;
@@ -17,6 +19,9 @@ pub struct Bridge {
     pub store: Arc<dyn DedupStore>,
     pub tracker: Arc<dyn Tracker>,
     pub clock: Arc<dyn Clock>,
+    /// Where conversions go when RedTrack stays down for the whole invocation; without one they
+    /// are released and the delivery answered 502.
+    pub queue: Option<Arc<dyn RedriveQueue>>,
 }
 
 /// What happened to one conversion.
@@ -26,6 +31,7 @@ pub enum Outcome {
     Sent,
     Duplicate,
     DryRun,
+    Queued,
     InProgress,
     Conflict,
     Failed,
@@ -39,6 +45,7 @@ impl Outcome {
             Outcome::Sent => "sent",
             Outcome::Duplicate => "duplicate",
             Outcome::DryRun => "dry_run",
+            Outcome::Queued => "queued",
             Outcome::InProgress => "in_progress",
             Outcome::Conflict => "conflict",
             Outcome::Failed => "failed",
@@ -88,6 +95,8 @@ impl Report {
             502
         } else if self.any(Outcome::Conflict) || self.any(Outcome::InProgress) {
             409
+        } else if self.any(Outcome::Queued) {
+            202
         } else {
             200
         }
@@ -106,6 +115,16 @@ impl Report {
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(15);
 
 impl Bridge {
+    /// The store, tracker and clock, for one send.
+    pub fn courier(&self) -> Courier<'_> {
+        Courier {
+            store: self.store.as_ref(),
+            tracker: self.tracker.as_ref(),
+            clock: self.clock.as_ref(),
+            ttl_days: self.config.ttl_days,
+        }
+    }
+
     /// The dedup record key of a conversion.
     pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
         if dry_run {
@@ -236,45 +255,68 @@ impl Bridge {
             random: random_u64() % 1_000_000_000,
         };
         let url = self.config.postback.render(|m| context.value(m));
-        let expires_at_s = self.clock.now_ms() / 1000 + i64::from(self.config.ttl_days) * 86_400;
+        let courier = self.courier();
 
         if dry_run {
             entry.outcome = Outcome::DryRun;
+            courier
+                .record(
+                    &claim,
+                    Finish::Sent,
+                    i64::from(self.config.ttl_days) * 86_400,
+                )
+                .await;
             entry.postback = Some(url.into());
-            if let Err(err) = self.store.mark_sent(&claim, expires_at_s).await {
-                tracing::error!(order_id, event_id = %conversion.event_id, error = %err, "could not record dry run");
-            }
             return entry;
         }
 
-        match self.tracker.send(&url, deadline).await {
-            Ok(accepted) => {
+        match courier.send(&claim, &url, deadline).await {
+            Sent::Accepted(accepted) => {
                 entry.outcome = Outcome::Sent;
                 entry.redtrack_status = Some(accepted.status);
                 entry.attempts = Some(accepted.attempts);
-                match self.store.mark_sent(&claim, expires_at_s).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        order_id,
-                        event_id = %conversion.event_id,
-                        "lease ran out before the send was recorded; rdtk_event_id guards against a repeat"
-                    ),
-                    Err(err) => tracing::error!(
-                        order_id,
-                        event_id = %conversion.event_id,
-                        error = %err,
-                        "sent, but recording it failed; rdtk_event_id guards against a repeat"
-                    ),
-                }
             }
-            Err(err) => {
-                tracing::warn!(order_id, event_id = %conversion.event_id, error = %err, "postback failed");
+            Sent::Refused(err) => {
                 entry.outcome = Outcome::Failed;
                 entry.redtrack_status = err.status();
                 entry.attempts = Some(err.attempts());
-                entry.message = Some(err.to_string());
-                if let Err(release) = self.store.release(&claim).await {
-                    tracing::error!(order_id, event_id = %conversion.event_id, error = %release, "could not release claim");
+                entry.message = Some(format!(
+                    "{err}; not retried: check the postback URL and conversion type in RedTrack"
+                ));
+            }
+            Sent::Retryable(err) => {
+                entry.redtrack_status = err.status();
+                entry.attempts = Some(err.attempts());
+                let message = RedriveMessage {
+                    v: 1,
+                    key: claim.key.clone(),
+                    event_id: conversion.event_id.clone(),
+                    fingerprint: claim.fingerprint.clone(),
+                    order_id: order_id.to_owned(),
+                    event: event.to_owned(),
+                    conversion_type: conversion.conversion_type.clone(),
+                    postback: url.into(),
+                    first_failure_ms: self.clock.now_ms(),
+                };
+                let queued = match &self.queue {
+                    Some(queue) => match queue.enqueue(&message, self.config.redrive_delay_s).await
+                    {
+                        Ok(()) => true,
+                        Err(queue_err) => {
+                            tracing::error!(order_id, event_id = %conversion.event_id, error = %queue_err, "could not queue for redrive");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if queued {
+                    courier.record(&claim, Finish::Queued, QUEUED_KEEP_S).await;
+                    entry.outcome = Outcome::Queued;
+                    entry.message = Some(format!("{err}; queued for redrive"));
+                } else {
+                    courier.release(&claim).await;
+                    entry.outcome = Outcome::Failed;
+                    entry.message = Some(format!("{err}; released for redelivery"));
                 }
             }
         }

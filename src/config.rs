@@ -32,6 +32,10 @@ pub struct Config {
     pub dry_run: bool,
     /// Timeout of one request to RedTrack.
     pub redtrack_timeout: Duration,
+    /// The redrive queue; unset, conversions RedTrack could not take are released (502).
+    pub redrive_queue_url: Option<String>,
+    /// How long a newly queued conversion waits before its first redrive.
+    pub redrive_delay_s: u32,
 }
 
 impl Config {
@@ -62,32 +66,8 @@ impl Config {
             lookup("WEBHOOK_TOKEN").ok_or_else(|| err("WEBHOOK_TOKEN", "is not set"))?;
         let tokens = Tokens::parse(&Secret::new(raw_token)).map_err(|p| err("WEBHOOK_TOKEN", p))?;
 
-        let table = get("DEDUP_TABLE")
-            .ok_or_else(|| err("DEDUP_TABLE", "is not set: name the DynamoDB table"))?;
-        if table.len() < 3
-            || table.len() > 255
-            || !table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(err(
-                "DEDUP_TABLE",
-                "is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)",
-            ));
-        }
-
-        let ttl_days = match get("DEDUP_TTL_DAYS") {
-            None => 30,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n @ 1..=3650) => n,
-                _ => {
-                    return Err(err(
-                        "DEDUP_TTL_DAYS",
-                        format!("must be a whole number of days from 1 to 3650, got `{v}`"),
-                    ));
-                }
-            },
-        };
+        let table = table(&get)?;
+        let ttl_days = ttl_days(&get)?;
 
         let types_text =
             get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
@@ -95,14 +75,16 @@ impl Config {
             ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
         let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
 
-        let redtrack_timeout = match get("REDTRACK_TIMEOUT_MS") {
-            None => Duration::from_millis(4000),
-            Some(v) => match v.parse::<u64>() {
-                Ok(ms @ 100..=60_000) => Duration::from_millis(ms),
+        let redtrack_timeout = redtrack_timeout(&get)?;
+        let redrive_queue_url = get("REDRIVE_QUEUE_URL");
+        let redrive_delay_s = match get("REDRIVE_DELAY_S") {
+            None => 60,
+            Some(v) => match v.parse::<u32>() {
+                Ok(s @ 0..=900) => s,
                 _ => {
                     return Err(err(
-                        "REDTRACK_TIMEOUT_MS",
-                        format!("must be milliseconds from 100 to 60000, got `{v}`"),
+                        "REDRIVE_DELAY_S",
+                        format!("must be seconds from 0 to 900, got `{v}`"),
                     ));
                 }
             },
@@ -119,7 +101,90 @@ impl Config {
             },
             dry_run,
             redtrack_timeout,
+            redrive_queue_url,
+            redrive_delay_s,
         })
+    }
+}
+
+/// Configuration of the redrive consumer: only what a re-send needs (no token, no template).
+#[derive(Debug, Clone)]
+pub struct RedriveConfig {
+    pub table: String,
+    pub ttl_days: u32,
+    pub redtrack_timeout: Duration,
+    /// The queue the consumer reads, for growing a message's visibility timeout.
+    pub queue_url: String,
+    /// Where permanently refused conversions go at once, for the operator.
+    pub dlq_url: Option<String>,
+}
+
+impl RedriveConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        Ok(RedriveConfig {
+            table: table(&get)?,
+            ttl_days: ttl_days(&get)?,
+            redtrack_timeout: redtrack_timeout(&get)?,
+            queue_url: get("REDRIVE_QUEUE_URL").ok_or_else(|| {
+                err(
+                    "REDRIVE_QUEUE_URL",
+                    "is not set: the URL of the redrive queue",
+                )
+            })?,
+            dlq_url: get("REDRIVE_DLQ_URL"),
+        })
+    }
+}
+
+fn table(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let table = get("DEDUP_TABLE")
+        .ok_or_else(|| err("DEDUP_TABLE", "is not set: name the DynamoDB table"))?;
+    if table.len() < 3
+        || table.len() > 255
+        || !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(err(
+            "DEDUP_TABLE",
+            "is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .)",
+        ));
+    }
+    Ok(table)
+}
+
+fn ttl_days(get: &impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    match get("DEDUP_TTL_DAYS") {
+        None => Ok(30),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=3650) => Ok(n),
+            _ => Err(err(
+                "DEDUP_TTL_DAYS",
+                format!("must be a whole number of days from 1 to 3650, got `{v}`"),
+            )),
+        },
+    }
+}
+
+fn redtrack_timeout(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    match get("REDTRACK_TIMEOUT_MS") {
+        None => Ok(Duration::from_millis(4000)),
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms @ 100..=60_000) => Ok(Duration::from_millis(ms)),
+            _ => Err(err(
+                "REDTRACK_TIMEOUT_MS",
+                format!("must be milliseconds from 100 to 60000, got `{v}`"),
+            )),
+        },
     }
 }
 
@@ -230,6 +295,7 @@ mod tests {
                 "REDTRACK_TIMEOUT_MS",
                 "100 to 60000",
             ),
+            (&[("REDRIVE_DELAY_S", "901")], "REDRIVE_DELAY_S", "0 to 900"),
         ];
         for (pairs, var, problem) in cases {
             let e = config(pairs).unwrap_err();

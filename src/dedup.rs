@@ -48,18 +48,47 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// How a claimed conversion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// RedTrack accepted it: duplicates are dropped until the record expires.
+    Sent,
+    /// Waiting in the redrive queue: a redelivery or the redrive consumer may claim it again.
+    Queued,
+    /// RedTrack refused it for good (4xx): kept for the operator; a redelivery may try again.
+    Failed,
+}
+
+impl Finish {
+    pub fn status(self) -> &'static str {
+        match self {
+            Finish::Sent => STATUS_SENT,
+            Finish::Queued => STATUS_QUEUED,
+            Finish::Failed => STATUS_FAILED,
+        }
+    }
+}
+
 #[async_trait]
 pub trait DedupStore: Send + Sync {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
-    /// Marks the claim sent, to be remembered until `expires_at_s`. Returns false when the
+    /// Records how the claim ended, to be kept until `expires_at_s`. Returns false when the
     /// attempt no longer held the claim (its lease ran out and another attempt took over).
-    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError>;
+    async fn finish(
+        &self,
+        claim: &Claim,
+        finish: Finish,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError>;
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
     async fn release(&self, claim: &Claim) -> Result<(), StoreError>;
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
 pub const STATUS_SENT: &str = "SENT";
+pub const STATUS_QUEUED: &str = "QUEUED";
+pub const STATUS_FAILED: &str = "FAILED";
 
 /// A record as stored, shared by both implementations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +102,14 @@ pub struct Record {
 }
 
 impl Record {
-    /// Whether a new claim may replace this record at `now_ms`.
-    pub fn claimable(&self, now_ms: i64) -> bool {
+    /// Whether a new claim for a conversion with `fingerprint` may replace this record at
+    /// `now_ms`: the record expired, its attempt's lease is over, or it waits for a re-send of
+    /// the same conversion.
+    pub fn claimable(&self, now_ms: i64, fingerprint: &str) -> bool {
         self.expires_at_s * 1000 < now_ms
             || (self.status == STATUS_IN_PROGRESS && self.lease_until_ms < now_ms)
+            || ((self.status == STATUS_QUEUED || self.status == STATUS_FAILED)
+                && self.fingerprint == fingerprint)
     }
 
     /// What a claim that lost to this record reports.
@@ -109,7 +142,7 @@ impl DedupStore for MemoryStore {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let mut records = self.records.lock().expect("memory store lock");
         if let Some(old) = records.get(&claim.key) {
-            if !old.claimable(claim.now_ms) {
+            if !old.claimable(claim.now_ms, &claim.fingerprint) {
                 return Ok(old.outcome_for(&claim.fingerprint));
             }
         }
@@ -127,13 +160,22 @@ impl DedupStore for MemoryStore {
         Ok(ClaimOutcome::Claimed)
     }
 
-    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        claim: &Claim,
+        finish: Finish,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError> {
         let mut records = self.records.lock().expect("memory store lock");
         match records.get_mut(&claim.key) {
             Some(r) if r.attempt == claim.attempt => {
-                r.status = STATUS_SENT.to_owned();
+                r.status = finish.status().to_owned();
                 r.expires_at_s = expires_at_s;
-                r.sent_at_ms = Some(claim.now_ms);
+                r.lease_until_ms = 0;
+                if finish == Finish::Sent {
+                    r.sent_at_ms = Some(now_ms);
+                }
                 Ok(true)
             }
             _ => Ok(false),

@@ -3,8 +3,8 @@
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
 
 use crate::dedup::{
-    Claim, ClaimOutcome, DedupStore, IN_PROGRESS_GRACE_S, Record, STATUS_IN_PROGRESS, STATUS_SENT,
-    StoreError,
+    Claim, ClaimOutcome, DedupStore, Finish, IN_PROGRESS_GRACE_S, Record, STATUS_FAILED,
+    STATUS_IN_PROGRESS, STATUS_QUEUED, StoreError,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -106,12 +106,16 @@ impl DedupStore for DynamoStore {
                 )
                 .condition_expression(
                     "attribute_not_exists(pk) OR expires_at < :now_s \
-                     OR (#status = :in_progress AND lease_until_ms < :now_ms)",
+                     OR (#status = :in_progress AND lease_until_ms < :now_ms) \
+                     OR (#status IN (:queued, :failed) AND fingerprint = :fingerprint)",
                 )
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":now_s", n(claim.now_ms / 1000))
                 .expression_attribute_values(":now_ms", n(claim.now_ms))
                 .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+                .expression_attribute_values(":queued", s(STATUS_QUEUED))
+                .expression_attribute_values(":failed", s(STATUS_FAILED))
+                .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
@@ -145,18 +149,29 @@ impl DedupStore for DynamoStore {
         ))
     }
 
-    async fn mark_sent(&self, claim: &Claim, expires_at_s: i64) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        claim: &Claim,
+        finish: Finish,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError> {
+        let update = if finish == Finish::Sent {
+            "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms REMOVE lease_until_ms"
+        } else {
+            "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms REMOVE lease_until_ms"
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&claim.key))
-            .update_expression("SET #status = :sent, expires_at = :exp, sent_at_ms = :now_ms REMOVE lease_until_ms")
+            .update_expression(update)
             .condition_expression("attempt = :attempt")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":sent", s(STATUS_SENT))
+            .expression_attribute_values(":status", s(finish.status()))
             .expression_attribute_values(":exp", n(expires_at_s))
-            .expression_attribute_values(":now_ms", n(claim.now_ms))
+            .expression_attribute_values(":now_ms", n(now_ms))
             .expression_attribute_values(":attempt", s(&claim.attempt))
             .send()
             .await;

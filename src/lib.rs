@@ -5,11 +5,13 @@
 //! driven by [`bridge`] behind the HTTP adapter in [`handler`].
 
 pub mod auth;
+pub mod aws;
 pub mod bridge;
 pub mod clock;
 pub mod config;
 pub mod datetime;
 pub mod dedup;
+pub mod delivery;
 pub mod dynamo;
 pub mod error;
 pub mod handler;
@@ -17,6 +19,8 @@ pub mod lenient;
 pub mod mapping;
 pub mod money;
 pub mod postback;
+pub mod queue;
+pub mod redrive;
 pub mod runtime;
 pub mod tracker;
 pub mod webhook;

@@ -1,3 +1,4 @@
+use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
 use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::{
     bridge::Bridge, clock::SystemClock, config::Config, dynamo::DynamoStore, runtime,
@@ -8,14 +9,18 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = cartpanda_redtrack::aws::load().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
     let tracker = RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default())?;
+    let queue = config.redrive_queue_url.clone().map(|url| {
+        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn RedriveQueue>
+    });
     let bridge = Bridge {
         config,
         store: Arc::new(store),
         tracker: Arc::new(tracker),
         clock: Arc::new(SystemClock),
+        queue,
     };
     runtime::run(Arc::new(bridge)).await
 }

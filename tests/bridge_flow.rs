@@ -171,15 +171,28 @@ async fn redtrack_failing_releases_the_claim_and_a_redelivery_sends_once() {
 }
 
 #[tokio::test]
-async fn redtrack_refusing_with_4xx_is_not_retried() {
+async fn a_refused_conversion_is_not_retried_but_a_later_redelivery_may_send_it() {
     let h = harness().await;
-    redtrack_answers(&h, 400).await;
+    Mock::given(method("GET"))
+        .and(path("/postback"))
+        .respond_with(ResponseTemplate::new(400))
+        .up_to_n_times(1)
+        .mount(&h.redtrack)
+        .await;
     let answer = deliver(&h, &paid_order(3004)).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.body["conversions"][0]["redtrack_status"], 400);
     assert_eq!(answer.body["conversions"][0]["attempts"], 1);
     assert_eq!(postbacks(&h).await.len(), 1);
-    assert_eq!(items(&h).await, 0);
+    let record = item(&h, "evt#3004-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "FAILED");
+
+    // The merchant fixes the conversion type in RedTrack; Cartpanda redelivers.
+    redtrack_answers(&h, 200).await;
+    let retried = deliver(&h, &paid_order(3004)).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(postbacks(&h).await.len(), 2);
 }
 
 #[tokio::test]

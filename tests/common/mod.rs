@@ -10,6 +10,7 @@ use cartpanda_redtrack::bridge::Bridge;
 use cartpanda_redtrack::clock::{Clock, SystemClock};
 use cartpanda_redtrack::config::Config;
 use cartpanda_redtrack::dynamo::DynamoStore;
+use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
 use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::{handler, runtime};
 use lambda_http::RequestExt;
@@ -70,11 +71,51 @@ pub async fn create_table(client: &Client) -> String {
     name
 }
 
+pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests");
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+pub async fn create_queue(client: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    client
+        .create_queue()
+        .queue_name(unique(prefix))
+        .send()
+        .await
+        .expect("create queue in moto")
+        .queue_url
+        .expect("queue url")
+}
+
+/// Every message waiting in a queue (received with a visibility timeout of 0, so they stay).
+pub async fn peek(client: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
 pub struct Harness {
     pub bridge: Arc<Bridge>,
     pub dynamo: Client,
     pub table: String,
     pub redtrack: MockServer,
+    pub sqs: aws_sdk_sqs::Client,
+    /// The redrive queue, when the harness was built with one.
+    pub queue_url: Option<String>,
 }
 
 pub struct Options {
@@ -82,6 +123,7 @@ pub struct Options {
     pub dynamo_endpoint: Option<String>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    pub with_queue: bool,
 }
 
 impl Default for Options {
@@ -96,6 +138,7 @@ impl Default for Options {
                 max_delay: Duration::from_millis(40),
                 margin: Duration::from_millis(200),
             },
+            with_queue: false,
         }
     }
 }
@@ -127,17 +170,28 @@ pub async fn harness_with(options: Options) -> Harness {
     let store_client = dynamo_client(options.dynamo_endpoint.as_deref().unwrap_or(&endpoint));
     let store = DynamoStore::new(store_client, table.clone());
     let tracker = RedTrackClient::new(config.redtrack_timeout, options.retry).unwrap();
+    let sqs = sqs_client(&endpoint);
+    let queue_url = match options.with_queue {
+        true => Some(create_queue(&sqs, "redrive").await),
+        false => None,
+    };
+    let queue = queue_url
+        .as_ref()
+        .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url.clone())) as Arc<dyn RedriveQueue>);
     let bridge = Bridge {
         config,
         store: Arc::new(store),
         tracker: Arc::new(tracker),
         clock: options.clock,
+        queue,
     };
     Harness {
         bridge: Arc::new(bridge),
         dynamo,
         table,
         redtrack,
+        sqs,
+        queue_url,
     }
 }
 

@@ -1,0 +1,95 @@
+//! The redrive queue: a conversion whose postback could not be delivered within the invocation
+//! waits in SQS (encrypted; the message holds the rendered postback, which contains PII) and is
+//! re-sent by the redrive consumer through the same claim protocol.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Everything a re-send needs. Never logged: `postback` holds PII.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedriveMessage {
+    /// Format version.
+    pub v: u32,
+    pub key: String,
+    pub event_id: String,
+    pub fingerprint: String,
+    pub order_id: String,
+    pub event: String,
+    pub conversion_type: String,
+    pub postback: String,
+    /// When the first attempt failed, epoch milliseconds.
+    pub first_failure_ms: i64,
+}
+
+impl std::fmt::Debug for RedriveMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedriveMessage")
+            .field("event_id", &self.event_id)
+            .field("order_id", &self.order_id)
+            .field("conversion_type", &self.conversion_type)
+            .field("postback", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the redrive queue is unavailable: {0}")]
+pub struct QueueError(pub String);
+
+#[async_trait]
+pub trait RedriveQueue: Send + Sync {
+    /// Queues a message, invisible for `delay_s` seconds (at most 900).
+    async fn enqueue(&self, message: &RedriveMessage, delay_s: u32) -> Result<(), QueueError>;
+}
+
+/// Amazon SQS (or moto's SQS locally, through `AWS_ENDPOINT_URL_SQS`).
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl RedriveQueue for SqsQueue {
+    async fn enqueue(&self, message: &RedriveMessage, delay_s: u32) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay_s.min(900) as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                let code = aws_sdk_sqs::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+                QueueError(code.unwrap_or_else(|| "send failed".to_owned()))
+            })?;
+        Ok(())
+    }
+}
+
+/// An in-memory queue, for unit tests of the logic above it.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    pub messages: std::sync::Mutex<Vec<(RedriveMessage, u32)>>,
+}
+
+#[async_trait]
+impl RedriveQueue for MemoryQueue {
+    async fn enqueue(&self, message: &RedriveMessage, delay_s: u32) -> Result<(), QueueError> {
+        self.messages
+            .lock()
+            .expect("memory queue lock")
+            .push((message.clone(), delay_s));
+        Ok(())
+    }
+}

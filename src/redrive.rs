@@ -1,0 +1,284 @@
+//! The redrive consumer: re-sends conversions queued when RedTrack was down, through the same
+//! claim protocol, with the message's visibility timeout growing per attempt so a conversion is
+//! retried for more than 72 hours before SQS moves it to the dead-letter queue.
+
+use crate::clock::{Clock, random_u64};
+use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
+use crate::queue::{RedriveMessage, RedriveQueue};
+use crate::tracker::Tracker;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Receives before SQS moves a message to the DLQ (the queue's `maxReceiveCount`).
+pub const MAX_RECEIVES: u32 = 16;
+/// Longest visibility timeout SQS allows (12 hours).
+pub const MAX_VISIBILITY_S: u32 = 12 * 3600;
+
+/// Visibility timeout after the `receive_count`-th failed receive: 1 min, doubling, capped at
+/// 12 h. With [`MAX_RECEIVES`] receives the conversion is retried for about 77 hours.
+pub fn visibility_after(receive_count: u32) -> u32 {
+    let doubling = 60u64 << receive_count.saturating_sub(1).min(20);
+    doubling.min(u64::from(MAX_VISIBILITY_S)) as u32
+}
+
+/// What to do with a message after handling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (sent, already sent, or handed to the DLQ): delete it.
+    Done,
+    /// Try again after this many seconds.
+    RetryAfter(u32),
+}
+
+/// The consumer with its clients.
+pub struct Redriver {
+    pub store: Arc<dyn DedupStore>,
+    pub tracker: Arc<dyn Tracker>,
+    pub clock: Arc<dyn Clock>,
+    pub ttl_days: u32,
+    /// Where permanently refused or unreadable conversions go at once.
+    pub dlq: Option<Arc<dyn RedriveQueue>>,
+}
+
+impl Redriver {
+    fn courier(&self) -> Courier<'_> {
+        Courier {
+            store: self.store.as_ref(),
+            tracker: self.tracker.as_ref(),
+            clock: self.clock.as_ref(),
+            ttl_days: self.ttl_days,
+        }
+    }
+
+    /// Handles one queued conversion; `receive_count` is SQS's `ApproximateReceiveCount`.
+    pub async fn handle(
+        &self,
+        message: &RedriveMessage,
+        receive_count: u32,
+        deadline_ms: i64,
+    ) -> Disposition {
+        let now_ms = self.clock.now_ms();
+        let deadline = Instant::now()
+            + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
+        let retry = Disposition::RetryAfter(visibility_after(receive_count));
+        let claim = Claim {
+            key: message.key.clone(),
+            fingerprint: message.fingerprint.clone(),
+            attempt: format!("{now_ms:x}-{:016x}", random_u64()),
+            order_id: message.order_id.clone(),
+            event: message.event.clone(),
+            conversion_type: message.conversion_type.clone(),
+            now_ms,
+            lease_until_ms: deadline_ms.max(now_ms + 1000),
+        };
+        let log = |outcome: &str, attempts: Option<u32>, status: Option<u16>| {
+            tracing::info!(
+                order_id = %message.order_id,
+                event = %message.event,
+                event_id = %message.event_id,
+                conversion_type = %message.conversion_type,
+                outcome,
+                receive_count,
+                attempts,
+                redtrack_status = status,
+                "redrive"
+            );
+        };
+        match self.store.claim(&claim).await {
+            Ok(ClaimOutcome::Claimed) => {}
+            Ok(ClaimOutcome::AlreadySent { .. }) => {
+                log("duplicate", None, None);
+                return Disposition::Done;
+            }
+            Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
+                log("in_progress", None, None);
+                let wait = ((lease_until_ms - now_ms).max(0) / 1000 + 1) as u32;
+                return Disposition::RetryAfter(wait.clamp(1, MAX_VISIBILITY_S));
+            }
+            Ok(ClaimOutcome::Conflict) => {
+                tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "redrive conflict: the event ID was recorded for another conversion; handed to the DLQ");
+                self.to_dlq(message).await;
+                return Disposition::Done;
+            }
+            Err(err) => {
+                tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "dedup store failed; will retry");
+                return retry;
+            }
+        }
+        let Ok(url) = url::Url::parse(&message.postback) else {
+            tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "queued postback is not a URL; handed to the DLQ");
+            self.courier().release(&claim).await;
+            self.to_dlq(message).await;
+            return Disposition::Done;
+        };
+        match self.courier().send(&claim, &url, deadline).await {
+            Sent::Accepted(accepted) => {
+                log("sent", Some(accepted.attempts), Some(accepted.status));
+                Disposition::Done
+            }
+            Sent::Refused(err) => {
+                log("failed", Some(err.attempts()), err.status());
+                self.to_dlq(message).await;
+                Disposition::Done
+            }
+            Sent::Retryable(err) => {
+                log("queued", Some(err.attempts()), err.status());
+                self.courier()
+                    .record(&claim, Finish::Queued, QUEUED_KEEP_S)
+                    .await;
+                retry
+            }
+        }
+    }
+
+    async fn to_dlq(&self, message: &RedriveMessage) {
+        match &self.dlq {
+            Some(dlq) => {
+                if let Err(err) = dlq.enqueue(message, 0).await {
+                    tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "could not hand the conversion to the DLQ");
+                }
+            }
+            None => {
+                tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "no DLQ configured (REDRIVE_DLQ_URL); conversion dropped")
+            }
+        }
+    }
+}
+
+/// The SQS-triggered Lambda around a [`Redriver`].
+pub struct Consumer {
+    pub redriver: Redriver,
+    pub sqs: aws_sdk_sqs::Client,
+    /// The queue the messages come from (for their visibility timeout).
+    pub queue_url: String,
+    pub dlq_url: Option<String>,
+}
+
+impl Consumer {
+    /// Handles one batch; the messages to retry are reported as batch item failures, each made
+    /// invisible for its own, growing, delay first.
+    pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            let body = record.body.as_deref().unwrap_or("");
+            let disposition = match serde_json::from_str::<RedriveMessage>(body) {
+                Ok(message) => {
+                    self.redriver
+                        .handle(&message, receive_count, deadline_ms)
+                        .await
+                }
+                Err(_) => {
+                    tracing::error!(message_id = %id, "unreadable redrive message; handed to the DLQ");
+                    self.raw_to_dlq(body).await
+                }
+            };
+            if let Disposition::RetryAfter(seconds) = disposition {
+                if let Some(receipt) = &record.receipt_handle {
+                    if let Err(err) = self
+                        .sqs
+                        .change_message_visibility()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(receipt)
+                        .visibility_timeout(seconds as i32)
+                        .send()
+                        .await
+                    {
+                        tracing::warn!(message_id = %id, error = %aws_sdk_sqs::Error::from(err), "could not delay the retry");
+                    }
+                }
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    async fn raw_to_dlq(&self, body: &str) -> Disposition {
+        let Some(dlq) = &self.dlq_url else {
+            return Disposition::RetryAfter(MAX_VISIBILITY_S);
+        };
+        match self
+            .sqs
+            .send_message()
+            .queue_url(dlq)
+            .message_body(body)
+            .send()
+            .await
+        {
+            Ok(_) => Disposition::Done,
+            Err(_) => Disposition::RetryAfter(MAX_VISIBILITY_S),
+        }
+    }
+}
+
+/// Moves up to `max` messages from one queue to another (the DLQ back to the redrive queue
+/// after an outage), deleting each only after it was sent. Returns how many moved.
+pub async fn move_messages(
+    client: &aws_sdk_sqs::Client,
+    from_url: &str,
+    to_url: &str,
+    max: usize,
+) -> Result<usize, aws_sdk_sqs::Error> {
+    let mut moved = 0;
+    while moved < max {
+        let batch = client
+            .receive_message()
+            .queue_url(from_url)
+            .max_number_of_messages(10.min((max - moved) as i32))
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .send()
+            .await?;
+        let messages = batch.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
+                continue;
+            };
+            client
+                .send_message()
+                .queue_url(to_url)
+                .message_body(body)
+                .send()
+                .await?;
+            client
+                .delete_message()
+                .queue_url(from_url)
+                .receipt_handle(receipt)
+                .send()
+                .await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visibility_grows_to_more_than_72_hours_before_the_dlq() {
+        assert_eq!(visibility_after(1), 60);
+        assert_eq!(visibility_after(2), 120);
+        assert_eq!(visibility_after(30), MAX_VISIBILITY_S);
+        let total: u32 = (1..MAX_RECEIVES).map(visibility_after).sum();
+        assert!(total >= 72 * 3600, "retried for {} h only", total / 3600);
+        assert!(
+            total <= 96 * 3600,
+            "retried for {} h: more than the 4 days planned",
+            total / 3600
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! Exactly once under concurrency and faults: moto serves DynamoDB and SQS, wiremock plays RedTrack.
+
+mod common;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::AttributeValue;
+use cartpanda_redtrack::clock::{Clock, SystemClock};
+use cartpanda_redtrack::dynamo::DynamoStore;
+use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::redrive::{self, Consumer, Redriver};
+use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+async fn redtrack(h: &Harness, status: u16, times: Option<u64>, delay_ms: u64) {
+    let mock = Mock::given(method("GET"))
+        .and(path("/postback"))
+        .respond_with(ResponseTemplate::new(status).set_delay(Duration::from_millis(delay_ms)));
+    match times {
+        Some(n) => mock.up_to_n_times(n).mount(&h.redtrack).await,
+        None => mock.mount(&h.redtrack).await,
+    }
+}
+
+async fn received(h: &Harness) -> usize {
+    h.redtrack
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_deliveries_of_one_order_send_exactly_once() {
+    let h = harness().await;
+    redtrack(&h, 200, None, 300).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let bridge = Arc::clone(&h.bridge);
+        tasks.push(tokio::spawn(async move {
+            deliver_event(&bridge, post(&paid_order(90001))).await
+        }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        let outcome = answer.body["conversions"][0]["outcome"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        match (answer.status, outcome.as_str()) {
+            (200, "sent") => sent += 1,
+            (200, "duplicate") => {}
+            (409, "in_progress") => assert!(answer.headers.contains_key("retry-after")),
+            other => panic!("unexpected answer {other:?}: {}", answer.body),
+        }
+    }
+    assert_eq!(sent, 1, "exactly one delivery sends");
+    assert_eq!(
+        received(&h).await,
+        1,
+        "exactly one request reaches RedTrack"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_attempts_lease_blocks_while_live_and_is_taken_over_after() {
+    let h = harness().await;
+    redtrack(&h, 200, None, 0).await;
+    // What an invocation that died mid-send leaves: IN_PROGRESS with a lease 1.5 s from now.
+    let body = paid_order(90002);
+    let fingerprint = {
+        let text = body.to_string();
+        let delivery = cartpanda_redtrack::webhook::parse(text.as_bytes()).unwrap();
+        let c = cartpanda_redtrack::mapping::classify(&delivery, &Default::default()).unwrap();
+        let cartpanda_redtrack::mapping::Decision::Convert(convs) = &c.decision else {
+            panic!()
+        };
+        cartpanda_redtrack::mapping::fingerprint(c.order.unwrap(), &convs[0])
+    };
+    let now = SystemClock.now_ms();
+    h.dynamo
+        .put_item()
+        .table_name(&h.table)
+        .item("pk", AttributeValue::S("evt#90002-purchase".into()))
+        .item("status", AttributeValue::S("IN_PROGRESS".into()))
+        .item("fingerprint", AttributeValue::S(fingerprint))
+        .item("attempt", AttributeValue::S("crashed".into()))
+        .item(
+            "lease_until_ms",
+            AttributeValue::N((now + 1500).to_string()),
+        )
+        .item(
+            "expires_at",
+            AttributeValue::N((now / 1000 + 86_400).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let blocked = deliver(&h, &body).await;
+    assert_eq!(blocked.status, 409, "{}", blocked.body);
+    assert_eq!(blocked.body["conversions"][0]["outcome"], "in_progress");
+    let retry_after: u64 = blocked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(received(&h).await, 0);
+
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let taken_over = deliver(&h, &body).await;
+    assert_eq!(taken_over.status, 200, "{}", taken_over.body);
+    assert_eq!(taken_over.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(received(&h).await, 1);
+}
+
+#[tokio::test]
+async fn redtrack_503_twice_then_200_is_one_accepted_postback_after_three_attempts() {
+    let h = harness().await;
+    redtrack(&h, 503, Some(2), 0).await;
+    redtrack(&h, 200, None, 0).await;
+    let answer = deliver(&h, &paid_order(90003)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(answer.body["conversions"][0]["attempts"], 3);
+    assert_eq!(received(&h).await, 3);
+}
+
+#[tokio::test]
+async fn redtrack_400_is_a_permanent_failure_recorded_without_retries() {
+    let h = harness().await;
+    redtrack(&h, 400, None, 0).await;
+    let answer = deliver(&h, &paid_order(90004)).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "failed");
+    assert!(
+        answer.body["conversions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400")
+    );
+    assert_eq!(received(&h).await, 1, "no retry storm");
+    let record = item(&h, "evt#90004-purchase")
+        .await
+        .expect("kept for the operator");
+    assert_eq!(record["status"].as_s().unwrap(), "FAILED");
+}
+
+#[tokio::test]
+async fn dynamodb_unreachable_answers_503_and_sends_nothing() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let h = harness_with(Options {
+        dynamo_endpoint: Some(dead_url),
+        ..Options::default()
+    })
+    .await;
+    redtrack(&h, 200, None, 0).await;
+    let answer = deliver(&h, &paid_order(90005)).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(
+        answer.body["conversions"][0]["outcome"],
+        "store_unavailable"
+    );
+    assert!(answer.body["error"].as_str().unwrap().contains("DynamoDB"));
+    assert_eq!(received(&h).await, 0);
+}
+
+fn consumer(h: &Harness, dlq_url: Option<String>) -> Consumer {
+    let dlq = dlq_url
+        .clone()
+        .map(|u| Arc::new(SqsQueue::new(h.sqs.clone(), u)) as Arc<dyn RedriveQueue>);
+    let fast = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+        margin: Duration::from_millis(100),
+    };
+    Consumer {
+        redriver: Redriver {
+            store: Arc::new(DynamoStore::new(
+                dynamo_client(&moto_endpoint()),
+                h.table.clone(),
+            )),
+            tracker: Arc::new(RedTrackClient::new(Duration::from_millis(1000), fast).unwrap()),
+            clock: Arc::new(SystemClock),
+            ttl_days: 30,
+            dlq,
+        },
+        sqs: h.sqs.clone(),
+        queue_url: h.queue_url.clone().unwrap(),
+        dlq_url,
+    }
+}
+
+/// Receives the queued messages as the Lambda SQS trigger would hand them over.
+async fn sqs_event(h: &Harness) -> SqsEvent {
+    let messages = h
+        .sqs
+        .receive_message()
+        .queue_url(h.queue_url.as_ref().unwrap())
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let records: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            let count = m
+                .attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+                .cloned()
+                .unwrap_or_else(|| "1".into());
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                   "attributes": {"ApproximateReceiveCount": count}, "eventSource": "aws:sqs"})
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+fn queued_options() -> Options {
+    Options {
+        with_queue: true,
+        env: vec![("REDRIVE_DELAY_S", "0".to_owned())],
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn redtrack_down_queues_the_conversion_and_the_consumer_sends_it_exactly_once() {
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(3), 0).await;
+    let answer = deliver(&h, &paid_order(90006)).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "queued");
+    assert_eq!(
+        item(&h, "evt#90006-purchase").await.unwrap()["status"]
+            .as_s()
+            .unwrap(),
+        "QUEUED"
+    );
+    assert_eq!(received(&h).await, 3);
+
+    // RedTrack recovers; the consumer runs on the queued message.
+    redtrack(&h, 200, None, 0).await;
+    let event = sqs_event(&h).await;
+    assert_eq!(event.records.len(), 1);
+    let c = consumer(&h, None);
+    let deadline = SystemClock.now_ms() + 10_000;
+    let response = c.handle_batch(event.clone(), deadline).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        received(&h).await,
+        4,
+        "one more request: the accepted postback"
+    );
+    let accepted = &h.redtrack.received_requests().await.unwrap()[3];
+    let q: std::collections::BTreeMap<_, _> = accepted.url.query_pairs().into_owned().collect();
+    assert_eq!(q["rdtk_event_id"], "90006-purchase");
+    assert_eq!(q["sum"], "1234.56");
+    assert_eq!(
+        item(&h, "evt#90006-purchase").await.unwrap()["status"]
+            .as_s()
+            .unwrap(),
+        "SENT"
+    );
+
+    // The same message again (SQS delivers at least once): still one postback.
+    let again = c.handle_batch(event, deadline).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(received(&h).await, 4);
+    // And Cartpanda redelivering the webhook: duplicate.
+    assert_eq!(
+        deliver(&h, &paid_order(90006)).await.body["conversions"][0]["outcome"],
+        "duplicate"
+    );
+    assert_eq!(received(&h).await, 4);
+}
+
+#[tokio::test]
+async fn a_redelivery_sends_a_queued_conversion_and_the_consumer_then_skips_it() {
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(3), 0).await;
+    assert_eq!(deliver(&h, &paid_order(90007)).await.status, 202);
+    redtrack(&h, 200, None, 0).await;
+    assert_eq!(
+        deliver(&h, &paid_order(90007)).await.body["conversions"][0]["outcome"],
+        "sent"
+    );
+    let response = consumer(&h, None)
+        .handle_batch(sqs_event(&h).await, SystemClock.now_ms() + 10_000)
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        received(&h).await,
+        4,
+        "three failures, one accepted; the consumer sent nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_refusals() {
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(5), 0).await;
+    assert_eq!(deliver(&h, &paid_order(90008)).await.status, 202);
+    let dlq_url = create_queue(&h.sqs, "dlq").await;
+    let c = consumer(&h, Some(dlq_url.clone()));
+    let event = sqs_event(&h).await;
+    let id = event.records[0].message_id.clone().unwrap();
+    let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "retried later");
+    assert_eq!(response.batch_item_failures[0].item_identifier, id);
+    assert_eq!(
+        item(&h, "evt#90008-purchase").await.unwrap()["status"]
+            .as_s()
+            .unwrap(),
+        "QUEUED"
+    );
+    assert!(
+        peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty(),
+        "hidden for its visibility timeout"
+    );
+
+    // RedTrack now refuses for good: the conversion goes to the DLQ at once, not 77 more hours.
+    h.redtrack.reset().await;
+    redtrack(&h, 400, None, 0).await;
+    let message = serde_json::from_str(
+        &serde_json::to_string(&json!({"Records": [{"messageId": "m2", "receiptHandle": "r2",
+            "body": peek_body(&h, &dlq_url).await, "attributes": {"ApproximateReceiveCount": "2"}}]})).unwrap(),
+    )
+    .unwrap();
+    let response = c.handle_batch(message, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    let dead = peek(&h.sqs, &dlq_url).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(received(&h).await, 1, "a refusal is not retried");
+
+    // After the operator fixes RedTrack: `make redrive` moves it back, and it is sent.
+    let moved = redrive::move_messages(&h.sqs, &dlq_url, h.queue_url.as_ref().unwrap(), 100)
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert!(peek(&h.sqs, &dlq_url).await.is_empty());
+}
+
+/// The body of the conversion queued for order 90008 (re-created: the original is in flight).
+async fn peek_body(h: &Harness, _dlq: &str) -> String {
+    let record = item(h, "evt#90008-purchase").await.unwrap();
+    json!({
+        "v": 1, "key": "evt#90008-purchase", "event_id": "90008-purchase",
+        "fingerprint": record["fingerprint"].as_s().unwrap(), "order_id": "90008", "event": "order.paid",
+        "conversion_type": "Purchase", "postback": format!("{}/postback?clickid=abc&sum=1.00", h.redtrack.uri()),
+        "first_failure_ms": 0
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_unreachable_queue_releases_the_claim_and_answers_502() {
+    let mut h = harness_with(queued_options()).await;
+    redtrack(&h, 503, None, 0).await;
+    let bridge = Arc::get_mut(&mut h.bridge).unwrap();
+    bridge.queue = Some(Arc::new(SqsQueue::new(
+        h.sqs.clone(),
+        "http://127.0.0.1:5055/123456789012/no-such-queue",
+    )));
+    let answer = deliver(&h, &paid_order(90009)).await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "failed");
+    assert_eq!(
+        items(&h).await,
+        0,
+        "released, so Cartpanda's redelivery can send"
+    );
+}
