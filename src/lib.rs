@@ -16,6 +16,7 @@ pub mod dynamo;
 pub mod error;
 pub mod handler;
 pub mod lenient;
+pub mod logging;
 pub mod mapping;
 pub mod money;
 pub mod postback;

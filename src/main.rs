@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    cartpanda_redtrack::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let aws = cartpanda_redtrack::aws::load().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    cartpanda_redtrack::logging::init();
     let config = RedriveConfig::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let aws = cartpanda_redtrack::aws::load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);

@@ -1,0 +1,103 @@
+//! A wrong configuration stops the function at cold start, before it takes any event, with a
+//! message that names the variable and what is wrong.
+
+use std::process::Command;
+
+fn start(bin: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+const GOOD: &[(&str, &str)] = &[
+    (
+        "REDTRACK_POSTBACK_URL",
+        "https://trk.example.com/postback?clickid={cid}&sum={total_price}",
+    ),
+    ("WEBHOOK_TOKEN", "a-long-enough-secret"),
+    ("DEDUP_TABLE", "cartpanda-dedup"),
+];
+
+fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env: Vec<_> = GOOD
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .copied()
+        .collect();
+    env.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
+    env
+}
+
+#[test]
+fn the_webhook_function_refuses_to_start_on_each_configuration_error() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("REDTRACK_POSTBACK_URL", "")],
+            "REDTRACK_POSTBACK_URL is not set",
+        ),
+        (
+            &[(
+                "REDTRACK_POSTBACK_URL",
+                "https://t.example/p?clickid={cid}&n={nmae}",
+            )],
+            "REDTRACK_POSTBACK_URL uses the unknown macro `{nmae}`",
+        ),
+        (
+            &[("REDTRACK_POSTBACK_URL", "https://t.example/p?clickid={cid")],
+            "REDTRACK_POSTBACK_URL has an unclosed `{` in parameter `clickid`",
+        ),
+        (
+            &[("REDTRACK_POSTBACK_URL", "http://t.example/p?clickid={cid}")],
+            "REDTRACK_POSTBACK_URL must use https",
+        ),
+        (&[("WEBHOOK_TOKEN", "")], "WEBHOOK_TOKEN is not set"),
+        (
+            &[("WEBHOOK_TOKEN", " , ")],
+            "WEBHOOK_TOKEN is empty or has an empty entry",
+        ),
+        (&[("DEDUP_TABLE", "")], "DEDUP_TABLE is not set"),
+        (
+            &[("CONVERSION_TYPES", "order.paid:Purchase")],
+            "CONVERSION_TYPES entry `order.paid:Purchase` is not of the form event=Type",
+        ),
+        (
+            &[("DEDUP_TTL_DAYS", "forever")],
+            "DEDUP_TTL_DAYS must be a whole number of days from 1 to 3650",
+        ),
+    ];
+    for (overrides, message) in cases {
+        let (ok, output) = start(env!("CARGO_BIN_EXE_cartpanda-redtrack"), &with(overrides));
+        assert!(!ok, "{message}: the function started");
+        assert!(
+            output.contains(&format!("configuration error: {message}")),
+            "expected {message:?} in:\n{output}"
+        );
+        assert!(
+            !output.contains("a-long-enough-secret"),
+            "the token leaked:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn the_redrive_function_refuses_to_start_without_its_queue() {
+    let (ok, output) = start(
+        env!("CARGO_BIN_EXE_cartpanda-redtrack-redrive"),
+        &[("DEDUP_TABLE", "cartpanda-dedup")],
+    );
+    assert!(!ok);
+    assert!(
+        output.contains("configuration error: REDRIVE_QUEUE_URL is not set"),
+        "{output}"
+    );
+}
