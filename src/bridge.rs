@@ -74,6 +74,9 @@ pub struct ConversionReport {
     pub retry_after_s: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How long RedTrack took (all attempts), for the latency metric.
+    #[serde(skip)]
+    pub redtrack_ms: Option<u64>,
 }
 
 /// Everything the delivery produced.
@@ -115,6 +118,26 @@ impl Report {
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(15);
 
 impl Bridge {
+    /// Renders the postbacks of `conversions` without claiming or sending anything: the
+    /// `?dry_run=1` request flag, and test orders when `SEND_TEST_ORDERS` is off.
+    pub fn preview(&self, order_id: &str, order: &Order, conversions: &[Conversion<'_>]) -> Report {
+        let conversions = conversions
+            .iter()
+            .map(|conversion| {
+                let context = MacroContext {
+                    order,
+                    order_id,
+                    conversion,
+                    random: random_u64() % 1_000_000_000,
+                };
+                let mut entry = self.entry(conversion, Outcome::DryRun);
+                entry.postback = Some(self.config.postback.render(|m| context.value(m)).into());
+                entry
+            })
+            .collect();
+        Report { conversions }
+    }
+
     /// The store, tracker and clock, for one send.
     pub fn courier(&self) -> Courier<'_> {
         Courier {
@@ -168,6 +191,7 @@ impl Bridge {
                     latency_ms = started.elapsed().as_millis() as u64,
                     "conversion"
                 );
+                crate::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
                 entry
             };
             store_down |= entry.outcome == Outcome::StoreUnavailable;
@@ -187,6 +211,7 @@ impl Bridge {
             attempts: None,
             retry_after_s: None,
             message: None,
+            redtrack_ms: None,
         }
     }
 
@@ -270,7 +295,10 @@ impl Bridge {
             return entry;
         }
 
-        match courier.send(&claim, &url, deadline).await {
+        let sending = Instant::now();
+        let sent = courier.send(&claim, &url, deadline).await;
+        entry.redtrack_ms = Some(sending.elapsed().as_millis() as u64);
+        match sent {
             Sent::Accepted(accepted) => {
                 entry.outcome = Outcome::Sent;
                 entry.redtrack_status = Some(accepted.status);

@@ -3,7 +3,7 @@
 
 use crate::bridge::{Bridge, Report};
 use crate::error::AppError;
-use crate::mapping::{self, Decision};
+use crate::mapping::{self, Classified, Decision, Rules, Skip};
 use crate::webhook::{self, MAX_BODY_BYTES};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -70,40 +70,80 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
         return Err(webhook::ParseError::TooLarge(body.len()).into());
     }
     let delivery = webhook::parse(body)?;
-    let classified = mapping::classify(&delivery, &bridge.config.rules)?;
-    let order_id = classified.order_id.as_deref();
+    let rules = &bridge.config.rules;
+    let classified = mapping::classify(&delivery, rules)?;
+    let order_id = classified.order_id.as_deref().unwrap_or_default();
+    let event = classified.event;
     let (conversions, order) = match (&classified.decision, classified.order) {
+        (Decision::Convert(conversions), Some(order)) => (conversions, order),
         (Decision::Skip(reason), _) => {
+            let reason = *reason;
             tracing::info!(
                 order_id,
-                event = classified.event,
+                event,
                 outcome = "skipped",
                 reason = reason.code(),
                 "delivery skipped"
             );
+            crate::metrics::skipped(reason.code());
+            // A test order is answered with what would have been sent.
+            let preview = match reason {
+                Skip::TestOrder => {
+                    let send_all = Rules {
+                        send_test_orders: true,
+                        ..rules.clone()
+                    };
+                    match mapping::classify(&delivery, &send_all) {
+                        Ok(Classified {
+                            decision: Decision::Convert(conversions),
+                            order: Some(order),
+                            ..
+                        }) => bridge.preview(order_id, order, &conversions).conversions,
+                        _ => Vec::new(),
+                    }
+                }
+                _ => Vec::new(),
+            };
             return Ok(json_response(
                 200,
                 &json!({
-                    "order_id": order_id,
-                    "event": classified.event,
+                    "order_id": classified.order_id,
+                    "event": event,
                     "skipped": reason.code(),
                     "message": reason.message(),
-                    "conversions": [],
+                    "conversions": preview,
                 }),
             ));
         }
-        (Decision::Convert(conversions), Some(order)) => (conversions, order),
-        (Decision::Convert(_), None) => unreachable!("conversions always come with their order"),
+        (Decision::Convert(_), None) => {
+            return Err(webhook::ParseError::Shape("order missing".to_owned()).into());
+        }
     };
-    let order_id = order_id.unwrap_or_default();
+    if query_flag(req, "dry_run") {
+        tracing::info!(
+            order_id,
+            event,
+            outcome = "dry_run",
+            "dry run requested; nothing claimed or sent"
+        );
+        let report = bridge.preview(order_id, order, conversions);
+        return Ok(report_response(event, order_id, &report));
+    }
     let deadline_ms = req
         .lambda_context_ref()
         .map(|c| c.deadline as i64)
         .filter(|d| *d > 0);
     let report = bridge
-        .process(classified.event, order_id, order, conversions, deadline_ms)
+        .process(event, order_id, order, conversions, deadline_ms)
         .await;
-    Ok(report_response(classified.event, order_id, &report))
+    Ok(report_response(event, order_id, &report))
+}
+
+/// Whether the query says `name=1` (or `true`/`yes`).
+fn query_flag(req: &Request, name: &str) -> bool {
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 fn authenticate(bridge: &Bridge, req: &Request) -> Result<(), AppError> {

@@ -18,6 +18,7 @@ pub mod handler;
 pub mod lenient;
 pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod money;
 pub mod postback;
 pub mod queue;

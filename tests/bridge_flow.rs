@@ -386,3 +386,63 @@ async fn the_sample_events_parse_and_classify_as_documented() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_dry_run_flag_renders_without_claiming_or_sending_and_needs_the_token() {
+    let h = harness().await;
+    redtrack_answers(&h, 200).await;
+    let body = paid_order(9101).to_string();
+    let flagged = apigw_event(
+        "POST",
+        Some(&body),
+        &[("token", TOKEN), ("dry_run", "1")],
+        &[],
+    );
+    let answer = deliver_event(&h.bridge, flagged).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let entry = &answer.body["conversions"][0];
+    assert_eq!(entry["outcome"], "dry_run");
+    let postback = url::Url::parse(entry["postback"].as_str().unwrap()).unwrap();
+    let q: BTreeMap<String, String> = postback.query_pairs().into_owned().collect();
+    assert_eq!(q["rdtk_event_id"], "9101-purchase");
+    assert_eq!(q["fname"], "João");
+    assert_eq!(postbacks(&h).await.len(), 0);
+    assert_eq!(items(&h).await, 0, "nothing claimed");
+
+    let no_token = apigw_event("POST", Some(&body), &[("dry_run", "1")], &[]);
+    assert_eq!(deliver_event(&h.bridge, no_token).await.status, 401);
+    // The real delivery afterwards is not blocked.
+    assert_eq!(
+        deliver(&h, &paid_order(9101)).await.body["conversions"][0]["outcome"],
+        "sent"
+    );
+}
+
+#[tokio::test]
+async fn a_test_order_is_answered_with_what_would_have_been_sent() {
+    let h = harness().await;
+    redtrack_answers(&h, 200).await;
+    let mut body = upsell_order(9102, true);
+    body["order"]["is_cartx_test"] = json!(1);
+    let answer = deliver(&h, &body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["skipped"], "test_order");
+    let previews = answer.body["conversions"].as_array().unwrap();
+    assert_eq!(previews.len(), 2);
+    assert!(
+        previews.iter().all(|p| p["outcome"] == "dry_run"
+            && p["postback"].as_str().unwrap().contains("type=Upsell"))
+    );
+    assert_eq!(postbacks(&h).await.len(), 0);
+    assert_eq!(items(&h).await, 0);
+
+    let send = harness_with(Options {
+        env: vec![("SEND_TEST_ORDERS", "true".into())],
+        ..Options::default()
+    })
+    .await;
+    redtrack_answers(&send, 200).await;
+    let sent = deliver(&send, &body).await;
+    assert_eq!(sent.body["conversions"].as_array().unwrap().len(), 2);
+    assert_eq!(postbacks(&send).await.len(), 2);
+}

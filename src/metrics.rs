@@ -1,0 +1,90 @@
+//! CloudWatch metrics in Embedded Metric Format: one JSON line on stdout per fact, which
+//! CloudWatch Logs turns into metrics. No SDK, no extra call.
+//!
+//! Namespace `CartpandaRedTrack`: `Conversions` by `Outcome` (sent, duplicate, dry_run, queued,
+//! failed, conflict, in_progress, store_unavailable, dead_lettered) and in total;
+//! `RedTrackLatency` (ms, per postback sent or failed); `Skipped` by `Reason`; `Rejected` (4xx)
+//! by `Reason`.
+
+use serde_json::json;
+use std::io::Write;
+
+pub const NAMESPACE: &str = "CartpandaRedTrack";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The EMF line for one metric with one dimension (and its dimensionless total).
+pub fn line(
+    metric: &str,
+    unit: &str,
+    dimension: &str,
+    value_of_dimension: &str,
+    value: f64,
+    extra: Option<(&str, &str, f64)>,
+) -> String {
+    let mut metrics = vec![json!({"Name": metric, "Unit": unit})];
+    let mut doc = json!({
+        dimension: value_of_dimension,
+        metric: value,
+    });
+    if let Some((name, unit, v)) = extra {
+        metrics.push(json!({"Name": name, "Unit": unit}));
+        doc[name] = json!(v);
+    }
+    doc["_aws"] = json!({
+        "Timestamp": now_ms(),
+        "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [[dimension], []], "Metrics": metrics}],
+    });
+    doc.to_string()
+}
+
+fn emit(text: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
+/// One conversion decision, with RedTrack's latency when a postback was attempted.
+pub fn conversion(outcome: &str, redtrack_ms: Option<u64>) {
+    let extra = redtrack_ms.map(|ms| ("RedTrackLatency", "Milliseconds", ms as f64));
+    emit(line("Conversions", "Count", "Outcome", outcome, 1.0, extra));
+}
+
+/// A delivery that converted nothing.
+pub fn skipped(reason: &str) {
+    emit(line("Skipped", "Count", "Reason", reason, 1.0, None));
+}
+
+/// A request refused with a 4xx before any I/O.
+pub fn rejected(reason: &str) {
+    emit(line("Rejected", "Count", "Reason", reason, 1.0, None));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_embedded_metric_format() {
+        let text = line(
+            "Conversions",
+            "Count",
+            "Outcome",
+            "sent",
+            1.0,
+            Some(("RedTrackLatency", "Milliseconds", 42.0)),
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["Outcome"], "sent");
+        assert_eq!(v["Conversions"], 1.0);
+        assert_eq!(v["RedTrackLatency"], 42.0);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["Outcome"], []]));
+        assert_eq!(directive["Metrics"][1]["Unit"], "Milliseconds");
+        assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+}
