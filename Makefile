@@ -22,7 +22,9 @@ TEST_ENV := AWS_ENDPOINT_URL_DYNAMODB=$(MOTO_URL) AWS_ENDPOINT_URL_SQS=$(MOTO_UR
 
 STACK      ?= cartpanda-redtrack
 
-.PHONY: redrive help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz redrive replay sam-build help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -40,9 +42,12 @@ test: tools ## everything CI checks: fmt, clippy, all tests against moto, templa
 	$(MAKE) --no-print-directory moto-start
 	set +e; $(TEST_ENV) cargo test --no-fail-fast 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
 	  $(MAKE) --no-print-directory moto-stop; exit $$status
-	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lint sam-build
 	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
 	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TOOLS)/test.log
+
+sam-build: tools ## sam build of both functions (x86_64 here; the template defaults to arm64)
+	$(TOOLS)/bin/sam build --template template.yaml --parameter-overrides Architecture=x86_64 --build-dir .aws-sam/build
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -67,7 +72,8 @@ moto-stop: ## stop moto
 demo: tools ## run the function under cargo lambda watch (dry run, moto as DynamoDB) on the sample events
 	$(PY) scripts/demo.py --moto-port $(MOTO_PORT)
 
-watch: tools ## run the function locally under cargo lambda watch (needs a table: see README)
+watch: tools ## run the function locally under cargo lambda watch, environment from .env.local
+	@test -f .env.local || { cp .env.example .env.local; echo "created .env.local from .env.example: edit it"; }
 	cargo lambda watch -A 127.0.0.1 -P 9000 --env-file .env.local
 
 invoke: tools ## send one sample event to a running `make watch`: make invoke EVENT=events/x.json
@@ -84,12 +90,25 @@ deploy-cargo-lambda: tools ## the other route: cargo lambda build --arm64 + carg
 	cargo lambda build --release --arm64
 	cargo lambda deploy cartpanda-redtrack --env-file .env.deploy
 
+replay: tools ## send the sample events to a deployed endpoint: make replay URL=https://.../cartpanda TOKEN=... [LIVE=1]
+	@URL="$(URL)" TOKEN="$(TOKEN)" LIVE="$(LIVE)" $(PY) scripts/replay.py
+
 redrive: tools ## move conversions from the DLQ back to the redrive queue: make redrive [STACK=cartpanda-redtrack]
 	@outputs=$$($(TOOLS)/bin/sam list stack-outputs --stack-name $(STACK) --output json); \
 	pick() { echo "$$outputs" | $(PY) -c "import json,sys; print(next(o['OutputValue'] for o in json.load(sys.stdin) if o['OutputKey']=='$$1'))"; }; \
 	dlq=$$(pick RedriveDLQUrl); queue=$$(pick RedriveQueueUrl); \
 	echo "moving messages from $$dlq to $$queue"; \
 	cargo run --quiet --release --bin cartpanda-redtrack-admin -- redrive --from "$$dlq" --to "$$queue"
+
+fuzz: tools ## fuzz webhook parsing, money parsing and template rendering, FUZZ_SECONDS each (nightly)
+	@test -x $(TOOLS)/bin/cargo-fuzz || cargo install --locked --root $(TOOLS) cargo-fuzz
+	@$(PY) scripts/fuzz_seeds.py
+	@for target in webhook money template; do \
+	  echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+	  cargo +nightly fuzz run -O $$target fuzz/corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    >$(TOOLS)/fuzz-$$target.log 2>&1 || { tail -n 40 $(TOOLS)/fuzz-$$target.log; echo "fuzz $$target FAILED: crash input in fuzz/artifacts/$$target"; exit 1; }; \
+	  grep -E "^Done [0-9]+ runs" $(TOOLS)/fuzz-$$target.log | sed "s/^/   $$target: /"; \
+	done
 
 clean: moto-stop ## remove build output and local tools
 	cargo clean

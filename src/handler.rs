@@ -25,6 +25,7 @@ pub async fn handle(bridge: &Bridge, req: Request) -> Response<Body> {
                 reason = err.code(),
                 "request refused"
             );
+            crate::metrics::rejected(err.code());
             let mut response = json_response(err.status(), &json!({ "error": err.to_string() }));
             if let AppError::MethodNotAllowed(_) = err {
                 response

@@ -51,7 +51,8 @@ pub fn init() {
         .without_time()
         .with_env_filter(filter(&level));
     if json {
-        builder.json().init();
+        // Fields at the top level of each JSON line, so Logs Insights reads `outcome`, `order_id`.
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }

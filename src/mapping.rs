@@ -237,14 +237,7 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
         _ => Kind::Other,
     };
     let conversions = match kind {
-        Kind::Purchase => vec![whole_order(
-            order,
-            &id,
-            kind,
-            conversion_type,
-            "purchase",
-            front_items(order),
-        )?],
+        Kind::Purchase => vec![purchase(order, &id, conversion_type)?],
         Kind::Chargeback => vec![whole_order(
             order,
             &id,
@@ -405,6 +398,35 @@ fn whole_order<'a>(
         upsell_no: None,
         downsell: false,
     })
+}
+
+/// The front-offer sale: the order total less any upsell lines already on the order, so that a
+/// late redelivery of `order.paid` (after upsells were added) is a duplicate, not a conflict, and
+/// upsells are never counted twice.
+fn purchase<'a>(
+    order: &'a Order,
+    id: &str,
+    conversion_type: &str,
+) -> Result<Conversion<'a>, Reject> {
+    let mut conversion = whole_order(
+        order,
+        id,
+        Kind::Purchase,
+        conversion_type,
+        "purchase",
+        front_items(order),
+    )?;
+    for (index, item) in order
+        .line_items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.is_upsell())
+    {
+        let price = amount(&item.price, &format!("order.line_items[{index}].price"))?;
+        conversion.amount -= price * quantity(&item.quantity);
+    }
+    conversion.amount = conversion.amount.max(Decimal::ZERO);
+    Ok(conversion)
 }
 
 fn line_key(item: &LineItem, index: usize) -> String {

@@ -85,6 +85,7 @@ impl Redriver {
                 redtrack_status = status,
                 "redrive"
             );
+            crate::metrics::conversion(outcome, None);
         };
         match self.store.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}
@@ -98,6 +99,7 @@ impl Redriver {
                 return Disposition::RetryAfter(wait.clamp(1, MAX_VISIBILITY_S));
             }
             Ok(ClaimOutcome::Conflict) => {
+                log("dead_lettered", None, None);
                 tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "redrive conflict: the event ID was recorded for another conversion; handed to the DLQ");
                 self.to_dlq(message).await;
                 return Disposition::Done;
@@ -119,7 +121,7 @@ impl Redriver {
                 Disposition::Done
             }
             Sent::Refused(err) => {
-                log("failed", Some(err.attempts()), err.status());
+                log("dead_lettered", Some(err.attempts()), err.status());
                 self.to_dlq(message).await;
                 Disposition::Done
             }
