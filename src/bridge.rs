@@ -5,7 +5,8 @@ use crate::clock::{Clock, random_u64};
 use crate::config::Config;
 use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
 use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
-use crate::mapping::{self, Conversion, MacroContext};
+use crate::macros::MacroContext;
+use crate::mapping::{self, Conversion};
 use crate::queue::{RedriveMessage, RedriveQueue};
 use crate::tracker::Tracker;
 use crate::webhook::Order;
@@ -129,6 +130,7 @@ impl Bridge {
                     order_id,
                     conversion,
                     random: random_u64() % 1_000_000_000,
+                    normalize: self.config.normalize_pii,
                 };
                 let mut entry = self.entry(conversion, Outcome::DryRun);
                 entry.postback = Some(self.config.postback.render(|m| context.value(m)).into());
@@ -278,6 +280,7 @@ impl Bridge {
             order_id,
             conversion,
             random: random_u64() % 1_000_000_000,
+            normalize: self.config.normalize_pii,
         };
         let url = self.config.postback.render(|m| context.value(m));
         let courier = self.courier();

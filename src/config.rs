@@ -36,6 +36,8 @@ pub struct Config {
     pub redrive_queue_url: Option<String>,
     /// How long a newly queued conversion waits before its first redrive.
     pub redrive_delay_s: u32,
+    /// Normalise email, phone (E.164) and names before rendering.
+    pub normalize_pii: bool,
 }
 
 impl Config {
@@ -74,6 +76,8 @@ impl Config {
         let conversion_types =
             ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
         let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
+        let normalize_pii = flag(&get("NORMALIZE_PII"), "NORMALIZE_PII", true)?;
+        let sum_currency = sum_currency(&get)?;
 
         let redtrack_timeout = redtrack_timeout(&get)?;
         let redrive_queue_url = get("REDRIVE_QUEUE_URL");
@@ -98,7 +102,9 @@ impl Config {
             rules: Rules {
                 conversion_types,
                 send_test_orders,
+                sum_currency,
             },
+            normalize_pii,
             dry_run,
             redtrack_timeout,
             redrive_queue_url,
@@ -142,6 +148,20 @@ impl RedriveConfig {
             })?,
             dlq_url: get("REDRIVE_DLQ_URL"),
         })
+    }
+}
+
+/// `SUM_CURRENCY`: USD, EUR or BRL, as Cartpanda's S2S form offers; unset (or `none`) sends the
+/// amounts as charged.
+pub fn sum_currency(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    match get("SUM_CURRENCY").map(|v| v.to_ascii_uppercase()) {
+        None => Ok(None),
+        Some(v) if v == "NONE" || v == "AS_CHARGED" => Ok(None),
+        Some(v) if matches!(v.as_str(), "USD" | "EUR" | "BRL") => Ok(Some(v)),
+        Some(v) => Err(err(
+            "SUM_CURRENCY",
+            format!("must be USD, EUR, BRL or none, got `{v}`"),
+        )),
     }
 }
 
@@ -296,6 +316,16 @@ mod tests {
                 "100 to 60000",
             ),
             (&[("REDRIVE_DELAY_S", "901")], "REDRIVE_DELAY_S", "0 to 900"),
+            (
+                &[("SUM_CURRENCY", "GBP")],
+                "SUM_CURRENCY",
+                "USD, EUR, BRL or none",
+            ),
+            (
+                &[("NORMALIZE_PII", "sometimes")],
+                "NORMALIZE_PII",
+                "true or false",
+            ),
         ];
         for (pairs, var, problem) in cases {
             let e = config(pairs).unwrap_err();

@@ -5,24 +5,33 @@
 //! driven by [`bridge`] behind the HTTP adapter in [`handler`].
 
 pub mod auth;
+#[cfg(feature = "runtime")]
 pub mod aws;
 pub mod bridge;
 pub mod clock;
 pub mod config;
+pub mod currency;
 pub mod datetime;
 pub mod dedup;
 pub mod delivery;
+#[cfg(feature = "runtime")]
 pub mod dynamo;
 pub mod error;
+#[cfg(feature = "runtime")]
 pub mod handler;
 pub mod lenient;
+#[cfg(feature = "runtime")]
 pub mod logging;
+pub mod macros;
 pub mod mapping;
 pub mod metrics;
 pub mod money;
+pub mod normalize;
 pub mod postback;
 pub mod queue;
+#[cfg(feature = "runtime")]
 pub mod redrive;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod tracker;
 pub mod webhook;

@@ -1,14 +1,12 @@
 //! From a parsed delivery to the conversions it produces: which event, which RedTrack type, which
 //! amount, which event ID. Pure: no I/O, no clock.
 
-use crate::datetime;
+use crate::currency;
 use crate::lenient::{RawAmount, RawId, Text};
 use crate::money::{self, AmountError};
-use crate::postback::Macro;
 use crate::webhook::{Delivery, EventField, LineItem, Order, OrderField};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 
 /// Line items accepted in one order; more is refused as not a real order.
 pub const MAX_LINE_ITEMS: usize = 500;
@@ -93,6 +91,8 @@ pub struct Conversion<'a> {
     pub items: Vec<&'a LineItem>,
     pub upsell_no: Option<String>,
     pub downsell: bool,
+    /// The currency of `amount` as sent (after any `SUM_CURRENCY` conversion).
+    pub currency: Option<String>,
 }
 
 /// Why a well-formed delivery produces no conversion (answered 200).
@@ -103,6 +103,7 @@ pub enum Skip {
     TestOrder,
     NoClickId,
     NoUpsellItems,
+    NoExchangeRate,
 }
 
 impl Skip {
@@ -113,6 +114,7 @@ impl Skip {
             Skip::TestOrder => "test_order",
             Skip::NoClickId => "no_click_id",
             Skip::NoUpsellItems => "no_upsell_items",
+            Skip::NoExchangeRate => "no_exchange_rate",
         }
     }
 
@@ -125,6 +127,9 @@ impl Skip {
             Skip::TestOrder => "test order; set SEND_TEST_ORDERS=true to send test orders",
             Skip::NoClickId => {
                 "order has no RedTrack click ID (checkout_params.cid); RedTrack cannot attribute it"
+            }
+            Skip::NoExchangeRate => {
+                "the payload gives no exchange rate into SUM_CURRENCY (or no currency at all); an amount is never guessed"
             }
             Skip::NoUpsellItems => {
                 "order.upsell carries no upsell line item (up_sell_id other than 0)"
@@ -161,6 +166,8 @@ pub enum Reject {
 pub struct Rules {
     pub conversion_types: ConversionTypes,
     pub send_test_orders: bool,
+    /// Convert every sum into this currency (`SUM_CURRENCY`); `None` sends amounts as charged.
+    pub sum_currency: Option<String>,
 }
 
 /// A classified delivery: the order it is about and what to do with it.
@@ -265,6 +272,10 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
     }
     if conversions.len() > MAX_CONVERSIONS {
         return Err(Reject::TooManyConversions(conversions.len()));
+    }
+    let mut conversions = conversions;
+    if currency::convert(&mut conversions, order, rules.sum_currency.as_deref()).is_err() {
+        return skip(Skip::NoExchangeRate);
     }
     Ok(Classified {
         event,
@@ -397,6 +408,7 @@ fn whole_order<'a>(
         items,
         upsell_no: None,
         downsell: false,
+        currency: None,
     })
 }
 
@@ -471,6 +483,7 @@ fn upsells<'a>(
                 number
             }),
             downsell: label.to_ascii_lowercase().starts_with("downsell"),
+            currency: None,
         });
     }
     Ok(out)
@@ -499,6 +512,7 @@ fn refunds<'a>(
         items: items.clone(),
         upsell_no: None,
         downsell: false,
+        currency: None,
     };
     let mut out = Vec::new();
     for (index, refund) in order.refunds.iter().enumerate() {
@@ -547,122 +561,12 @@ fn refunds<'a>(
     Ok(out)
 }
 
-/// Everything a template macro can take its value from, for one conversion.
-pub struct MacroContext<'a> {
-    pub order: &'a Order,
-    pub order_id: &'a str,
-    pub conversion: &'a Conversion<'a>,
-    pub random: u64,
-}
-
-impl<'a> MacroContext<'a> {
-    /// The value of one macro for this conversion; empty when the order does not carry it.
-    pub fn value(&self, m: Macro) -> Cow<'a, str> {
-        let o = self.order;
-        let c = self.conversion;
-        let cp = o.checkout_params.as_ref();
-        let customer = o.customer.as_ref();
-        let param = |f: fn(&crate::webhook::CheckoutParams) -> &Text| -> Cow<'a, str> {
-            text(cp.and_then(|p| f(p).get()))
-        };
-        match m {
-            Macro::OrderId => Cow::Borrowed(self.order_id),
-            Macro::ProductId => join(c.items.iter().filter_map(|i| i.product_id.get())),
-            Macro::ProductName => join(c.items.iter().filter_map(|i| i.display_name())),
-            Macro::ShopSlug => text(
-                o.shop
-                    .as_ref()
-                    .and_then(|s| s.slug.get())
-                    .or(o.shop_info.as_ref().and_then(|s| s.slug.get())),
-            ),
-            Macro::Cid => text(click_id(o).ok().flatten()),
-            Macro::OrderType => Cow::Borrowed(match c.kind {
-                Kind::Purchase | Kind::Other => "main",
-                Kind::Upsell if c.downsell => "downsell",
-                Kind::Upsell => "upsell",
-                Kind::Refund => "refund",
-                Kind::Chargeback => "chargeback",
-            }),
-            Macro::UpsellNo => Cow::Owned(c.upsell_no.clone().unwrap_or_else(|| "0".to_owned())),
-            Macro::TotalPrice => Cow::Owned(money::format_sum(c.amount)),
-            Macro::AmountNet => optional_amount(&o.amount_net)
-                .or_else(|| {
-                    o.payment
-                        .as_ref()
-                        .and_then(|p| optional_amount(&p.seller_split_amount))
-                })
-                .map_or(Cow::Borrowed(""), Cow::Owned),
-            Macro::AmountAffiliate => {
-                optional_amount(&o.affiliate_amount).map_or(Cow::Borrowed(""), Cow::Owned)
-            }
-            Macro::Currency => text(currency(o)),
-            Macro::Afid => text(o.afid.get()),
-            Macro::AffiliateSlug => text(o.affiliate_slug.get()),
-            Macro::Email => text(customer.and_then(|c| c.email.get()).or(o.email.get())),
-            Macro::FirstName => text(
-                customer
-                    .and_then(|c| c.first_name.get())
-                    .or_else(|| split_name(o).0),
-            ),
-            Macro::LastName => text(
-                customer
-                    .and_then(|c| c.last_name.get())
-                    .or_else(|| split_name(o).1),
-            ),
-            Macro::PhoneNumber => text(customer.and_then(|c| c.phone.get()).or(o.phone.get())),
-            Macro::Country => text(
-                o.address
-                    .as_ref()
-                    .and_then(|a| a.country_code.get().or(a.country.get())),
-            ),
-            Macro::DatetimeUnix => {
-                datetime(o).map_or(Cow::Borrowed(""), |t| Cow::Owned(t.to_string()))
-            }
-            Macro::DatetimeUtc => {
-                datetime(o).map_or(Cow::Borrowed(""), |t| Cow::Owned(datetime::format_utc(t)))
-            }
-            Macro::DatetimeFull => {
-                datetime(o).map_or(Cow::Borrowed(""), |t| Cow::Owned(datetime::format_full(t)))
-            }
-            Macro::IsTest => Cow::Borrowed(if is_test(o) { "1" } else { "0" }),
-            Macro::Campaignkey => param(|p| &p.campaignkey),
-            Macro::Src => param(|p| &p.src),
-            Macro::Sck => param(|p| &p.sck),
-            Macro::UtmSource => param(|p| &p.utm_source),
-            Macro::UtmMedium => param(|p| &p.utm_medium),
-            Macro::UtmCampaign => param(|p| &p.utm_campaign),
-            Macro::UtmTerm => param(|p| &p.utm_term),
-            Macro::UtmContent => param(|p| &p.utm_content),
-            Macro::Gclid => param(|p| &p.gclid),
-            Macro::Adclid => param(|p| &p.adclid),
-            Macro::Adclida => param(|p| &p.adclida),
-            Macro::Random => Cow::Owned(self.random.to_string()),
-            Macro::ConversionType => Cow::Borrowed(c.conversion_type.as_str()),
-            Macro::EventId => Cow::Borrowed(c.event_id.as_str()),
-            Macro::ConversionStatus => Cow::Borrowed(status(c.kind)),
-        }
-    }
-}
-
 /// RedTrack's status for a conversion kind: sales are approved, refunds and chargebacks declined.
 pub fn status(kind: Kind) -> &'static str {
     match kind {
         Kind::Purchase | Kind::Upsell | Kind::Other => "approved",
         Kind::Refund | Kind::Chargeback => "declined",
     }
-}
-
-/// The currency the order's amounts are in: the store's base currency first (a BRL store selling
-/// in USD reports `order.currency = "USD"` with every amount in BRL), then the payment's, then the
-/// order's.
-pub fn currency(order: &Order) -> Option<&str> {
-    order
-        .shop_info
-        .as_ref()
-        .and_then(|s| s.settings_general.as_ref())
-        .and_then(|g| g.base_currency.get().or(g.currency.get()))
-        .or_else(|| order.payment.as_ref().and_then(|p| p.currency.get()))
-        .or(order.currency.get())
 }
 
 /// A digest of what defines a conversion (click ID, type, sum, currency): the same event ID with
@@ -673,7 +577,7 @@ pub fn fingerprint(order: &Order, conversion: &Conversion<'_>) -> String {
         click_id(order).ok().flatten().unwrap_or(""),
         conversion.conversion_type.as_str(),
         &money::format_sum(conversion.amount),
-        currency(order).unwrap_or(""),
+        conversion.currency.as_deref().unwrap_or(""),
     ] {
         h.update(part.as_bytes());
         h.update([0u8]);
@@ -682,43 +586,4 @@ pub fn fingerprint(order: &Order, conversion: &Conversion<'_>) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn text<'a>(value: Option<&'a str>) -> Cow<'a, str> {
-    Cow::Borrowed(value.unwrap_or(""))
-}
-
-fn join<'a>(values: impl Iterator<Item = &'a str>) -> Cow<'a, str> {
-    let parts: Vec<&str> = values.collect();
-    match parts.as_slice() {
-        [] => Cow::Borrowed(""),
-        [one] => Cow::Borrowed(one),
-        many => Cow::Owned(many.join(",")),
-    }
-}
-
-fn optional_amount(raw: &RawAmount) -> Option<String> {
-    let parsed = match raw {
-        RawAmount::Absent => return None,
-        RawAmount::Number(t) => money::parse_amount_number(t),
-        RawAmount::Text(t) => money::parse_amount_text(t),
-    };
-    parsed.ok().map(money::format_sum)
-}
-
-fn split_name(order: &Order) -> (Option<&str>, Option<&str>) {
-    let full = order.customer.as_ref().and_then(|c| c.full_name.get());
-    match full
-        .map(str::trim)
-        .and_then(|f| f.split_once(char::is_whitespace))
-    {
-        Some((first, last)) => (Some(first), Some(last.trim())),
-        None => (full, None),
-    }
-}
-
-fn datetime(order: &Order) -> Option<i64> {
-    [&order.processed_at, &order.created_at, &order.updated_at]
-        .into_iter()
-        .find_map(|t| t.get().and_then(datetime::parse_unix))
 }

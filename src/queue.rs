@@ -43,12 +43,14 @@ pub trait RedriveQueue: Send + Sync {
 }
 
 /// Amazon SQS (or moto's SQS locally, through `AWS_ENDPOINT_URL_SQS`).
+#[cfg(feature = "runtime")]
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
 }
 
+#[cfg(feature = "runtime")]
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
         SqsQueue {
@@ -58,6 +60,7 @@ impl SqsQueue {
     }
 }
 
+#[cfg(feature = "runtime")]
 #[async_trait]
 impl RedriveQueue for SqsQueue {
     async fn enqueue(&self, message: &RedriveMessage, delay_s: u32) -> Result<(), QueueError> {

@@ -2,7 +2,6 @@
 //! connection errors, timeouts, 429 and 5xx. Errors never carry the postback URL (it holds PII):
 //! only scheme and host.
 
-use crate::postback::redact;
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -79,6 +78,7 @@ impl Default for RetryPolicy {
 }
 
 /// RedTrack over HTTPS with reqwest; the client is built once at cold start.
+#[cfg(feature = "runtime")]
 #[derive(Debug, Clone)]
 pub struct RedTrackClient {
     http: reqwest::Client,
@@ -86,6 +86,7 @@ pub struct RedTrackClient {
     retry: RetryPolicy,
 }
 
+#[cfg(feature = "runtime")]
 impl RedTrackClient {
     pub fn new(timeout: Duration, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -134,6 +135,7 @@ impl RedTrackClient {
     }
 }
 
+#[cfg(feature = "runtime")]
 async fn drain(mut response: reqwest::Response) {
     let mut read = 0usize;
     while let Ok(Some(chunk)) = response.chunk().await {
@@ -152,14 +154,16 @@ pub fn backoff(retry: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
         .max(Duration::from_millis(10))
 }
 
+#[cfg(feature = "runtime")]
 fn jitter() -> f64 {
     (crate::clock::random_u64() % 1000) as f64 / 1000.0
 }
 
+#[cfg(feature = "runtime")]
 #[async_trait]
 impl Tracker for RedTrackClient {
     async fn send(&self, url: &Url, deadline: Instant) -> Result<Accepted, SendError> {
-        let target = redact(url);
+        let target = crate::postback::redact(url);
         let mut attempts = 0;
         loop {
             let now = Instant::now();

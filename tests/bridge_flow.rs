@@ -45,7 +45,7 @@ async fn a_paid_order_sends_exactly_one_postback_with_the_expected_query() {
             ("status", "approved"),
             ("fname", "João"),
             ("lname", "Conceição & Filhos"),
-            ("phone", "+55 (11) 98765-4321"),
+            ("phone", "+5511987654321"),
             ("email", "joao.conceicao@gmail.com"),
             ("contentid", "22264700"),
             ("product", "Colágeno Verisol + Ácido Hialurônico #1"),

@@ -3,7 +3,8 @@
 
 mod common;
 
-use cartpanda_redtrack::mapping::{self, Decision, Kind, MacroContext, Reject, Rules, Skip};
+use cartpanda_redtrack::macros::MacroContext;
+use cartpanda_redtrack::mapping::{self, Decision, Kind, Reject, Rules, Skip};
 use cartpanda_redtrack::postback::Macro;
 use cartpanda_redtrack::webhook;
 use common::{paid_order, refund_order, upsell_order};
@@ -31,6 +32,7 @@ fn classify(body: &Value, rules: &Rules) -> Result<Result<Vec<Row>, Skip>, Rejec
                     order_id: "x",
                     conversion: c,
                     random: 0,
+                    normalize: true,
                 };
                 (
                     c.event_id.clone(),
@@ -157,7 +159,7 @@ fn conversion_types_are_configurable_and_unlisted_events_skip() {
     let custom = Rules {
         conversion_types: mapping::ConversionTypes::parse("order.paid=Sale,order.created=Pending")
             .unwrap(),
-        send_test_orders: false,
+        ..Rules::default()
     };
     assert_eq!(
         classify(&paid_order(14), &custom),
@@ -277,13 +279,14 @@ fn macros_take_the_conversions_own_values_with_fallbacks() {
         order_id: "20",
         conversion: &conversions[0],
         random: 7,
+        normalize: true,
     };
     let v = |m| ctx.value(m).into_owned();
     assert_eq!(v(Macro::OrderId), "20");
     assert_eq!(v(Macro::FirstName), "Maria");
     assert_eq!(v(Macro::LastName), "das Dores");
     assert_eq!(v(Macro::Email), "maria@example.com");
-    assert_eq!(v(Macro::PhoneNumber), "11 91234-5678");
+    assert_eq!(v(Macro::PhoneNumber), "+5511912345678");
     assert_eq!(v(Macro::Currency), "BRL");
     assert_eq!(v(Macro::AmountAffiliate), "2.20");
     assert_eq!(v(Macro::ProductName), "Kit 3 meses");
@@ -300,4 +303,182 @@ fn macros_take_the_conversions_own_values_with_fallbacks() {
     assert_eq!(v(Macro::Gclid), "");
     assert_eq!(v(Macro::Random), "7");
     assert_eq!(v(Macro::EventId), "20-upsell-90002");
+}
+
+/// The multi-currency trap: a BRL store selling in USD says `currency: "USD"` while every amount
+/// is in BRL; the payload carries the BRL→USD rate.
+fn brl_store_selling_in_usd(id: u64) -> Value {
+    let mut body = paid_order(id);
+    body["order"]["currency"] = json!("USD");
+    body["order"]["total_price"] = json!("500,00");
+    body["order"]["line_items"][0]["price"] = json!("500,00");
+    body["order"]["exchange_rate_USD"] = json!("0.19863300");
+    body["order"]["payment"] =
+        json!({"amount": 500.0, "currency": "BRL", "actual_exchange_rate": 0.198633});
+    body["order"]["shop_info"] =
+        json!({"settings_general": {"base_currency": "BRL", "currency": "USD"}});
+    body
+}
+
+fn sum_and_currency(body: &Value, rules: &Rules) -> Result<(String, String), Skip> {
+    let text = body.to_string();
+    let delivery = webhook::parse(text.as_bytes()).unwrap();
+    let classified = mapping::classify(&delivery, rules).unwrap();
+    match &classified.decision {
+        Decision::Skip(reason) => Err(*reason),
+        Decision::Convert(conversions) => {
+            let ctx = MacroContext {
+                order: classified.order.unwrap(),
+                order_id: "x",
+                conversion: &conversions[0],
+                random: 0,
+                normalize: true,
+            };
+            Ok((
+                ctx.value(Macro::TotalPrice).into_owned(),
+                ctx.value(Macro::Currency).into_owned(),
+            ))
+        }
+    }
+}
+
+fn in_currency(target: &str) -> Rules {
+    Rules {
+        sum_currency: Some(target.to_owned()),
+        ..Rules::default()
+    }
+}
+
+#[test]
+fn amounts_are_in_the_stores_base_currency_not_the_order_currency() {
+    let body = brl_store_selling_in_usd(30);
+    assert_eq!(
+        sum_and_currency(&body, &rules()),
+        Ok(("500.00".into(), "BRL".into()))
+    );
+    assert_eq!(
+        sum_and_currency(&body, &in_currency("BRL")),
+        Ok(("500.00".into(), "BRL".into()))
+    );
+    // 500 BRL × 0.198633 = 99.3165 USD
+    assert_eq!(
+        sum_and_currency(&body, &in_currency("USD")),
+        Ok(("99.32".into(), "USD".into()))
+    );
+    // No EUR rate in the payload: skipped, never guessed.
+    assert_eq!(
+        sum_and_currency(&body, &in_currency("EUR")),
+        Err(Skip::NoExchangeRate)
+    );
+
+    let mut payment_rate_only = brl_store_selling_in_usd(31);
+    payment_rate_only["order"]
+        .as_object_mut()
+        .unwrap()
+        .remove("exchange_rate_USD");
+    assert_eq!(
+        sum_and_currency(&payment_rate_only, &in_currency("USD")),
+        Ok(("99.32".into(), "USD".into()))
+    );
+
+    let mut no_rate = payment_rate_only.clone();
+    no_rate["order"]["payment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("actual_exchange_rate");
+    assert_eq!(
+        sum_and_currency(&no_rate, &in_currency("USD")),
+        Err(Skip::NoExchangeRate)
+    );
+
+    let mut no_base = paid_order(32);
+    no_base["order"]["payment"] = json!({"currency": "EUR"});
+    no_base["order"]["currency"] = json!("USD");
+    assert_eq!(
+        sum_and_currency(&no_base, &rules()),
+        Ok(("1234.56".into(), "EUR".into()))
+    );
+    let mut nothing = paid_order(33);
+    nothing["order"].as_object_mut().unwrap().remove("currency");
+    nothing["order"].as_object_mut().unwrap().remove("payment");
+    assert_eq!(
+        sum_and_currency(&nothing, &rules()),
+        Ok(("1234.56".into(), "".into()))
+    );
+    assert_eq!(
+        sum_and_currency(&nothing, &in_currency("USD")),
+        Err(Skip::NoExchangeRate)
+    );
+}
+
+#[test]
+fn pii_is_normalised_with_order_fallbacks() {
+    let mut body = paid_order(40);
+    body["order"]["customer"] = json!({"first_name": "  João   Pedro ", "last_name": " da  Silva", "email": "", "phone": ""});
+    body["order"]["email"] = json!("  Joao.Pedro@GMAIL.com ");
+    body["order"]["phone"] = json!("(55) 99612-3048");
+    let text = body.to_string();
+    let delivery = webhook::parse(text.as_bytes()).unwrap();
+    let classified = mapping::classify(&delivery, &rules()).unwrap();
+    let Decision::Convert(conversions) = &classified.decision else {
+        panic!()
+    };
+    for (normalize, expected) in [
+        (
+            true,
+            [
+                "João Pedro",
+                "da Silva",
+                "joao.pedro@gmail.com",
+                "+5555996123048",
+            ],
+        ),
+        (
+            false,
+            [
+                "João   Pedro",
+                "da  Silva",
+                "Joao.Pedro@GMAIL.com",
+                "(55) 99612-3048",
+            ],
+        ),
+    ] {
+        let ctx = MacroContext {
+            order: classified.order.unwrap(),
+            order_id: "40",
+            conversion: &conversions[0],
+            random: 0,
+            normalize,
+        };
+        let got = [
+            Macro::FirstName,
+            Macro::LastName,
+            Macro::Email,
+            Macro::PhoneNumber,
+        ]
+        .map(|m| ctx.value(m).into_owned());
+        assert_eq!(got, expected, "normalize = {normalize}");
+    }
+    // A phone from another country follows the address; an unreadable one is sent as given.
+    let mut portugal = paid_order(41);
+    portugal["order"]["customer"]["phone"] = json!("912 345 678");
+    portugal["order"]["address"]["country_code"] = json!("PT");
+    let mut junk = paid_order(42);
+    junk["order"]["customer"]["phone"] = json!("call me");
+    for (body, expected) in [(portugal, "+351912345678"), (junk, "call me")] {
+        let text = body.to_string();
+        let delivery = webhook::parse(text.as_bytes()).unwrap();
+        let classified = mapping::classify(&delivery, &rules()).unwrap();
+        let Decision::Convert(conversions) = &classified.decision else {
+            panic!()
+        };
+        let ctx = MacroContext {
+            order: classified.order.unwrap(),
+            order_id: "x",
+            conversion: &conversions[0],
+            random: 0,
+            normalize: true,
+        };
+        assert_eq!(ctx.value(Macro::PhoneNumber), expected);
+    }
 }

@@ -1,0 +1,76 @@
+//! The currency of the amounts, and their conversion into the currency RedTrack expects
+//! (`SUM_CURRENCY`, as Cartpanda's S2S form offers: USD, EUR, BRL, or as charged).
+//!
+//! The trap: a store whose base currency is BRL but sells in USD reports `order.currency = "USD"`
+//! while every amount in the payload is in BRL. The amounts' currency is the store's base currency,
+//! then the payment's, then the order's. The payload carries only a rate into USD
+//! (`exchange_rate_USD`, else `payment.actual_exchange_rate`, amount × rate); a conversion it gives
+//! no rate for is skipped, never guessed.
+
+use crate::lenient::RawAmount;
+use crate::mapping::Conversion;
+use crate::money;
+use crate::webhook::Order;
+use rust_decimal::Decimal;
+
+/// The currency the order's amounts are in: the store's base currency first (a BRL store selling
+/// in USD reports `order.currency = "USD"` with every amount in BRL), then the payment's, then the
+/// order's.
+pub fn currency(order: &Order) -> Option<&str> {
+    order
+        .shop_info
+        .as_ref()
+        .and_then(|s| s.settings_general.as_ref())
+        .and_then(|g| g.base_currency.get().or(g.currency.get()))
+        .or_else(|| order.payment.as_ref().and_then(|p| p.currency.get()))
+        .or(order.currency.get())
+}
+
+/// The payload's rate from the amounts' currency into USD, when it gives a usable one.
+pub fn usd_rate(order: &Order) -> Option<Decimal> {
+    [
+        &order.exchange_rate_usd_upper,
+        &order.exchange_rate_usd,
+        order
+            .payment
+            .as_ref()
+            .map_or(&RawAmount::Absent, |p| &p.actual_exchange_rate),
+    ]
+    .into_iter()
+    .find_map(|raw| {
+        let rate = match raw {
+            RawAmount::Absent => return None,
+            RawAmount::Number(t) => money::parse_amount_number(t).ok()?,
+            RawAmount::Text(t) => money::parse_amount_text(t).ok()?,
+        };
+        (rate > Decimal::ZERO).then_some(rate)
+    })
+}
+
+/// No rate into the requested currency (or no currency at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRate;
+
+/// Sets each conversion's currency and, when `target` differs from the amounts' currency,
+/// converts its amount.
+pub fn convert(
+    conversions: &mut [Conversion<'_>],
+    order: &Order,
+    target: Option<&str>,
+) -> Result<(), NoRate> {
+    let source = currency(order).map(str::to_ascii_uppercase);
+    let rate = match (target, source.as_deref()) {
+        (None, _) => None,
+        (Some(t), Some(s)) if t.eq_ignore_ascii_case(s) => None,
+        (Some(t), Some(_)) if t.eq_ignore_ascii_case("USD") => Some(usd_rate(order).ok_or(NoRate)?),
+        _ => return Err(NoRate),
+    };
+    let sent_currency = target.map(str::to_ascii_uppercase).or(source);
+    for conversion in conversions {
+        if let Some(rate) = rate {
+            conversion.amount *= rate;
+        }
+        conversion.currency = sent_currency.clone();
+    }
+    Ok(())
+}
