@@ -92,6 +92,34 @@ impl Tokens {
         })
     }
 
+    /// From stored SHA-256 digests (hex), as kept for named stores.
+    pub fn from_hex_digests<'a>(hex: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut digests = Vec::new();
+        for h in hex {
+            let h = h.trim();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("a stored token digest is not 64 hex digits".to_owned());
+            }
+            let mut d = [0u8; 32];
+            for (i, byte) in d.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+            }
+            digests.push(d);
+        }
+        if digests.is_empty() || digests.len() > MAX_SECRETS {
+            return Err(format!("a store needs 1 to {MAX_SECRETS} tokens"));
+        }
+        Ok(Tokens { digests })
+    }
+
+    /// The hex SHA-256 digest a token is stored as.
+    pub fn hex_digest(token: &str) -> String {
+        digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Checks the tokens a request presented (query and header). Every configured secret is
     /// compared, with no early return, so timing says nothing about which one matched.
     pub fn verify(&self, query: Option<&str>, header: Option<&[u8]>) -> Result<(), AuthError> {
@@ -177,6 +205,18 @@ mod tests {
             t.verify(Some("wrong"), Some(b"s3cret-token-value")),
             Err(AuthError::Disagree)
         );
+    }
+
+    #[test]
+    fn stored_digests_check_like_the_secrets() {
+        let t = Tokens::from_hex_digests([Tokens::hex_digest("store-secret-1").as_str()]).unwrap();
+        assert_eq!(t.verify(Some("store-secret-1"), None), Ok(()));
+        assert_eq!(
+            t.verify(Some("store-secret-2"), None),
+            Err(AuthError::Invalid)
+        );
+        assert!(Tokens::from_hex_digests(["abc"]).is_err());
+        assert!(Tokens::from_hex_digests(std::iter::empty()).is_err());
     }
 
     #[test]

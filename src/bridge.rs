@@ -1,14 +1,19 @@
 //! The path for one classified delivery: for each conversion, claim → render → send → record.
 //! Talks to the world only through the [`DedupStore`], [`Tracker`] and [`Clock`] it is given.
 
+use crate::auth::Secret;
 use crate::clock::{Clock, random_u64};
-use crate::config::Config;
+use crate::config::{Config, Profile};
+use crate::dedup::StoreError;
 use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
 use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
 use crate::macros::MacroContext;
+use crate::mapping::Kind;
 use crate::mapping::{self, Conversion};
 use crate::queue::{RedriveMessage, RedriveQueue};
+use crate::stores::StoreCache;
 use crate::tracker::Tracker;
+use crate::verify::{self, OrderSource, VerifyError};
 use crate::webhook::Order;
 use serde::Serialize;
 use std::sync::Arc;
@@ -23,6 +28,11 @@ pub struct Bridge {
     /// Where conversions go when RedTrack stays down for the whole invocation; without one they
     /// are released and the delivery answered 502.
     pub queue: Option<Arc<dyn RedriveQueue>>,
+    /// Named stores (`POST /cartpanda/{store}`), read from the table; `None` serves the default
+    /// store only.
+    pub stores: Option<StoreCache>,
+    /// Cartpanda's API, for stores that verify orders.
+    pub orders: Option<Arc<dyn OrderSource>>,
 }
 
 /// What happened to one conversion.
@@ -121,7 +131,13 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(15);
 impl Bridge {
     /// Renders the postbacks of `conversions` without claiming or sending anything: the
     /// `?dry_run=1` request flag, and test orders when `SEND_TEST_ORDERS` is off.
-    pub fn preview(&self, order_id: &str, order: &Order, conversions: &[Conversion<'_>]) -> Report {
+    pub fn preview(
+        &self,
+        profile: &Profile,
+        order_id: &str,
+        order: &Order,
+        conversions: &[Conversion<'_>],
+    ) -> Report {
         let conversions = conversions
             .iter()
             .map(|conversion| {
@@ -130,10 +146,10 @@ impl Bridge {
                     order_id,
                     conversion,
                     random: random_u64() % 1_000_000_000,
-                    normalize: self.config.normalize_pii,
+                    normalize: profile.normalize_pii,
                 };
                 let mut entry = self.entry(conversion, Outcome::DryRun);
-                entry.postback = Some(self.config.postback.render(|m| context.value(m)).into());
+                entry.postback = Some(profile.postback.render(|m| context.value(m)).into());
                 entry
             })
             .collect();
@@ -150,18 +166,52 @@ impl Bridge {
         }
     }
 
-    /// The dedup record key of a conversion.
-    pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
-        if dry_run {
-            format!("dry#{event_id}")
-        } else {
-            format!("evt#{event_id}")
+    /// The profile of a named store (cached); `None` when there is no such store.
+    pub async fn store_profile(&self, name: &str) -> Result<Option<Arc<Profile>>, StoreError> {
+        match &self.stores {
+            Some(cache) => cache.profile(name, self.clock.as_ref()).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Re-reads the order from Cartpanda's API and compares it with the delivery.
+    pub async fn verify(
+        &self,
+        order_id: &str,
+        order: &Order,
+        kind: Kind,
+        token: &Secret,
+    ) -> Result<(), VerifyError> {
+        let template = &self.config.cartpanda_order_url;
+        let slug = order
+            .shop
+            .as_ref()
+            .and_then(|s| s.slug.get())
+            .or_else(|| order.shop_info.as_ref().and_then(|s| s.slug.get()));
+        let slug = match slug {
+            Some(slug) => slug,
+            None if template.contains("{shop_slug}") => {
+                return Err(VerifyError::NoShop(order_id.to_owned()));
+            }
+            None => "",
+        };
+        let source = self
+            .orders
+            .as_ref()
+            .ok_or_else(|| VerifyError::Unavailable("no Cartpanda API client".to_owned()))?;
+        match source
+            .fetch(&verify::order_url(template, slug, order_id), token)
+            .await?
+        {
+            None => Err(VerifyError::NotFound(order_id.to_owned())),
+            Some(api) => verify::compare(order_id, order, &api, kind),
         }
     }
 
     /// Processes the conversions of one order, in order, until DynamoDB fails.
     pub async fn process(
         &self,
+        profile: &Profile,
         event: &str,
         order_id: &str,
         order: &Order,
@@ -180,9 +230,18 @@ impl Bridge {
             } else {
                 let started = Instant::now();
                 let entry = self
-                    .one(event, order_id, order, conversion, deadline_ms, deadline)
+                    .one(
+                        profile,
+                        event,
+                        order_id,
+                        order,
+                        conversion,
+                        deadline_ms,
+                        deadline,
+                    )
                     .await;
                 tracing::info!(
+                    store = profile.store.as_deref(),
                     order_id,
                     event,
                     event_id = %conversion.event_id,
@@ -217,8 +276,10 @@ impl Bridge {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn one(
         &self,
+        profile: &Profile,
         event: &str,
         order_id: &str,
         order: &Order,
@@ -229,7 +290,7 @@ impl Bridge {
         let dry_run = self.config.dry_run;
         let now_ms = self.clock.now_ms();
         let claim = Claim {
-            key: self.record_key(&conversion.event_id, dry_run),
+            key: profile.record_key(&conversion.event_id, dry_run),
             fingerprint: mapping::fingerprint(order, conversion),
             attempt: format!("{now_ms:x}-{:016x}", random_u64()),
             order_id: order_id.to_owned(),
@@ -280,9 +341,9 @@ impl Bridge {
             order_id,
             conversion,
             random: random_u64() % 1_000_000_000,
-            normalize: self.config.normalize_pii,
+            normalize: profile.normalize_pii,
         };
-        let url = self.config.postback.render(|m| context.value(m));
+        let url = profile.postback.render(|m| context.value(m));
         let courier = self.courier();
 
         if dry_run {

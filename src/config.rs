@@ -21,14 +21,40 @@ fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// What differs between stores: who may call, where to send, and how to convert. The
+/// environment configures the default store (`POST /cartpanda`); named stores
+/// (`POST /cartpanda/{store}`) live in the DynamoDB table (see [`crate::stores`]).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// `None` for the default store.
+    pub store: Option<String>,
+    pub tokens: Tokens,
+    pub postback: PostbackTemplate,
+    pub rules: Rules,
+    /// Normalise email, phone (E.164) and names before rendering.
+    pub normalize_pii: bool,
+    /// Re-read each order from Cartpanda's API before sending (see [`crate::verify`]).
+    pub cartpanda_api_token: Option<crate::auth::Secret>,
+}
+
+impl Profile {
+    /// The dedup record key of a conversion of this store.
+    pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
+        let space = if dry_run { "dry" } else { "evt" };
+        match &self.store {
+            None => format!("{space}#{event_id}"),
+            Some(store) => format!("{space}#{store}#{event_id}"),
+        }
+    }
+}
+
 /// Everything the bridge needs to know, parsed.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub postback: PostbackTemplate,
-    pub tokens: Tokens,
+    /// The default store's profile, from the environment.
+    pub profile: std::sync::Arc<Profile>,
     pub table: String,
     pub ttl_days: u32,
-    pub rules: Rules,
     pub dry_run: bool,
     /// Timeout of one request to RedTrack.
     pub redtrack_timeout: Duration,
@@ -36,8 +62,8 @@ pub struct Config {
     pub redrive_queue_url: Option<String>,
     /// How long a newly queued conversion waits before its first redrive.
     pub redrive_delay_s: u32,
-    /// Normalise email, phone (E.164) and names before rendering.
-    pub normalize_pii: bool,
+    /// Where Cartpanda's API serves an order (see [`crate::verify`]).
+    pub cartpanda_order_url: String,
 }
 
 impl Config {
@@ -94,18 +120,32 @@ impl Config {
             },
         };
 
+        let cartpanda_api_token = lookup("CARTPANDA_API_TOKEN")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(crate::auth::Secret::new);
+        let cartpanda_order_url = get("CARTPANDA_ORDER_URL")
+            .unwrap_or_else(|| crate::verify::DEFAULT_ORDER_URL.to_owned());
+        crate::verify::check_order_url(&cartpanda_order_url)
+            .map_err(|p| err("CARTPANDA_ORDER_URL", p))?;
+
         Ok(Config {
-            postback,
-            tokens,
+            profile: std::sync::Arc::new(Profile {
+                store: None,
+                tokens,
+                postback,
+                rules: Rules {
+                    conversion_types,
+                    send_test_orders,
+                    sum_currency,
+                },
+                normalize_pii,
+                cartpanda_api_token,
+            }),
             table,
             ttl_days,
-            rules: Rules {
-                conversion_types,
-                send_test_orders,
-                sum_currency,
-            },
-            normalize_pii,
             dry_run,
+            cartpanda_order_url,
             redtrack_timeout,
             redrive_queue_url,
             redrive_delay_s,
@@ -248,12 +288,15 @@ mod tests {
     fn defaults() {
         let c = config(&[]).unwrap();
         assert_eq!(c.ttl_days, 30);
-        assert!(!c.dry_run && !c.rules.send_test_orders);
+        assert!(!c.dry_run && !c.profile.rules.send_test_orders);
         assert_eq!(
-            c.rules.conversion_types.get("order.refunded"),
+            c.profile.rules.conversion_types.get("order.refunded"),
             Some("Refund")
         );
-        assert_eq!(c.rules.conversion_types.get("order.created"), None);
+        assert_eq!(c.profile.rules.conversion_types.get("order.created"), None);
+        assert!(c.profile.normalize_pii && c.profile.cartpanda_api_token.is_none());
+        assert_eq!(c.profile.record_key("1-purchase", false), "evt#1-purchase");
+        assert_eq!(c.profile.record_key("1-purchase", true), "dry#1-purchase");
     }
 
     #[test]
@@ -347,5 +390,7 @@ mod tests {
         .unwrap();
         assert!(c.dry_run);
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+        let verified = config(&[("CARTPANDA_API_TOKEN", "cp-api-secret-value")]).unwrap();
+        assert!(!format!("{verified:?}").contains("cp-api-secret-value"));
     }
 }

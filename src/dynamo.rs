@@ -6,6 +6,7 @@ use crate::dedup::{
     Claim, ClaimOutcome, DedupStore, Finish, IN_PROGRESS_GRACE_S, Record, STATUS_FAILED,
     STATUS_IN_PROGRESS, STATUS_QUEUED, StoreError,
 };
+use crate::stores::{StoreDirectory, StoreRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -226,5 +227,114 @@ impl DynamoStore {
             .await
             .map_err(store_error)?;
         Ok(out.item)
+    }
+}
+
+const STORE_PREFIX: &str = "store#";
+
+fn record_of(item: &HashMap<String, AttributeValue>) -> Option<StoreRecord> {
+    let name = get_s(item, "pk").strip_prefix(STORE_PREFIX)?.to_owned();
+    let opt = |k: &str| Some(get_s(item, k)).filter(|v| !v.is_empty());
+    let flag = |k: &str, default: bool| {
+        item.get(k)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(default)
+    };
+    Some(StoreRecord {
+        name,
+        token_digests: item
+            .get("token_digests")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+        postback_url: get_s(item, "postback_url"),
+        conversion_types: get_s(item, "conversion_types"),
+        send_test_orders: flag("send_test_orders", false),
+        sum_currency: opt("sum_currency"),
+        normalize_pii: flag("normalize_pii", true),
+        cartpanda_api_token: opt("cartpanda_api_token"),
+    })
+}
+
+#[async_trait]
+impl StoreDirectory for DynamoStore {
+    async fn get(&self, name: &str) -> Result<Option<StoreRecord>, StoreError> {
+        Ok(self
+            .read(&format!("{STORE_PREFIX}{name}"))
+            .await?
+            .as_ref()
+            .and_then(record_of))
+    }
+}
+
+impl DynamoStore {
+    /// Creates or replaces a store (`cartpanda-redtrack store put`).
+    pub async fn put_store(&self, record: &StoreRecord, now_ms: i64) -> Result<(), StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&format!("{STORE_PREFIX}{}", record.name)))
+            .item("kind", s("store"))
+            .item(
+                "token_digests",
+                AttributeValue::Ss(record.token_digests.clone()),
+            )
+            .item("postback_url", s(&record.postback_url))
+            .item("conversion_types", s(&record.conversion_types))
+            .item(
+                "send_test_orders",
+                AttributeValue::Bool(record.send_test_orders),
+            )
+            .item("normalize_pii", AttributeValue::Bool(record.normalize_pii))
+            .item("updated_at_ms", n(now_ms));
+        if let Some(c) = &record.sum_currency {
+            put = put.item("sum_currency", s(c));
+        }
+        if let Some(t) = &record.cartpanda_api_token {
+            put = put.item("cartpanda_api_token", s(t));
+        }
+        put.send().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Every store, by name.
+    pub async fn list_stores(&self) -> Result<Vec<StoreRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :prefix)")
+                .expression_attribute_values(":prefix", s(STORE_PREFIX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(store_error)?;
+            out.extend(page.items().iter().filter_map(record_of));
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes a store; returns whether it existed.
+    pub async fn delete_store(&self, name: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&format!("{STORE_PREFIX}{name}")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }

@@ -1,23 +1,66 @@
-//! The HTTP adapter: authenticate, check the request, parse, classify, hand over to the bridge,
-//! and answer JSON. Nothing but the token is looked at before the token is checked.
+//! The HTTP adapter: route, find the store, authenticate, read the request, classify, verify (when
+//! configured), hand over to the bridge, and answer JSON. Nothing but the token is looked at
+//! before the token is checked.
 
 use crate::bridge::{Bridge, Report};
+use crate::config::Profile;
 use crate::error::AppError;
 use crate::mapping::{self, Classified, Decision, Rules, Skip};
-use crate::webhook::{self, MAX_BODY_BYTES};
+use crate::webhook::{self, Delivery, MAX_BODY_BYTES};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Header set by [`crate::runtime`] when API Gateway's `isBase64Encoded` body did not decode.
 pub const BAD_BASE64_MARKER: &str = "x-cartpanda-redtrack-invalid-base64";
 /// Header that carries the token when it is not in the query.
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `None` for the default store (configured by the environment).
+    pub store: Option<String>,
+    pub s2s: bool,
+}
+
+/// Reads the route from the path: `…/cartpanda`, `…/cartpanda/s2s`, `…/cartpanda/<store>`,
+/// `…/cartpanda/<store>/s2s` (any stage prefix). A path without a `cartpanda` segment is the
+/// default webhook, so the function also works behind a bare function URL.
+pub fn route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(at) = segments.iter().rposition(|s| *s == "cartpanda") else {
+        return Some(Route {
+            store: None,
+            s2s: false,
+        });
+    };
+    match &segments[at + 1..] {
+        [] => Some(Route {
+            store: None,
+            s2s: false,
+        }),
+        ["s2s"] => Some(Route {
+            store: None,
+            s2s: true,
+        }),
+        [store] => Some(Route {
+            store: Some((*store).to_owned()),
+            s2s: false,
+        }),
+        [store, "s2s"] => Some(Route {
+            store: Some((*store).to_owned()),
+            s2s: true,
+        }),
+        _ => None,
+    }
+}
+
 /// Handles one request; never fails, never panics on input.
 pub async fn handle(bridge: &Bridge, req: Request) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let response = match handle_inner(bridge, &req).await {
+    match handle_inner(bridge, &req).await {
         Ok(response) => response,
         Err(err) => {
             tracing::warn!(
@@ -27,24 +70,41 @@ pub async fn handle(bridge: &Bridge, req: Request) -> Response<Body> {
             );
             crate::metrics::rejected(err.code());
             let mut response = json_response(err.status(), &json!({ "error": err.to_string() }));
-            if let AppError::MethodNotAllowed(_) = err {
+            if let Some(allow) = err.allow() {
                 response
                     .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             response
         }
-    };
-    tracing::debug!(
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_millis() as u64,
-        "request done"
-    );
-    response
+    }
 }
 
 async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, AppError> {
-    authenticate(bridge, req)?;
+    let path = req.raw_http_path();
+    let path = if path.is_empty() {
+        req.uri().path()
+    } else {
+        path
+    };
+    let route = route(path).ok_or(AppError::NotFound)?;
+    let profile: Arc<Profile> = match &route.store {
+        None => Arc::clone(&bridge.config.profile),
+        Some(name) => bridge
+            .store_profile(name)
+            .await?
+            .ok_or(AppError::Auth(crate::auth::AuthError::Invalid))?,
+    };
+    authenticate(&profile, req)?;
+    let delivery = if route.s2s {
+        s2s_delivery(req)?
+    } else {
+        webhook_delivery(req)?
+    };
+    respond(bridge, &profile, req, &delivery).await
+}
+
+fn webhook_delivery(req: &Request) -> Result<Delivery, AppError> {
     if req.method() != Method::POST {
         return Err(AppError::MethodNotAllowed(req.method().to_string()));
     }
@@ -70,16 +130,41 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
     if body.len() > MAX_BODY_BYTES {
         return Err(webhook::ParseError::TooLarge(body.len()).into());
     }
-    let delivery = webhook::parse(body)?;
-    let rules = &bridge.config.rules;
-    let classified = mapping::classify(&delivery, rules)?;
+    Ok(webhook::parse(body)?)
+}
+
+fn s2s_delivery(req: &Request) -> Result<Delivery, AppError> {
+    if req.method() != Method::GET {
+        return Err(AppError::S2sMethodNotAllowed(req.method().to_string()));
+    }
+    let query: HashMap<String, String> = req
+        .query_string_parameters_ref()
+        .map(|q| {
+            q.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(crate::s2s::delivery(&query))
+}
+
+async fn respond(
+    bridge: &Bridge,
+    profile: &Profile,
+    req: &Request,
+    delivery: &Delivery,
+) -> Result<Response<Body>, AppError> {
+    let rules = &profile.rules;
+    let classified = mapping::classify(delivery, rules)?;
     let order_id = classified.order_id.as_deref().unwrap_or_default();
     let event = classified.event;
+    let store = profile.store.as_deref();
     let (conversions, order) = match (&classified.decision, classified.order) {
         (Decision::Convert(conversions), Some(order)) => (conversions, order),
         (Decision::Skip(reason), _) => {
             let reason = *reason;
             tracing::info!(
+                store,
                 order_id,
                 event,
                 outcome = "skipped",
@@ -94,12 +179,16 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
                         send_test_orders: true,
                         ..rules.clone()
                     };
-                    match mapping::classify(&delivery, &send_all) {
+                    match mapping::classify(delivery, &send_all) {
                         Ok(Classified {
                             decision: Decision::Convert(conversions),
                             order: Some(order),
                             ..
-                        }) => bridge.preview(order_id, order, &conversions).conversions,
+                        }) => {
+                            bridge
+                                .preview(profile, order_id, order, &conversions)
+                                .conversions
+                        }
                         _ => Vec::new(),
                     }
                 }
@@ -122,20 +211,26 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
     };
     if query_flag(req, "dry_run") {
         tracing::info!(
+            store,
             order_id,
             event,
             outcome = "dry_run",
             "dry run requested; nothing claimed or sent"
         );
-        let report = bridge.preview(order_id, order, conversions);
+        let report = bridge.preview(profile, order_id, order, conversions);
         return Ok(report_response(event, order_id, &report));
+    }
+    if let Some(token) = &profile.cartpanda_api_token {
+        bridge
+            .verify(order_id, order, conversions[0].kind, token)
+            .await?;
     }
     let deadline_ms = req
         .lambda_context_ref()
         .map(|c| c.deadline as i64)
         .filter(|d| *d > 0);
     let report = bridge
-        .process(event, order_id, order, conversions, deadline_ms)
+        .process(profile, event, order_id, order, conversions, deadline_ms)
         .await;
     Ok(report_response(event, order_id, &report))
 }
@@ -147,16 +242,12 @@ fn query_flag(req: &Request, name: &str) -> bool {
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
-fn authenticate(bridge: &Bridge, req: &Request) -> Result<(), AppError> {
+fn authenticate(profile: &Profile, req: &Request) -> Result<(), AppError> {
     let query = req
         .query_string_parameters_ref()
         .and_then(|q| q.first("token"));
     let header = req.headers().get(TOKEN_HEADER).map(HeaderValue::as_bytes);
-    bridge
-        .config
-        .tokens
-        .verify(query, header)
-        .map_err(AppError::Auth)
+    profile.tokens.verify(query, header).map_err(AppError::Auth)
 }
 
 fn report_response(event: &str, order_id: &str, report: &Report) -> Response<Body> {
@@ -199,4 +290,27 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = |store: Option<&str>, s2s| {
+            Some(Route {
+                store: store.map(str::to_owned),
+                s2s,
+            })
+        };
+        assert_eq!(route("/cartpanda"), r(None, false));
+        assert_eq!(route("/prod/cartpanda/"), r(None, false));
+        assert_eq!(route("/cartpanda/s2s"), r(None, true));
+        assert_eq!(route("/cartpanda/loja-1"), r(Some("loja-1"), false));
+        assert_eq!(route("/cartpanda/loja-1/s2s"), r(Some("loja-1"), true));
+        assert_eq!(route("/"), r(None, false));
+        assert_eq!(route(""), r(None, false));
+        assert_eq!(route("/cartpanda/a/b/c"), None);
+    }
 }

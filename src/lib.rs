@@ -4,6 +4,8 @@
 //! (classify) → [`dedup`] / [`dynamo`] (claim) → [`postback`] (render) → [`tracker`] (send),
 //! driven by [`bridge`] behind the HTTP adapter in [`handler`].
 
+#[cfg(feature = "runtime")]
+pub mod admin;
 pub mod auth;
 #[cfg(feature = "runtime")]
 pub mod aws;
@@ -33,5 +35,8 @@ pub mod queue;
 pub mod redrive;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod s2s;
+pub mod stores;
 pub mod tracker;
+pub mod verify;
 pub mod webhook;

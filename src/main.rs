@@ -1,5 +1,7 @@
 use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::stores::StoreCache;
 use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::verify::CartpandaApi;
 use cartpanda_redtrack::{
     bridge::Bridge, clock::SystemClock, config::Config, dynamo::DynamoStore, runtime,
 };
@@ -7,20 +9,31 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
+    // `cartpanda-redtrack store put|list|delete …` from a workstation; no arguments under Lambda.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        std::process::exit(cartpanda_redtrack::admin::main(&args).await);
+    }
     cartpanda_redtrack::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let aws = cartpanda_redtrack::aws::load().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        config.table.clone(),
+    ));
     let tracker = RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default())?;
     let queue = config.redrive_queue_url.clone().map(|url| {
         Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn RedriveQueue>
     });
+    let orders = CartpandaApi::new(config.redtrack_timeout)?;
     let bridge = Bridge {
         config,
-        store: Arc::new(store),
+        store: store.clone(),
         tracker: Arc::new(tracker),
         clock: Arc::new(SystemClock),
         queue,
+        stores: Some(StoreCache::new(store)),
+        orders: Some(Arc::new(orders)),
     };
     runtime::run(Arc::new(bridge)).await
 }

@@ -11,7 +11,9 @@ use cartpanda_redtrack::clock::{Clock, SystemClock};
 use cartpanda_redtrack::config::Config;
 use cartpanda_redtrack::dynamo::DynamoStore;
 use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::stores::StoreCache;
 use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::verify::CartpandaApi;
 use cartpanda_redtrack::{handler, runtime};
 use lambda_http::RequestExt;
 use lambda_http::request::LambdaRequest;
@@ -168,7 +170,7 @@ pub async fn harness_with(options: Options) -> Harness {
     }
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
     let store_client = dynamo_client(options.dynamo_endpoint.as_deref().unwrap_or(&endpoint));
-    let store = DynamoStore::new(store_client, table.clone());
+    let store = Arc::new(DynamoStore::new(store_client, table.clone()));
     let tracker = RedTrackClient::new(config.redtrack_timeout, options.retry).unwrap();
     let sqs = sqs_client(&endpoint);
     let queue_url = match options.with_queue {
@@ -180,10 +182,14 @@ pub async fn harness_with(options: Options) -> Harness {
         .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url.clone())) as Arc<dyn RedriveQueue>);
     let bridge = Bridge {
         config,
-        store: Arc::new(store),
+        store: store.clone(),
         tracker: Arc::new(tracker),
         clock: options.clock,
         queue,
+        stores: Some(StoreCache::new(store)),
+        orders: Some(Arc::new(
+            CartpandaApi::new(Duration::from_millis(1000)).unwrap(),
+        )),
     };
     Harness {
         bridge: Arc::new(bridge),
@@ -197,6 +203,17 @@ pub async fn harness_with(options: Options) -> Harness {
 
 /// An API Gateway v2 (HTTP API) event carrying `body`, as Cartpanda's POST arrives.
 pub fn apigw_event(
+    method: &str,
+    body: Option<&str>,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Value {
+    apigw_event_at("/cartpanda", method, body, query, headers)
+}
+
+/// The same, on another path (`/cartpanda/s2s`, `/cartpanda/<store>`).
+pub fn apigw_event_at(
+    path: &str,
     method: &str,
     body: Option<&str>,
     query: &[(&str, &str)],
@@ -224,15 +241,15 @@ pub fn apigw_event(
     }
     json!({
         "version": "2.0",
-        "routeKey": format!("{method} /cartpanda"),
-        "rawPath": "/cartpanda",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
         "rawQueryString": raw_query.join("&"),
         "queryStringParameters": if qsp.is_empty() { Value::Null } else { Value::Object(qsp) },
         "headers": hdrs,
         "requestContext": {
             "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
-            "http": {"method": method, "path": "/cartpanda", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "GuzzleHttp/7"},
-            "requestId": "req", "routeKey": format!("{method} /cartpanda"), "stage": "$default",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "GuzzleHttp/7"},
+            "requestId": "req", "routeKey": format!("{method} {path}"), "stage": "$default",
             "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64
         },
         "body": body,

@@ -1,0 +1,151 @@
+//! Several Cartpanda stores on one deployment. Each named store (`POST /cartpanda/{store}`) has
+//! its own token(s), postback template, conversion types and test-order setting, kept in the dedup
+//! table as a `store#<name>` item (tokens stored as SHA-256 digests), read on first use and cached
+//! for a short time. The environment keeps configuring the default store (`POST /cartpanda`).
+
+use crate::auth::{Secret, Tokens};
+use crate::clock::Clock;
+use crate::config::Profile;
+use crate::dedup::StoreError;
+use crate::mapping::{ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
+use crate::postback::PostbackTemplate;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How long a store's settings are cached before they are read again.
+pub const CACHE_TTL_MS: i64 = 60_000;
+
+/// A store as kept in the table.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreRecord {
+    pub name: String,
+    /// Hex SHA-256 digests of the accepted tokens (one, or two while rotating).
+    pub token_digests: Vec<String>,
+    pub postback_url: String,
+    pub conversion_types: String,
+    pub send_test_orders: bool,
+    pub sum_currency: Option<String>,
+    pub normalize_pii: bool,
+    pub cartpanda_api_token: Option<String>,
+}
+
+impl std::fmt::Debug for StoreRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreRecord")
+            .field("name", &self.name)
+            .field("tokens", &self.token_digests.len())
+            .field("conversion_types", &self.conversion_types)
+            .field("send_test_orders", &self.send_test_orders)
+            .field("sum_currency", &self.sum_currency)
+            .field("normalize_pii", &self.normalize_pii)
+            .field("verified", &self.cartpanda_api_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a store name: 1–64 of `a-z 0-9 - _`, and not a route word.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(format!("store name `{name}` must be 1-64 of a-z 0-9 - _"));
+    }
+    if name == "s2s" {
+        return Err("`s2s` is a route, not a store name".to_owned());
+    }
+    Ok(())
+}
+
+impl StoreRecord {
+    /// The record's profile; an invalid record is reported, never half-used.
+    pub fn profile(&self) -> Result<Profile, String> {
+        check_name(&self.name)?;
+        let tokens = Tokens::from_hex_digests(self.token_digests.iter().map(String::as_str))?;
+        let postback = PostbackTemplate::parse(&self.postback_url, false)
+            .map_err(|e| format!("postback URL {e}"))?;
+        let types = if self.conversion_types.trim().is_empty() {
+            DEFAULT_CONVERSION_TYPES
+        } else {
+            &self.conversion_types
+        };
+        let conversion_types =
+            ConversionTypes::parse(types).map_err(|e| format!("conversion types: {e}"))?;
+        if let Some(c) = &self.sum_currency {
+            if !matches!(c.as_str(), "USD" | "EUR" | "BRL") {
+                return Err(format!("sum currency `{c}` must be USD, EUR or BRL"));
+            }
+        }
+        Ok(Profile {
+            store: Some(self.name.clone()),
+            tokens,
+            postback,
+            rules: Rules {
+                conversion_types,
+                send_test_orders: self.send_test_orders,
+                sum_currency: self.sum_currency.clone(),
+            },
+            normalize_pii: self.normalize_pii,
+            cartpanda_api_token: self.cartpanda_api_token.clone().map(Secret::new),
+        })
+    }
+}
+
+#[async_trait]
+pub trait StoreDirectory: Send + Sync {
+    async fn get(&self, name: &str) -> Result<Option<StoreRecord>, StoreError>;
+}
+
+/// A cached profile (`None`: no such store) and when it was read.
+type Cached = (Option<Arc<Profile>>, i64);
+
+/// The profiles of named stores, each read on first use and kept [`CACHE_TTL_MS`] (unknown names
+/// too, so probing the URL cannot hammer the table).
+pub struct StoreCache {
+    directory: Arc<dyn StoreDirectory>,
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+impl StoreCache {
+    pub fn new(directory: Arc<dyn StoreDirectory>) -> Self {
+        StoreCache {
+            directory,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store's profile; `Ok(None)` when there is no such (valid) store.
+    pub async fn profile(
+        &self,
+        name: &str,
+        clock: &dyn Clock,
+    ) -> Result<Option<Arc<Profile>>, StoreError> {
+        if check_name(name).is_err() {
+            return Ok(None);
+        }
+        let now = clock.now_ms();
+        if let Some((profile, at)) = self.entries.lock().expect("store cache lock").get(name) {
+            if now - at < CACHE_TTL_MS {
+                return Ok(profile.clone());
+            }
+        }
+        let profile = match self.directory.get(name).await? {
+            None => None,
+            Some(record) => match record.profile() {
+                Ok(p) => Some(Arc::new(p)),
+                Err(problem) => {
+                    tracing::error!(store = name, problem = %problem, "store settings are invalid; deliveries refused");
+                    None
+                }
+            },
+        };
+        self.entries
+            .lock()
+            .expect("store cache lock")
+            .insert(name.to_owned(), (profile.clone(), now));
+        Ok(profile)
+    }
+}
