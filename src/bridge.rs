@@ -141,15 +141,8 @@ impl Bridge {
         let conversions = conversions
             .iter()
             .map(|conversion| {
-                let context = MacroContext {
-                    order,
-                    order_id,
-                    conversion,
-                    random: random_u64() % 1_000_000_000,
-                    normalize: profile.normalize_pii,
-                };
                 let mut entry = self.entry(conversion, Outcome::DryRun);
-                entry.postback = Some(profile.postback.render(|m| context.value(m)).into());
+                entry.postback = Some(render(profile, order_id, order, conversion).into());
                 entry
             })
             .collect();
@@ -336,14 +329,7 @@ impl Bridge {
             }
         }
 
-        let context = MacroContext {
-            order,
-            order_id,
-            conversion,
-            random: random_u64() % 1_000_000_000,
-            normalize: profile.normalize_pii,
-        };
-        let url = profile.postback.render(|m| context.value(m));
+        let url = render(profile, order_id, order, conversion);
         let courier = self.courier();
 
         if dry_run {
@@ -414,4 +400,21 @@ impl Bridge {
         }
         entry
     }
+}
+
+/// The postback of one conversion, rendered from the store's template.
+fn render(
+    profile: &Profile,
+    order_id: &str,
+    order: &Order,
+    conversion: &Conversion<'_>,
+) -> url::Url {
+    let context = MacroContext {
+        order,
+        order_id,
+        conversion,
+        random: random_u64() % 1_000_000_000,
+        normalize: profile.normalize_pii,
+    };
+    profile.postback.render(|m| context.value(m))
 }
