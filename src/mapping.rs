@@ -14,8 +14,6 @@ pub const MAX_LINE_ITEMS: usize = 500;
 pub const MAX_CONVERSIONS: usize = 50;
 /// Longest click ID accepted.
 pub const MAX_CLICK_ID: usize = 128;
-/// Largest amount accepted (a sanity bound, in the order's currency).
-const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
 /// The default event → RedTrack conversion type map.
 pub const DEFAULT_CONVERSION_TYPES: &str =
@@ -359,17 +357,10 @@ fn amount(raw: &RawAmount, field: &str) -> Result<Decimal, Reject> {
         RawAmount::Number(text) => money::parse_amount_number(text),
         RawAmount::Text(text) => money::parse_amount_text(text),
     };
-    let value = parsed.map_err(|error| Reject::Amount {
+    parsed.map_err(|error| Reject::Amount {
         field: field.to_owned(),
         error,
-    })?;
-    if value > Decimal::from(MAX_AMOUNT) {
-        return Err(Reject::Amount {
-            field: field.to_owned(),
-            error: AmountError::OutOfRange,
-        });
-    }
-    Ok(value)
+    })
 }
 
 fn quantity(text: &Text) -> Decimal {
