@@ -271,7 +271,10 @@ mod tests {
         // Found by `make fuzz` (money target): a JSON number whose two-place sum has more digits
         // than a Decimal holds, so the sum did not read back.
         assert_eq!(parse_amount_number("1.13e28"), Err(AmountError::OutOfRange));
-        assert_eq!(parse_amount_text("1000000000001"), Err(AmountError::OutOfRange));
+        assert_eq!(
+            parse_amount_text("1000000000001"),
+            Err(AmountError::OutOfRange)
+        );
         assert_eq!(parse_amount_number("1e12"), Ok(d("1000000000000")));
     }
 
