@@ -1,8 +1,44 @@
 //! AWS SDK configuration shared by both functions: loaded once at cold start, with timeouts so a
 //! hanging DynamoDB or SQS cannot eat the invocation (the handler then answers 503).
+//!
+//! Two choices keep cold start and each call cheap (docs/performance.md):
+//! - the HTTPS client trusts the Amazon Trust Services roots, which every AWS endpoint chains to,
+//!   instead of loading and parsing the system's whole certificate store at cold start (unless
+//!   `SSL_CERT_FILE` / `SSL_CERT_DIR` ask for more, as behind a TLS-inspecting proxy);
+//! - stalled-stream protection is off: a throughput watchdog polled on every request and response
+//!   body, redundant with the connect, attempt and operation timeouts below.
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use std::time::Duration;
+
+/// Amazon Root CA 1–4 and Starfield Services Root G2 (PEM).
+const AMAZON_ROOTS: &[u8] = include_bytes!("amazon_trust_services_roots.pem");
+
+/// Whether `SSL_CERT_FILE` or `SSL_CERT_DIR` names certificates to trust (a TLS-inspecting
+/// proxy's CA on a workstation, say). Then the system store is loaded as well, as by default.
+pub fn custom_ca_configured() -> bool {
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()))
+}
+
+/// The HTTPS client of every AWS SDK client: rustls (aws-lc), the Amazon roots (and the system
+/// store only when [`custom_ca_configured`]).
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    let trust = TrustStore::empty()
+        .with_native_roots(custom_ca_configured())
+        .with_pem_certificate(AMAZON_ROOTS);
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::AwsLc,
+    ));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // Unreachable with the bundled roots; the SDK's default trust store still works.
+        Err(_) => builder.build_https(),
+    }
+}
 
 pub async fn load() -> aws_config::SdkConfig {
     // Lambda always sets AWS_REGION; a local run without one falls back rather than failing
@@ -11,6 +47,8 @@ pub async fn load() -> aws_config::SdkConfig {
         aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(region)
+        .http_client(http_client())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_millis(1000))
@@ -20,4 +58,32 @@ pub async fn load() -> aws_config::SdkConfig {
         )
         .load()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn the_bundled_amazon_roots_are_five_valid_trust_anchors() {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(AMAZON_ROOTS) {
+            store
+                .add(cert.expect("PEM"))
+                .expect("a valid root certificate");
+        }
+        assert_eq!(store.len(), 5);
+        assert!(
+            TlsContext::builder()
+                .with_trust_store(
+                    TrustStore::empty()
+                        .with_native_roots(false)
+                        .with_pem_certificate(AMAZON_ROOTS)
+                )
+                .build()
+                .is_ok()
+        );
+    }
 }

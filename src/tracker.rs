@@ -86,10 +86,43 @@ pub struct RedTrackClient {
     retry: RetryPolicy,
 }
 
+/// TLS for RedTrack and the Cartpanda API: rustls (aws-lc, as the AWS SDK), trusting the Mozilla
+/// roots compiled in by `webpki-roots`. Reading and parsing the system certificate store instead
+/// (reqwest's default) took most of the cold start (docs/performance.md). `None` — the caller
+/// keeps reqwest's default, the system store — when `SSL_CERT_FILE` or `SSL_CERT_DIR` names
+/// certificates to trust (a TLS-inspecting proxy's CA, say; Lambda sets neither).
+#[cfg(feature = "runtime")]
+pub fn tls_config() -> Option<rustls::ClientConfig> {
+    if crate::aws::custom_ca_configured() {
+        return None;
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(config)
+}
+
+/// A reqwest client builder with [`tls_config`].
+#[cfg(feature = "runtime")]
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match tls_config() {
+        Some(tls) => builder.tls_backend_preconfigured(tls),
+        None => builder,
+    }
+}
+
 #[cfg(feature = "runtime")]
 impl RedTrackClient {
     pub fn new(timeout: Duration, retry: RetryPolicy) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = http_builder()
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
@@ -221,6 +254,17 @@ impl Tracker for RedTrackClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "runtime")]
+    #[test]
+    fn tls_trusts_the_compiled_in_roots() {
+        if let Some(config) = tls_config() {
+            assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        } else {
+            assert!(crate::aws::custom_ca_configured());
+        }
+        assert!(http_builder().build().is_ok());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -149,7 +149,7 @@ pub struct CartpandaApi {
 #[cfg(feature = "runtime")]
 impl CartpandaApi {
     pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::tracker::http_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(std::time::Duration::from_secs(3)))
             .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))
