@@ -24,7 +24,7 @@ STACK      ?= cartpanda-redtrack
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: fuzz redrive replay sam-build help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+.PHONY: bench fuzz redrive replay sam-build help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -109,6 +109,13 @@ fuzz: tools ## fuzz webhook parsing, money parsing and template rendering, FUZZ_
 	    >$(TOOLS)/fuzz-$$target.log 2>&1 || { tail -n 40 $(TOOLS)/fuzz-$$target.log; echo "fuzz $$target FAILED: crash input in fuzz/artifacts/$$target"; exit 1; }; \
 	  grep -E "^Done [0-9]+ runs" $(TOOLS)/fuzz-$$target.log | sed "s/^/   $$target: /"; \
 	done
+
+bench: tools ## performance figures (docs/performance.md): CPU per delivery, cold start, CPU per invocation, RSS, DynamoDB calls, zip size
+	cargo lambda build --release --output-format zip --bin cartpanda-redtrack
+	@mkdir -p target/bench && rm -f target/bench/bootstrap && $(PY) -c "import zipfile; zipfile.ZipFile('target/lambda/cartpanda-redtrack/bootstrap.zip').extract('bootstrap', 'target/bench')" && chmod +x target/bench/bootstrap
+	cargo bench --bench delivery
+	BENCH_BINARY=$(CURDIR)/target/bench/bootstrap BENCH_PYTHON=$(CURDIR)/$(PY) BENCH_JSON=$(CURDIR)/target/bench/lambda.json cargo bench --bench lambda
+	@echo "deployment zip (cargo lambda build --release --output-format zip, x86_64): $$(stat -c %s target/lambda/cartpanda-redtrack/bootstrap.zip) bytes"
 
 clean: moto-stop ## remove build output and local tools
 	cargo clean
