@@ -29,6 +29,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod money;
 pub mod normalize;
+pub mod phone;
 pub mod postback;
 pub mod queue;
 #[cfg(feature = "runtime")]

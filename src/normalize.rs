@@ -3,10 +3,7 @@
 //! order's country, names trimmed with inner whitespace collapsed. A value that cannot be
 //! normalised is returned as given: never dropped.
 
-use phonenumber::{Mode, country};
-
-/// The country assumed when the order carries none (Cartpanda is a Brazilian platform).
-pub const DEFAULT_COUNTRY: &str = "BR";
+use crate::phone;
 
 /// `  Joao.Silva@Gmail.COM ` → `joao.silva@gmail.com`.
 pub fn email(value: &str) -> String {
@@ -18,44 +15,15 @@ pub fn name(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A phone in E.164 (`+5511987654321`), read with the rules of `country` (ISO 3166 alpha-2;
-/// unknown or absent → Brazil). A number the phone library does not accept as valid is returned
-/// trimmed, as given.
+/// A phone in E.164 (`+5511987654321`), read as dialled in `country` (ISO 3166 alpha-2;
+/// unknown or absent → Brazil) by the rules of [`crate::phone`]. A number those rules do not accept is
+/// returned trimmed, as given.
 pub fn phone(value: &str, country_code: Option<&str>) -> String {
     let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed.len() > 40 {
+    if trimmed.len() > 40 {
         return trimmed.to_owned();
     }
-    let region = country_code
-        .map(str::trim)
-        .filter(|c| c.len() == 2)
-        .and_then(|c| c.to_ascii_uppercase().parse::<country::Id>().ok())
-        .unwrap_or(country::Id::BR);
-    if let Some(e164) = valid_e164(Some(region), trimmed) {
-        return e164;
-    }
-    // The library reads a national number that starts with the country code's digits (Brazil's
-    // area code 55, say) as international; when that gives an invalid number, read the digits
-    // as national explicitly.
-    if !trimmed.starts_with('+') {
-        let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-        let national = digits.trim_start_matches('0');
-        if let Some(meta) = phonenumber::metadata::DATABASE.by_id(region.as_ref()) {
-            if let Some(e164) = valid_e164(None, &format!("+{}{national}", meta.country_code())) {
-                return e164;
-            }
-        }
-    }
-    trimmed.to_owned()
-}
-
-fn valid_e164(region: Option<country::Id>, text: &str) -> Option<String> {
-    match phonenumber::parse(region, text) {
-        Ok(number) if phonenumber::is_valid(&number) => {
-            Some(number.format().mode(Mode::E164).to_string())
-        }
-        _ => None,
-    }
+    phone::to_e164(trimmed, country_code).unwrap_or_else(|| trimmed.to_owned())
 }
 
 #[cfg(test)]
@@ -83,6 +51,18 @@ mod tests {
             ("912 345 678", Some("PT"), "+351912345678"),
             ("+44 7911 123456", Some("GB"), "+447911123456"),
             ("07911 123456", Some("GB"), "+447911123456"),
+            ("+44 (0)7911 123456", None, "+447911123456"),
+            ("0 21 11 98765-4321", Some("BR"), "+5511987654321"),
+            ("015 11 98765-4321", None, "+5511987654321"),
+            ("00 351 912 345 678", Some("BR"), "+351912345678"),
+            ("06 1234 5678", Some("IT"), "+390612345678"),
+            ("+39 06 1234 5678", None, "+390612345678"),
+            ("8 (912) 345-67-89", Some("RU"), "+79123456789"),
+            ("1 (415) 555-2671", Some("us"), "+14155552671"),
+            ("06 12 34 56 78", Some("FR"), "+33612345678"),
+            ("011 2345-6789", Some("AR"), "+541123456789"),
+            ("55 1234 5678", Some("MX"), "+525512345678"),
+            (" 912.345.678 ", Some(" PT "), "+351912345678"),
         ];
         for (input, country, expected) in table {
             assert_eq!(phone(input, country), expected, "{input:?} in {country:?}");
@@ -97,6 +77,12 @@ mod tests {
             "123",
             "+00 000",
             "abc 1234 5678",
+            "(11) 98765-4321 ramal 2",
+            "+55 20 98765-4321",
+            "+55 11 8765-4321",
+            "+1 (015) 555-2671",
+            "+999 1234 5678",
+            "11 98765-4321 / 11 3456-7890",
             &"9".repeat(60),
         ] {
             assert_eq!(phone(input, Some("BR")), input.trim(), "{input:?}");
