@@ -74,11 +74,7 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = trimmed(&lookup);
         let dry_run = flag(&get("DRY_RUN"), "DRY_RUN", false)?;
 
         let raw_url = get("REDTRACK_POSTBACK_URL").ok_or_else(|| {
@@ -120,10 +116,7 @@ impl Config {
             },
         };
 
-        let cartpanda_api_token = lookup("CARTPANDA_API_TOKEN")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .map(crate::auth::Secret::new);
+        let cartpanda_api_token = get("CARTPANDA_API_TOKEN").map(crate::auth::Secret::new);
         let cartpanda_order_url = get("CARTPANDA_ORDER_URL")
             .unwrap_or_else(|| crate::verify::DEFAULT_ORDER_URL.to_owned());
         crate::verify::check_order_url(&cartpanda_order_url)
@@ -153,6 +146,15 @@ impl Config {
     }
 }
 
+/// `lookup` with values trimmed and an empty value read as unset.
+fn trimmed(lookup: &impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| {
+        lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
 /// Configuration of the redrive consumer: only what a re-send needs (no token, no template).
 #[derive(Debug, Clone)]
 pub struct RedriveConfig {
@@ -171,11 +173,7 @@ impl RedriveConfig {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = trimmed(&lookup);
         Ok(RedriveConfig {
             table: table(&get)?,
             ttl_days: ttl_days(&get)?,

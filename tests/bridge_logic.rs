@@ -2,7 +2,7 @@
 //! queue and RedTrack): what happens when the store fails midway, and what a queued message holds.
 
 use async_trait::async_trait;
-use cartpanda_redtrack::bridge::{Bridge, Outcome};
+use cartpanda_redtrack::bridge::{Bridge, Outcome, Report};
 use cartpanda_redtrack::clock::FixedClock;
 use cartpanda_redtrack::config::Config;
 use cartpanda_redtrack::dedup::{Claim, ClaimOutcome, DedupStore, Finish, MemoryStore, StoreError};
@@ -102,6 +102,26 @@ fn bridge(
     }
 }
 
+/// The upsell delivery (two lines) parsed, classified and processed by `b`.
+async fn process_upsell(b: &Bridge) -> Report {
+    let body = upsell_body();
+    let delivery = webhook::parse(body.as_bytes()).unwrap();
+    let classified = mapping::classify(&delivery, &b.config.profile.rules).unwrap();
+    let Decision::Convert(conversions) = &classified.decision else {
+        panic!("an upsell converts")
+    };
+    let order = classified.order.unwrap();
+    b.process(
+        &b.config.profile,
+        "order.upsell",
+        "77",
+        order,
+        conversions,
+        None,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_store_failure_midway_stops_before_the_next_claim_and_answers_503() {
     let store = Arc::new(FailingStore {
@@ -116,22 +136,7 @@ async fn a_store_failure_midway_stops_before_the_next_claim_and_answers_503() {
         calls: AtomicUsize::new(0),
     });
     let b = bridge(store.clone(), tracker.clone(), None);
-    let body = upsell_body();
-    let delivery = webhook::parse(body.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, &b.config.profile.rules).unwrap();
-    let Decision::Convert(conversions) = &classified.decision else {
-        panic!()
-    };
-    let report = b
-        .process(
-            &b.config.profile,
-            "order.upsell",
-            "77",
-            classified.order.unwrap(),
-            conversions,
-            None,
-        )
-        .await;
+    let report = process_upsell(&b).await;
     let outcomes: Vec<Outcome> = report.conversions.iter().map(|c| c.outcome).collect();
     assert_eq!(outcomes, [Outcome::Sent, Outcome::StoreUnavailable]);
     assert_eq!(report.status(), 503);
@@ -160,22 +165,7 @@ async fn a_queued_conversion_carries_what_the_resend_needs() {
     });
     let queue = Arc::new(MemoryQueue::default());
     let b = bridge(store.clone(), tracker, Some(queue.clone()));
-    let body = upsell_body();
-    let delivery = webhook::parse(body.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, &b.config.profile.rules).unwrap();
-    let Decision::Convert(conversions) = &classified.decision else {
-        panic!()
-    };
-    let report = b
-        .process(
-            &b.config.profile,
-            "order.upsell",
-            "77",
-            classified.order.unwrap(),
-            conversions,
-            None,
-        )
-        .await;
+    let report = process_upsell(&b).await;
     assert_eq!(report.status(), 202);
     assert!(
         report
