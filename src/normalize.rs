@@ -63,6 +63,7 @@ mod tests {
             ("011 2345-6789", Some("AR"), "+541123456789"),
             ("55 1234 5678", Some("MX"), "+525512345678"),
             (" 912.345.678 ", Some(" PT "), "+351912345678"),
+            ("(11)\u{a0}98765\u{2013}4321", None, "+5511987654321"),
         ];
         for (input, country, expected) in table {
             assert_eq!(phone(input, country), expected, "{input:?} in {country:?}");

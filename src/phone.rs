@@ -194,6 +194,10 @@ fn national(code: &str, digits: &str) -> Option<String> {
         .map(|n| e164(code, n))
 }
 
+/// What may stand between the digits: spaces (any, the no-break space included), ASCII
+/// punctuation, and the Unicode hyphens and dashes that word processors substitute for `-`.
+const SEPARATORS: &str = "-.()/\u{2010}\u{2011}\u{2012}\u{2013}\u{2014}";
+
 /// A phone in E.164, read as dialled in `country` (ISO 3166 alpha-2; unknown or absent: Brazil).
 /// `None` when it is not a number these rules accept (letters, an extension, too few digits, an
 /// unknown calling code, a wrong length).
@@ -205,7 +209,7 @@ pub fn to_e164(value: &str, country: Option<&str>) -> Option<String> {
     };
     if !body
         .chars()
-        .all(|c| c.is_ascii_digit() || c.is_whitespace() || "-.()/".contains(c))
+        .all(|c| c.is_ascii_digit() || c.is_whitespace() || SEPARATORS.contains(c))
     {
         return None;
     }
