@@ -16,8 +16,8 @@ pub fn name(value: &str) -> String {
 }
 
 /// A phone in E.164 (`+5511987654321`), read as dialled in `country` (ISO 3166 alpha-2;
-/// unknown or absent → Brazil) by the rules of [`crate::phone`]. A number those rules do not accept is
-/// returned trimmed, as given.
+/// unknown or absent → Brazil) by the rules of [`crate::phone`]. A number those rules do not
+/// accept is returned trimmed, as given.
 pub fn phone(value: &str, country_code: Option<&str>) -> String {
     let trimmed = value.trim();
     if trimmed.len() > 40 {

@@ -138,8 +138,12 @@ fn valid(code: &str, national: &str) -> bool {
     }
 }
 
-fn e164(code: &str, national: &str) -> String {
-    format!("+{code}{national}")
+/// The first of `candidates` that is a national number of `code`, in E.164.
+fn first_valid<'a>(code: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .find(|n| valid(code, n))
+        .map(|n| format!("+{code}{n}"))
 }
 
 /// The calling code `digits` start with, and the rest.
@@ -163,10 +167,7 @@ fn strip_trunk<'a>(code: &str, digits: &'a str) -> &'a str {
 /// possibly with its trunk prefix (`+44 (0)7911 123456`).
 fn international(digits: &str) -> Option<String> {
     let (code, rest) = split_code(digits)?;
-    [rest, strip_trunk(code, rest)]
-        .into_iter()
-        .find(|n| valid(code, n))
-        .map(|n| e164(code, n))
+    first_valid(code, [rest, strip_trunk(code, rest)])
 }
 
 /// Digits written as dialled inside `code`'s country: bare, with the trunk prefix, with the
@@ -188,10 +189,7 @@ fn national(code: &str, digits: &str) -> Option<String> {
     if code == "55" && digits.starts_with('0') && digits.len() > 3 {
         candidates.push(&digits[3..]);
     }
-    candidates
-        .into_iter()
-        .find(|n| valid(code, n))
-        .map(|n| e164(code, n))
+    first_valid(code, candidates)
 }
 
 /// What may stand between the digits: spaces (any, the no-break space included), ASCII
