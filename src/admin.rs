@@ -2,7 +2,8 @@
 //! or `cartpanda-redtrack-admin <command>`):
 //!
 //! - `store put <name> --token <secret> [--token <next secret>] --postback-url <url>
-//!   [--conversion-types <event=Type,…>] [--send-test-orders true|false] [--sum-currency USD|EUR|BRL]
+//!   [--conversion-types <event=Type,…>] [--send-test-orders true|false]
+//!   [--cartx-test-orders send|skip] [--sum-currency USD|EUR|BRL]
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
 //! - `store list` · `store delete <name>`
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
@@ -11,12 +12,14 @@
 
 use crate::auth::Tokens;
 use crate::dynamo::DynamoStore;
+use crate::mapping::CartxTestOrders;
 use crate::redrive::move_messages;
 use crate::stores::{StoreRecord, check_name};
 
 pub const USAGE: &str = "usage:
   cartpanda-redtrack store put <name> --token <secret> [--token <next secret>] --postback-url <url>
       [--conversion-types <event=Type,...>] [--send-test-orders true|false]
+      [--cartx-test-orders send|skip]
       [--sum-currency USD|EUR|BRL] [--normalize-pii true|false] [--cartpanda-api-token <token>]
       [--table <table>]
   cartpanda-redtrack store list [--table <table>]
@@ -84,6 +87,13 @@ pub fn store_record(name: &str, args: &[String]) -> Result<StoreRecord, String> 
             .to_owned(),
         conversion_types: value(args, "--conversion-types").unwrap_or("").to_owned(),
         send_test_orders: boolean(args, "--send-test-orders", false)?,
+        cartx_test_orders: match value(args, "--cartx-test-orders") {
+            None => CartxTestOrders::default().as_str().to_owned(),
+            Some(v) => CartxTestOrders::parse(v)
+                .map_err(|e| format!("--cartx-test-orders {e}"))?
+                .as_str()
+                .to_owned(),
+        },
         sum_currency: value(args, "--sum-currency").map(str::to_ascii_uppercase),
         normalize_pii: boolean(args, "--normalize-pii", true)?,
         cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
@@ -128,10 +138,11 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
                     .map(|u| crate::postback::redact(&u))
                     .unwrap_or_else(|_| "?".to_owned());
                 out.push_str(&format!(
-                    "\n{}\tpostback {host}\ttokens {}\ttest orders {}\tsum {}\tverify {}",
+                    "\n{}\tpostback {host}\ttokens {}\ttest orders {}\tcartx test orders {}\tsum {}\tverify {}",
                     s.name,
                     s.token_digests.len(),
                     s.send_test_orders,
+                    if s.cartx_test_orders.is_empty() { "send" } else { &s.cartx_test_orders },
                     s.sum_currency.as_deref().unwrap_or("as charged"),
                     s.cartpanda_api_token.is_some(),
                 ));

@@ -217,6 +217,7 @@ impl Bridge {
             + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
         let mut report = Report::default();
         let mut store_down = false;
+        let cartx_test = mapping::is_cartx_test(order);
         for conversion in conversions {
             let entry = if store_down {
                 self.entry(conversion, Outcome::NotAttempted)
@@ -243,6 +244,7 @@ impl Bridge {
                     redtrack_status = entry.redtrack_status,
                     attempts = entry.attempts,
                     latency_ms = started.elapsed().as_millis() as u64,
+                    cartx_test,
                     "conversion"
                 );
                 crate::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);

@@ -2,7 +2,7 @@
 //! function with a message naming the variable and what is wrong.
 
 use crate::auth::{Secret, Tokens};
-use crate::mapping::{ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
+use crate::mapping::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
 use crate::postback::PostbackTemplate;
 use std::time::Duration;
 
@@ -98,6 +98,10 @@ impl Config {
         let conversion_types =
             ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
         let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
+        let cartx_test_orders = match get("CARTX_TEST_ORDERS") {
+            None => CartxTestOrders::default(),
+            Some(v) => CartxTestOrders::parse(&v).map_err(|p| err("CARTX_TEST_ORDERS", p))?,
+        };
         let normalize_pii = flag(&get("NORMALIZE_PII"), "NORMALIZE_PII", true)?;
         let sum_currency = sum_currency(&get)?;
 
@@ -130,6 +134,7 @@ impl Config {
                 rules: Rules {
                     conversion_types,
                     send_test_orders,
+                    cartx_test_orders,
                     sum_currency,
                 },
                 normalize_pii,
@@ -288,6 +293,13 @@ mod tests {
         assert_eq!(c.ttl_days, 30);
         assert!(!c.dry_run && !c.profile.rules.send_test_orders);
         assert_eq!(
+            c.profile.rules.cartx_test_orders,
+            CartxTestOrders::Send,
+            "is_cartx_test alone is a sale by default"
+        );
+        let skip = config(&[("CARTX_TEST_ORDERS", "skip")]).unwrap();
+        assert_eq!(skip.profile.rules.cartx_test_orders, CartxTestOrders::Skip);
+        assert_eq!(
             c.profile.rules.conversion_types.get("order.refunded"),
             Some("Refund")
         );
@@ -349,6 +361,11 @@ mod tests {
                 &[("SEND_TEST_ORDERS", "maybe")],
                 "SEND_TEST_ORDERS",
                 "true or false",
+            ),
+            (
+                &[("CARTX_TEST_ORDERS", "maybe")],
+                "CARTX_TEST_ORDERS",
+                "`send` or `skip`",
             ),
             (&[("DRY_RUN", "2")], "DRY_RUN", "true or false"),
             (

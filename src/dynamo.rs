@@ -251,6 +251,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<StoreRecord> {
         postback_url: get_s(item, "postback_url"),
         conversion_types: get_s(item, "conversion_types"),
         send_test_orders: flag("send_test_orders", false),
+        cartx_test_orders: get_s(item, "cartx_test_orders"),
         sum_currency: opt("sum_currency"),
         normalize_pii: flag("normalize_pii", true),
         cartpanda_api_token: opt("cartpanda_api_token"),
@@ -287,6 +288,7 @@ impl DynamoStore {
                 "send_test_orders",
                 AttributeValue::Bool(record.send_test_orders),
             )
+            .item("cartx_test_orders", s(record.cartx_test_orders.as_str()))
             .item("normalize_pii", AttributeValue::Bool(record.normalize_pii))
             .item("updated_at_ms", n(now_ms));
         if let Some(c) = &record.sum_currency {

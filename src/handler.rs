@@ -159,6 +159,10 @@ async fn respond(
     let order_id = classified.order_id.as_deref().unwrap_or_default();
     let event = classified.event;
     let store = profile.store.as_deref();
+    let cartx_test = classified.order.is_some_and(mapping::is_cartx_test);
+    if let Some(order) = classified.order.filter(|o| mapping::is_cartx_test(o)) {
+        crate::metrics::cartx_test(rules.is_test(order));
+    }
     let (conversions, order) = match (&classified.decision, classified.order) {
         (Decision::Convert(conversions), Some(order)) => (conversions, order),
         (Decision::Skip(reason), _) => {
@@ -169,6 +173,7 @@ async fn respond(
                 event,
                 outcome = "skipped",
                 reason = reason.code(),
+                cartx_test,
                 "delivery skipped"
             );
             crate::metrics::skipped(reason.code());
@@ -215,6 +220,7 @@ async fn respond(
             order_id,
             event,
             outcome = "dry_run",
+            cartx_test,
             "dry run requested; nothing claimed or sent"
         );
         let report = bridge.preview(profile, order_id, order, conversions);

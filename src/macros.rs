@@ -4,7 +4,7 @@
 
 use crate::datetime;
 use crate::lenient::{RawAmount, Text};
-use crate::mapping::{Conversion, Kind, click_id, is_test, status};
+use crate::mapping::{Conversion, Kind, click_id, status};
 use crate::money;
 use crate::normalize;
 use crate::postback::Macro;
@@ -99,7 +99,7 @@ impl<'a> MacroContext<'a> {
             Macro::DatetimeFull => {
                 datetime(o).map_or(Cow::Borrowed(""), |t| Cow::Owned(datetime::format_full(t)))
             }
-            Macro::IsTest => Cow::Borrowed(if is_test(o) { "1" } else { "0" }),
+            Macro::IsTest => Cow::Borrowed(if c.test { "1" } else { "0" }),
             Macro::Campaignkey => param(|p| &p.campaignkey),
             Macro::Src => param(|p| &p.src),
             Macro::Sck => param(|p| &p.sck),

@@ -91,6 +91,9 @@ pub struct Conversion<'a> {
     pub downsell: bool,
     /// The currency of `amount` as sent (after any `SUM_CURRENCY` conversion).
     pub currency: Option<String>,
+    /// Sent as a test order (`{is_test}` = 1): the order is a test by [`Rules::is_test`] and
+    /// `SEND_TEST_ORDERS` let it through.
+    pub test: bool,
 }
 
 /// Why a well-formed delivery produces no conversion (answered 200).
@@ -159,11 +162,42 @@ pub enum Reject {
     TooManyConversions(usize),
 }
 
+/// What to do with an order whose only test mark is `is_cartx_test` = 1 (`test` = 0):
+/// `CARTX_TEST_ORDERS`. The flag has been seen on real sales, so by default they are sales.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CartxTestOrders {
+    /// A sale like any other (the default).
+    #[default]
+    Send,
+    /// A test order, skipped unless `SEND_TEST_ORDERS` is on.
+    Skip,
+}
+
+impl CartxTestOrders {
+    /// Parses `send` or `skip` (any case).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "send" => Ok(CartxTestOrders::Send),
+            "skip" => Ok(CartxTestOrders::Skip),
+            _ => Err(format!("must be `send` or `skip`, got `{}`", text.trim())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartxTestOrders::Send => "send",
+            CartxTestOrders::Skip => "skip",
+        }
+    }
+}
+
 /// The rules that decide what converts.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     pub conversion_types: ConversionTypes,
     pub send_test_orders: bool,
+    /// Orders marked only by `is_cartx_test`: sales (default) or test orders.
+    pub cartx_test_orders: CartxTestOrders,
     /// Convert every sum into this currency (`SUM_CURRENCY`); `None` sends amounts as charged.
     pub sum_currency: Option<String>,
 }
@@ -226,7 +260,8 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
     if order.line_items.len() > MAX_LINE_ITEMS {
         return Err(Reject::TooManyLineItems(order.line_items.len()));
     }
-    if is_test(order) && !rules.send_test_orders {
+    let test = rules.is_test(order);
+    if test && !rules.send_test_orders {
         return skip(Skip::TestOrder);
     }
     match click_id(order) {
@@ -272,6 +307,9 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
         return Err(Reject::TooManyConversions(conversions.len()));
     }
     let mut conversions = conversions;
+    for conversion in &mut conversions {
+        conversion.test = test;
+    }
     if currency::convert(&mut conversions, order, rules.sum_currency.as_deref()).is_err() {
         return skip(Skip::NoExchangeRate);
     }
@@ -283,9 +321,20 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
     })
 }
 
-/// Whether Cartpanda marked the order as a test or sandbox order.
-pub fn is_test(order: &Order) -> bool {
-    order.test.0 || order.is_cartx_test.0 || order.is_test.0
+impl Rules {
+    /// Whether the order is a test order: `test` = 1 (or S2S `is_test` = 1) always; `is_cartx_test`
+    /// = 1 alone only when `CARTX_TEST_ORDERS=skip`.
+    pub fn is_test(&self, order: &Order) -> bool {
+        order.test.0
+            || order.is_test.0
+            || (is_cartx_test(order) && self.cartx_test_orders == CartxTestOrders::Skip)
+    }
+}
+
+/// Whether the order's only test mark is `is_cartx_test` = 1: a flag seen on sandbox orders and on
+/// real sales alike, marked in logs and metrics (`cartx_test`) whatever the setting.
+pub fn is_cartx_test(order: &Order) -> bool {
+    order.is_cartx_test.0 && !order.test.0 && !order.is_test.0
 }
 
 /// The order ID as a canonical decimal string: a positive integer up to `u64::MAX`.
@@ -400,6 +449,7 @@ fn whole_order<'a>(
         upsell_no: None,
         downsell: false,
         currency: None,
+        test: false,
     })
 }
 
@@ -475,6 +525,7 @@ fn upsells<'a>(
             }),
             downsell: label.to_ascii_lowercase().starts_with("downsell"),
             currency: None,
+            test: false,
         });
     }
     Ok(out)
@@ -504,6 +555,7 @@ fn refunds<'a>(
         upsell_no: None,
         downsell: false,
         currency: None,
+        test: false,
     };
     let mut out = Vec::new();
     for (index, refund) in order.refunds.iter().enumerate() {

@@ -4,7 +4,8 @@
 //! Namespace `CartpandaRedTrack`: `Conversions` by `Outcome` (sent, duplicate, dry_run, queued,
 //! failed, conflict, in_progress, store_unavailable, dead_lettered) and in total;
 //! `RedTrackLatency` (ms, per postback sent or failed); `Skipped` by `Reason`; `Rejected` (4xx)
-//! by `Reason`.
+//! by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
+//! `is_cartx_test` = 1.
 
 use serde_json::json;
 use std::io::Write;
@@ -58,6 +59,23 @@ pub fn skipped(reason: &str) {
     emit(line("Skipped", "Count", "Reason", reason, 1.0, None));
 }
 
+/// An order marked only by `is_cartx_test`, and whether it was treated as a sale or a test.
+pub fn cartx_test(treated_as_test: bool) {
+    emit(cartx_test_line(treated_as_test));
+}
+
+fn cartx_test_line(treated_as_test: bool) -> String {
+    let treated_as = if treated_as_test { "test" } else { "sale" };
+    line(
+        "CartxTestOrders",
+        "Count",
+        "TreatedAs",
+        treated_as,
+        1.0,
+        None,
+    )
+}
+
 /// A request refused with a 4xx before any I/O.
 pub fn rejected(reason: &str) {
     emit(line("Rejected", "Count", "Reason", reason, 1.0, None));
@@ -86,5 +104,18 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["Outcome"], []]));
         assert_eq!(directive["Metrics"][1]["Unit"], "Milliseconds");
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn cartx_test_orders_are_counted_by_how_they_were_treated() {
+        for (treated_as_test, value) in [(false, "sale"), (true, "test")] {
+            let v: serde_json::Value =
+                serde_json::from_str(&cartx_test_line(treated_as_test)).unwrap();
+            assert_eq!(v["TreatedAs"], value);
+            assert_eq!(v["CartxTestOrders"], 1.0);
+            let directive = &v["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Dimensions"], json!([["TreatedAs"], []]));
+            assert_eq!(directive["Metrics"][0]["Name"], "CartxTestOrders");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Several Cartpanda stores on one deployment. Each named store (`POST /cartpanda/{store}`) has
-//! its own token(s), postback template, conversion types and test-order setting, kept in the dedup
+//! its own token(s), postback template, conversion types and test-order settings, kept in the dedup
 //! table as a `store#<name>` item (tokens stored as SHA-256 digests), read on first use and cached
 //! for a short time. The environment keeps configuring the default store (`POST /cartpanda`).
 
@@ -7,7 +7,7 @@ use crate::auth::{Secret, Tokens};
 use crate::clock::Clock;
 use crate::config::Profile;
 use crate::dedup::StoreError;
-use crate::mapping::{ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
+use crate::mapping::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
 use crate::postback::PostbackTemplate;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct StoreRecord {
     pub postback_url: String,
     pub conversion_types: String,
     pub send_test_orders: bool,
+    /// `send` or `skip` for orders marked only by `is_cartx_test`; empty means `send`.
+    pub cartx_test_orders: String,
     pub sum_currency: Option<String>,
     pub normalize_pii: bool,
     pub cartpanda_api_token: Option<String>,
@@ -37,6 +39,7 @@ impl std::fmt::Debug for StoreRecord {
             .field("tokens", &self.token_digests.len())
             .field("conversion_types", &self.conversion_types)
             .field("send_test_orders", &self.send_test_orders)
+            .field("cartx_test_orders", &self.cartx_test_orders)
             .field("sum_currency", &self.sum_currency)
             .field("normalize_pii", &self.normalize_pii)
             .field("verified", &self.cartpanda_api_token.is_some())
@@ -79,6 +82,10 @@ impl StoreRecord {
                 return Err(format!("sum currency `{c}` must be USD, EUR or BRL"));
             }
         }
+        let cartx_test_orders = match self.cartx_test_orders.trim() {
+            "" => CartxTestOrders::default(),
+            text => CartxTestOrders::parse(text).map_err(|e| format!("cartx test orders {e}"))?,
+        };
         Ok(Profile {
             store: Some(self.name.clone()),
             tokens,
@@ -86,6 +93,7 @@ impl StoreRecord {
             rules: Rules {
                 conversion_types,
                 send_test_orders: self.send_test_orders,
+                cartx_test_orders,
                 sum_currency: self.sum_currency.clone(),
             },
             normalize_pii: self.normalize_pii,

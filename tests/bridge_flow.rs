@@ -205,8 +205,8 @@ async fn deliveries_that_convert_nothing_send_nothing_and_leave_nothing() {
     blank_cid["order"]["checkout_params"]["cid"] = json!("   ");
     let mut test_order = paid_order(4003);
     test_order["order"]["test"] = json!(1);
-    let mut cartx_test = paid_order(4004);
-    cartx_test["order"]["is_cartx_test"] = json!("1");
+    let mut is_test_flag = paid_order(4004);
+    is_test_flag["order"]["is_test"] = json!("1");
     let mut created = paid_order(4005);
     created["event"] = json!("order.created");
     let mut updated = paid_order(4006);
@@ -217,7 +217,7 @@ async fn deliveries_that_convert_nothing_send_nothing_and_leave_nothing() {
         (no_cid, "no_click_id"),
         (blank_cid, "no_click_id"),
         (test_order, "test_order"),
-        (cartx_test, "test_order"),
+        (is_test_flag, "test_order"),
         (created, "event_not_mapped"),
         (updated, "not_a_conversion"),
         (product_event, "event_not_mapped"),
@@ -423,7 +423,7 @@ async fn a_test_order_is_answered_with_what_would_have_been_sent() {
     let h = harness().await;
     redtrack_answers(&h, 200).await;
     let mut body = upsell_order(9102, true);
-    body["order"]["is_cartx_test"] = json!(1);
+    body["order"]["test"] = json!(1);
     let answer = deliver(&h, &body).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body["skipped"], "test_order");

@@ -194,6 +194,21 @@ const TOKEN_A: &str = "store-a-secret-0123456789";
 const TOKEN_B: &str = "store-b-secret-9876543210";
 
 async fn put_store(h: &Harness, name: &str, token: &str, receiver: &MockServer, types: &str) {
+    put_store_with(h, name, token, receiver, types, &[]).await;
+}
+
+async fn put_store_with(
+    h: &Harness,
+    name: &str,
+    token: &str,
+    receiver: &MockServer,
+    types: &str,
+    extra: &[&str],
+) {
+    let postback = format!(
+        "{}/postback?clickid={{cid}}&sum={{total_price}}&store={name}&is_test={{is_test}}",
+        receiver.uri()
+    );
     let args: Vec<String> = [
         "store",
         "put",
@@ -201,14 +216,12 @@ async fn put_store(h: &Harness, name: &str, token: &str, receiver: &MockServer, 
         "--token",
         token,
         "--postback-url",
-        &format!(
-            "{}/postback?clickid={{cid}}&sum={{total_price}}&store={name}",
-            receiver.uri()
-        ),
+        &postback,
         "--conversion-types",
         types,
     ]
     .iter()
+    .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
     let record = admin::store_record(name, &args).expect("valid store");
@@ -297,6 +310,64 @@ async fn two_stores_two_receivers_no_cross_talk() {
     assert!(item(&h, "evt#loja-a#7001-purchase").await.is_some());
     assert!(item(&h, "evt#loja-b#7001-purchase").await.is_some());
     assert!(item(&h, "evt#7001-purchase").await.is_some());
+}
+
+#[tokio::test]
+async fn each_shop_chooses_what_is_cartx_test_alone_means() {
+    let h = harness().await;
+    let (real, sandbox) = (MockServer::start().await, MockServer::start().await);
+    accept_all(&real).await;
+    accept_all(&sandbox).await;
+    put_store(&h, "loja-real", TOKEN_A, &real, "order.paid=Purchase").await;
+    let skip = ["--cartx-test-orders", "skip"];
+    put_store_with(
+        &h,
+        "loja-sandbox",
+        TOKEN_B,
+        &sandbox,
+        "order.paid=Purchase",
+        &skip,
+    )
+    .await;
+    let mut body = paid_order(7301);
+    body["order"]["is_cartx_test"] = json!(1);
+    body["order"]["test"] = json!(0);
+    let to = |store: &str, token: &str| {
+        apigw_event_at(
+            &format!("/cartpanda/{store}"),
+            "POST",
+            Some(&body.to_string()),
+            &[("token", token)],
+            &[],
+        )
+    };
+    let sent = deliver_event(&h.bridge, to("loja-real", TOKEN_A)).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.body["conversions"][0]["outcome"], "sent");
+    let postbacks = sent_to(&real).await;
+    assert_eq!(postbacks.len(), 1);
+    assert_eq!(postbacks[0]["is_test"], "0");
+    let skipped = deliver_event(&h.bridge, to("loja-sandbox", TOKEN_B)).await;
+    assert_eq!(skipped.status, 200, "{}", skipped.body);
+    assert_eq!(skipped.body["skipped"], "test_order");
+    assert!(sent_to(&sandbox).await.is_empty());
+
+    let bad: Vec<String> = [
+        "store",
+        "put",
+        "loja-x",
+        "--token",
+        TOKEN_A,
+        "--postback-url",
+        "https://trk.example.com/postback?clickid={cid}",
+        "--cartx-test-orders",
+        "maybe",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let err = admin::store_record("loja-x", &bad).unwrap_err();
+    assert!(err.contains("--cartx-test-orders"), "{err}");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod common;
 
 use cartpanda_redtrack::macros::MacroContext;
-use cartpanda_redtrack::mapping::{self, Decision, Kind, Reject, Rules, Skip};
+use cartpanda_redtrack::mapping::{self, CartxTestOrders, Decision, Kind, Reject, Rules, Skip};
 use cartpanda_redtrack::postback::Macro;
 use cartpanda_redtrack::webhook;
 use common::{paid_order, refund_order, upsell_order};
@@ -180,7 +180,7 @@ fn conversion_types_are_configurable_and_unlisted_events_skip() {
 #[test]
 fn test_orders_skip_unless_enabled() {
     let mut body = paid_order(15);
-    body["order"]["is_cartx_test"] = json!(true);
+    body["order"]["test"] = json!(true);
     assert_eq!(classify(&body, &rules()), Ok(Err(Skip::TestOrder)));
     let send = Rules {
         send_test_orders: true,
@@ -190,6 +190,63 @@ fn test_orders_skip_unless_enabled() {
         classify(&body, &send),
         Ok(Ok(one("15-purchase", "Purchase", "1234.56", "22264700")))
     );
+}
+
+/// The `{is_test}` value of each conversion a delivery makes under `rules`, or the skip.
+fn is_test_macro(body: &Value, rules: &Rules) -> Result<Vec<String>, Skip> {
+    let text = body.to_string();
+    let delivery = webhook::parse(text.as_bytes()).unwrap();
+    let classified = mapping::classify(&delivery, rules).unwrap();
+    let conversions = match &classified.decision {
+        Decision::Convert(conversions) => conversions,
+        Decision::Skip(reason) => return Err(*reason),
+    };
+    Ok(conversions
+        .iter()
+        .map(|conversion| {
+            MacroContext {
+                order: classified.order.unwrap(),
+                order_id: "16",
+                conversion,
+                random: 1,
+                normalize: true,
+            }
+            .value(Macro::IsTest)
+            .into_owned()
+        })
+        .collect())
+}
+
+#[test]
+fn cartx_test_alone_is_a_sale_by_default_and_a_test_under_skip() {
+    let mut body = paid_order(16);
+    body["order"]["is_cartx_test"] = json!(1);
+    body["order"]["test"] = json!(0);
+    // Default (`CARTX_TEST_ORDERS=send`): a sale, and `{is_test}` agrees.
+    assert_eq!(is_test_macro(&body, &rules()), Ok(vec!["0".to_owned()]));
+    let skip = Rules {
+        cartx_test_orders: CartxTestOrders::Skip,
+        ..Rules::default()
+    };
+    assert_eq!(is_test_macro(&body, &skip), Err(Skip::TestOrder));
+    let skip_but_send_tests = Rules {
+        send_test_orders: true,
+        ..skip.clone()
+    };
+    assert_eq!(
+        is_test_macro(&body, &skip_but_send_tests),
+        Ok(vec!["1".to_owned()])
+    );
+    // `test` = 1 stays a test order, whatever the cartx setting.
+    body["order"]["test"] = json!(1);
+    assert_eq!(is_test_macro(&body, &rules()), Err(Skip::TestOrder));
+    assert_eq!(is_test_macro(&body, &skip), Err(Skip::TestOrder));
+    assert_eq!(
+        CartxTestOrders::parse(" SKIP "),
+        Ok(CartxTestOrders::Skip),
+        "any case, trimmed"
+    );
+    assert!(CartxTestOrders::parse("maybe").is_err());
 }
 
 #[test]
