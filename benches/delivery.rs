@@ -5,10 +5,10 @@
 //!
 //! `cargo bench --bench delivery` (or `make bench`, which runs every benchmark).
 
-use cartpanda_redtrack::macros::MacroContext;
-use cartpanda_redtrack::mapping::{self, Decision, Rules};
-use cartpanda_redtrack::postback::PostbackTemplate;
-use cartpanda_redtrack::webhook;
+use cartpanda_redtrack::conversion::classify::{self, Decision, Rules};
+use cartpanda_redtrack::inbound::webhook;
+use cartpanda_redtrack::postback::template::PostbackTemplate;
+use cartpanda_redtrack::postback::values::MacroContext;
 use criterion::{Criterion, Throughput, criterion_group};
 use serde_json::{Value, json};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -80,7 +80,7 @@ fn fifty_items() -> Value {
 /// One delivery's CPU path; returns the rendered postbacks' total length so nothing is elided.
 fn deliver(body: &[u8], rules: &Rules, template: &PostbackTemplate) -> usize {
     let delivery = webhook::parse(body).expect("parses");
-    let classified = mapping::classify(&delivery, rules).expect("classifies");
+    let classified = classify::classify(&delivery, rules).expect("classifies");
     let (Decision::Convert(conversions), Some(order)) = (&classified.decision, classified.order)
     else {
         panic!("the sample converts");

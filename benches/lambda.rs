@@ -979,7 +979,7 @@ fn clients_alone(n: usize, redtrack_port: u16) -> Result<(f64, f64), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         use aws_sdk_dynamodb::types::AttributeValue;
-        let sdk = cartpanda_redtrack::aws::load().await;
+        let sdk = cartpanda_redtrack::ops::aws::load().await;
         let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .endpoint_url(format!("http://127.0.0.1:{dynamo_port}"))
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
@@ -1028,7 +1028,7 @@ fn clients_alone(n: usize, redtrack_port: u16) -> Result<(f64, f64), String> {
         }
         let put_us = (thread_cpu_us() - started) / n as f64;
 
-        let http = cartpanda_redtrack::tracker::http_builder()
+        let http = cartpanda_redtrack::postback::redtrack::http_builder()
             .build()
             .map_err(|e| e.to_string())?;
         let url = format!(

@@ -1,20 +1,20 @@
 //! The path for one classified delivery: for each conversion, claim → render → send → record.
 //! Talks to the world only through the [`DedupStore`], [`Tracker`] and [`Clock`] it is given.
 
-use crate::auth::Secret;
-use crate::clock::{Clock, random_u64};
-use crate::config::{Config, Profile};
-use crate::dedup::StoreError;
-use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
-use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
-use crate::macros::MacroContext;
-use crate::mapping::Kind;
-use crate::mapping::{self, Conversion};
-use crate::queue::{RedriveMessage, RedriveQueue};
-use crate::stores::StoreCache;
-use crate::tracker::Tracker;
-use crate::verify::{self, OrderSource, VerifyError};
-use crate::webhook::Order;
+use crate::conversion::classify::Kind;
+use crate::conversion::classify::{self, Conversion};
+use crate::inbound::auth::Secret;
+use crate::inbound::verify::{self, OrderSource, VerifyError};
+use crate::inbound::webhook::Order;
+use crate::ledger::claim::StoreError;
+use crate::ledger::claim::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::ops::clock::{Clock, random_u64};
+use crate::ops::config::{Config, Profile};
+use crate::postback::redtrack::Tracker;
+use crate::postback::send::{Courier, QUEUED_KEEP_S, Sent};
+use crate::postback::values::MacroContext;
+use crate::redrive::queue::{RedriveMessage, RedriveQueue};
+use crate::shops::directory::StoreCache;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,7 +217,7 @@ impl Bridge {
             + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
         let mut report = Report::default();
         let mut store_down = false;
-        let cartx_test = mapping::is_cartx_test(order);
+        let cartx_test = classify::is_cartx_test(order);
         for conversion in conversions {
             let entry = if store_down {
                 self.entry(conversion, Outcome::NotAttempted)
@@ -247,7 +247,7 @@ impl Bridge {
                     cartx_test,
                     "conversion"
                 );
-                crate::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+                crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
                 entry
             };
             store_down |= entry.outcome == Outcome::StoreUnavailable;
@@ -286,7 +286,7 @@ impl Bridge {
         let now_ms = self.clock.now_ms();
         let claim = Claim {
             key: profile.record_key(&conversion.event_id, dry_run),
-            fingerprint: mapping::fingerprint(order, conversion),
+            fingerprint: classify::fingerprint(order, conversion),
             attempt: format!("{now_ms:x}-{:016x}", random_u64()),
             order_id: order_id.to_owned(),
             event: event.to_owned(),

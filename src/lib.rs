@@ -1,43 +1,26 @@
 //! Cartpanda order webhooks in, RedTrack postbacks out: authenticated, deduplicated, exact.
 //!
-//! The path of one delivery, a module per step: [`auth`] → [`webhook`] (parse) → [`mapping`]
-//! (classify) → [`dedup`] / [`dynamo`] (claim) → [`postback`] (render) → [`tracker`] (send),
-//! driven by [`bridge`] behind the HTTP adapter in [`handler`].
+//! The path of one delivery, a folder per stage:
+//!
+//! 1. [`inbound`]: route, **auth** (the token), **parse** (the webhook or S2S reader with money,
+//!    dates and lenient fields), optional order verification against Cartpanda's API;
+//! 2. [`conversion`]: **classify** the delivery into conversions (type, sum, currency, event ID),
+//!    PII normalised for matching;
+//! 3. [`ledger`]: **claim** each conversion in the table that records every conversion, so it is
+//!    sent once;
+//! 4. [`postback`]: **render** RedTrack's postback from the merchant's template and the values of
+//!    its macros, **send** it with the RedTrack client, and **record** the outcome in the ledger;
+//! 5. [`redrive`]: what RedTrack could not take waits in a queue for the consumer, then the DLQ.
+//!
+//! [`bridge`] is the service that drives one delivery through these steps; [`inbound::http`] is
+//! the thin adapter in front of it. [`shops`] holds the settings of named shops, [`ops`] the
+//! configuration, logging, metrics, clock, AWS set-up and operator commands.
 
-#[cfg(feature = "runtime")]
-pub mod admin;
-pub mod auth;
-#[cfg(feature = "runtime")]
-pub mod aws;
 pub mod bridge;
-pub mod clock;
-pub mod config;
-pub mod currency;
-pub mod datetime;
-pub mod dedup;
-pub mod delivery;
-#[cfg(feature = "runtime")]
-pub mod dynamo;
-pub mod error;
-#[cfg(feature = "runtime")]
-pub mod handler;
-pub mod lenient;
-#[cfg(feature = "runtime")]
-pub mod logging;
-pub mod macros;
-pub mod mapping;
-pub mod metrics;
-pub mod money;
-pub mod normalize;
-pub mod phone;
+pub mod conversion;
+pub mod inbound;
+pub mod ledger;
+pub mod ops;
 pub mod postback;
-pub mod queue;
-#[cfg(feature = "runtime")]
 pub mod redrive;
-#[cfg(feature = "runtime")]
-pub mod runtime;
-pub mod s2s;
-pub mod stores;
-pub mod tracker;
-pub mod verify;
-pub mod webhook;
+pub mod shops;

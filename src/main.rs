@@ -1,9 +1,10 @@
-use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::stores::StoreCache;
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
-use cartpanda_redtrack::verify::CartpandaApi;
+use cartpanda_redtrack::inbound::verify::CartpandaApi;
+use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::shops::directory::StoreCache;
 use cartpanda_redtrack::{
-    bridge::Bridge, clock::SystemClock, config::Config, dynamo::DynamoStore, runtime,
+    bridge::Bridge, inbound::runtime, ledger::dynamo::DynamoStore, ops::clock::SystemClock,
+    ops::config::Config,
 };
 use std::sync::Arc;
 
@@ -12,11 +13,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     // `cartpanda-redtrack store put|list|delete …` from a workstation; no arguments under Lambda.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
-        std::process::exit(cartpanda_redtrack::admin::main(&args).await);
+        std::process::exit(cartpanda_redtrack::ops::admin::main(&args).await);
     }
-    cartpanda_redtrack::logging::init();
+    cartpanda_redtrack::ops::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
-    let aws = cartpanda_redtrack::aws::load().await;
+    let aws = cartpanda_redtrack::ops::aws::load().await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.table.clone(),

@@ -472,7 +472,7 @@ async fn a_client_cannot_forge_the_bad_base64_marker() {
         "POST",
         Some(&paid_order(777_003).to_string()),
         &[("token", TOKEN)],
-        &[(cartpanda_redtrack::handler::BAD_BASE64_MARKER, "1")],
+        &[(cartpanda_redtrack::inbound::http::BAD_BASE64_MARKER, "1")],
     );
     assert_eq!(deliver_event(&h.bridge, event).await.status, 200);
 }

@@ -3,13 +3,15 @@
 
 use async_trait::async_trait;
 use cartpanda_redtrack::bridge::{Bridge, Outcome, Report};
-use cartpanda_redtrack::clock::FixedClock;
-use cartpanda_redtrack::config::Config;
-use cartpanda_redtrack::dedup::{Claim, ClaimOutcome, DedupStore, Finish, MemoryStore, StoreError};
-use cartpanda_redtrack::mapping::{self, Decision};
-use cartpanda_redtrack::queue::MemoryQueue;
-use cartpanda_redtrack::tracker::{Accepted, SendError, Tracker};
-use cartpanda_redtrack::webhook;
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::inbound::webhook;
+use cartpanda_redtrack::ledger::claim::{
+    Claim, ClaimOutcome, DedupStore, Finish, MemoryStore, StoreError,
+};
+use cartpanda_redtrack::ops::clock::FixedClock;
+use cartpanda_redtrack::ops::config::Config;
+use cartpanda_redtrack::postback::redtrack::{Accepted, SendError, Tracker};
+use cartpanda_redtrack::redrive::queue::MemoryQueue;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +108,7 @@ fn bridge(
 async fn process_upsell(b: &Bridge) -> Report {
     let body = upsell_body();
     let delivery = webhook::parse(body.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, &b.config.profile.rules).unwrap();
+    let classified = classify::classify(&delivery, &b.config.profile.rules).unwrap();
     let Decision::Convert(conversions) = &classified.decision else {
         panic!("an upsell converts")
     };

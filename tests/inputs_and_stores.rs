@@ -3,8 +3,8 @@
 
 mod common;
 
-use cartpanda_redtrack::admin;
-use cartpanda_redtrack::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ops::admin;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

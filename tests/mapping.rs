@@ -3,10 +3,12 @@
 
 mod common;
 
-use cartpanda_redtrack::macros::MacroContext;
-use cartpanda_redtrack::mapping::{self, CartxTestOrders, Decision, Kind, Reject, Rules, Skip};
-use cartpanda_redtrack::postback::Macro;
-use cartpanda_redtrack::webhook;
+use cartpanda_redtrack::conversion::classify::{
+    self, CartxTestOrders, Decision, Kind, Reject, Rules, Skip,
+};
+use cartpanda_redtrack::inbound::webhook;
+use cartpanda_redtrack::postback::template::Macro;
+use cartpanda_redtrack::postback::values::MacroContext;
 use common::{paid_order, refund_order, upsell_order};
 use serde_json::{Value, json};
 
@@ -21,7 +23,7 @@ fn rules() -> Rules {
 fn classify(body: &Value, rules: &Rules) -> Result<Result<Vec<Row>, Skip>, Reject> {
     let text = body.to_string();
     let delivery = webhook::parse(text.as_bytes()).expect("parses");
-    let classified = mapping::classify(&delivery, rules)?;
+    let classified = classify::classify(&delivery, rules)?;
     Ok(match classified.decision {
         Decision::Skip(reason) => Err(reason),
         Decision::Convert(conversions) => Ok(conversions
@@ -157,7 +159,7 @@ fn chargeback_by_event_or_by_flag_in_order_updated() {
 #[test]
 fn conversion_types_are_configurable_and_unlisted_events_skip() {
     let custom = Rules {
-        conversion_types: mapping::ConversionTypes::parse("order.paid=Sale,order.created=Pending")
+        conversion_types: classify::ConversionTypes::parse("order.paid=Sale,order.created=Pending")
             .unwrap(),
         ..Rules::default()
     };
@@ -196,7 +198,7 @@ fn test_orders_skip_unless_enabled() {
 fn is_test_macro(body: &Value, rules: &Rules) -> Result<Vec<String>, Skip> {
     let text = body.to_string();
     let delivery = webhook::parse(text.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, rules).unwrap();
+    let classified = classify::classify(&delivery, rules).unwrap();
     let conversions = match &classified.decision {
         Decision::Convert(conversions) => conversions,
         Decision::Skip(reason) => return Err(*reason),
@@ -326,7 +328,7 @@ fn macros_take_the_conversions_own_values_with_fallbacks() {
     body["order"]["line_items"][1]["up_sell_type"] = json!("Downsell 1");
     let text = body.to_string();
     let delivery = webhook::parse(text.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, &rules()).unwrap();
+    let classified = classify::classify(&delivery, &rules()).unwrap();
     let Decision::Convert(conversions) = &classified.decision else {
         panic!()
     };
@@ -380,7 +382,7 @@ fn brl_store_selling_in_usd(id: u64) -> Value {
 fn sum_and_currency(body: &Value, rules: &Rules) -> Result<(String, String), Skip> {
     let text = body.to_string();
     let delivery = webhook::parse(text.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, rules).unwrap();
+    let classified = classify::classify(&delivery, rules).unwrap();
     match &classified.decision {
         Decision::Skip(reason) => Err(*reason),
         Decision::Convert(conversions) => {
@@ -476,7 +478,7 @@ fn pii_is_normalised_with_order_fallbacks() {
     body["order"]["phone"] = json!("(55) 99612-3048");
     let text = body.to_string();
     let delivery = webhook::parse(text.as_bytes()).unwrap();
-    let classified = mapping::classify(&delivery, &rules()).unwrap();
+    let classified = classify::classify(&delivery, &rules()).unwrap();
     let Decision::Convert(conversions) = &classified.decision else {
         panic!()
     };
@@ -525,7 +527,7 @@ fn pii_is_normalised_with_order_fallbacks() {
     for (body, expected) in [(portugal, "+351912345678"), (junk, "call me")] {
         let text = body.to_string();
         let delivery = webhook::parse(text.as_bytes()).unwrap();
-        let classified = mapping::classify(&delivery, &rules()).unwrap();
+        let classified = classify::classify(&delivery, &rules()).unwrap();
         let Decision::Convert(conversions) = &classified.decision else {
             panic!()
         };

@@ -4,10 +4,10 @@
 
 mod common;
 
-use cartpanda_redtrack::clock::{Clock, SystemClock};
-use cartpanda_redtrack::dynamo::DynamoStore;
-use cartpanda_redtrack::redrive::{Consumer, Redriver};
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
+use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
 use common::*;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -78,7 +78,7 @@ async fn no_log_line_on_any_path_carries_pii_or_a_postback_url() {
     // The function's own filter at its most verbose setting: everything our code logs at every
     // level, and every dependency up to the level the function allows it.
     tracing_subscriber::fmt()
-        .with_env_filter(cartpanda_redtrack::logging::filter("trace"))
+        .with_env_filter(cartpanda_redtrack::ops::logging::filter("trace"))
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .try_init()

@@ -4,11 +4,11 @@ mod common;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
-use cartpanda_redtrack::clock::{Clock, SystemClock};
-use cartpanda_redtrack::dynamo::DynamoStore;
-use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::redrive::{self, Consumer, Redriver};
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
+use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::redrive::consumer::{self, Consumer, Redriver};
+use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
 use common::*;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,12 +75,13 @@ async fn a_crashed_attempts_lease_blocks_while_live_and_is_taken_over_after() {
     let body = paid_order(90002);
     let fingerprint = {
         let text = body.to_string();
-        let delivery = cartpanda_redtrack::webhook::parse(text.as_bytes()).unwrap();
-        let c = cartpanda_redtrack::mapping::classify(&delivery, &Default::default()).unwrap();
-        let cartpanda_redtrack::mapping::Decision::Convert(convs) = &c.decision else {
+        let delivery = cartpanda_redtrack::inbound::webhook::parse(text.as_bytes()).unwrap();
+        let c = cartpanda_redtrack::conversion::classify::classify(&delivery, &Default::default())
+            .unwrap();
+        let cartpanda_redtrack::conversion::classify::Decision::Convert(convs) = &c.decision else {
             panic!()
         };
-        cartpanda_redtrack::mapping::fingerprint(c.order.unwrap(), &convs[0])
+        cartpanda_redtrack::conversion::classify::fingerprint(c.order.unwrap(), &convs[0])
     };
     let now = SystemClock.now_ms();
     h.dynamo
@@ -346,7 +347,7 @@ async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_r
     assert_eq!(received(&h).await, 1, "a refusal is not retried");
 
     // After the operator fixes RedTrack: `make redrive` moves it back, and it is sent.
-    let moved = redrive::move_messages(&h.sqs, &dlq_url, h.queue_url.as_ref().unwrap(), 100)
+    let moved = consumer::move_messages(&h.sqs, &dlq_url, h.queue_url.as_ref().unwrap(), 100)
         .await
         .unwrap();
     assert_eq!(moved, 1);

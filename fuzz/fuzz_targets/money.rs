@@ -1,7 +1,7 @@
 //! Any text as an amount: never panics; what parses is non-negative and survives formatting.
 #![no_main]
 
-use cartpanda_redtrack::money::{format_sum, parse_amount_number, parse_amount_text};
+use cartpanda_redtrack::inbound::money::{format_sum, parse_amount_number, parse_amount_text};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

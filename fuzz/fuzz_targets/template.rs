@@ -2,7 +2,7 @@
 //! URL that keeps every parameter and its value.
 #![no_main]
 
-use cartpanda_redtrack::postback::{Macro, PostbackTemplate};
+use cartpanda_redtrack::postback::template::{Macro, PostbackTemplate};
 use libfuzzer_sys::fuzz_target;
 use std::borrow::Cow;
 

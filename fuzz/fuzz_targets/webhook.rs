@@ -2,10 +2,10 @@
 //! is a valid URL whose click ID and event ID read back exactly.
 #![no_main]
 
-use cartpanda_redtrack::macros::MacroContext;
-use cartpanda_redtrack::mapping::{self, Decision, Rules};
-use cartpanda_redtrack::postback::PostbackTemplate;
-use cartpanda_redtrack::webhook;
+use cartpanda_redtrack::postback::values::MacroContext;
+use cartpanda_redtrack::conversion::classify::{self, Decision, Rules};
+use cartpanda_redtrack::postback::template::PostbackTemplate;
+use cartpanda_redtrack::inbound::webhook;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     )
     .expect("the fixed template parses");
     for rules in [Rules::default(), Rules { send_test_orders: true, ..Rules::default() }] {
-        let Ok(classified) = mapping::classify(&delivery, &rules) else { continue };
+        let Ok(classified) = classify::classify(&delivery, &rules) else { continue };
         let Decision::Convert(conversions) = &classified.decision else { continue };
         let order = classified.order.expect("conversions come with their order");
         let order_id = classified.order_id.as_deref().expect("conversions come with an order ID");
@@ -28,10 +28,10 @@ fuzz_target!(|data: &[u8]| {
             let url = template.render(|m| ctx.value(m));
             let reparsed = url::Url::parse(url.as_str()).expect("a rendered postback is a URL");
             let clickid = reparsed.query_pairs().find(|(k, _)| k == "clickid").map(|(_, v)| v.into_owned());
-            assert_eq!(clickid.as_deref(), mapping::click_id(order).ok().flatten());
+            assert_eq!(clickid.as_deref(), classify::click_id(order).ok().flatten());
             let event_id = reparsed.query_pairs().find(|(k, _)| k == "rdtk_event_id").map(|(_, v)| v.into_owned());
             assert_eq!(event_id.as_deref(), Some(conversion.event_id.as_str()));
-            let _ = mapping::fingerprint(order, conversion);
+            let _ = classify::fingerprint(order, conversion);
         }
     }
 });

@@ -1,7 +1,7 @@
-//! Operator commands (the same as `cartpanda-redtrack <command>`); see `cartpanda_redtrack::admin`.
+//! Operator commands (the same as `cartpanda-redtrack <command>`); see `cartpanda_redtrack::ops::admin`.
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    std::process::exit(cartpanda_redtrack::admin::main(&args).await);
+    std::process::exit(cartpanda_redtrack::ops::admin::main(&args).await);
 }

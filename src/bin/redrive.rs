@@ -1,19 +1,19 @@
 //! The redrive consumer Lambda: SQS → re-send through the claim protocol.
 use aws_lambda_events::event::sqs::SqsEvent;
-use cartpanda_redtrack::clock::SystemClock;
-use cartpanda_redtrack::config::RedriveConfig;
-use cartpanda_redtrack::dynamo::DynamoStore;
-use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::redrive::{Consumer, Redriver};
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ops::clock::SystemClock;
+use cartpanda_redtrack::ops::config::RedriveConfig;
+use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
+use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    cartpanda_redtrack::logging::init();
+    cartpanda_redtrack::ops::logging::init();
     let config = RedriveConfig::from_env().inspect_err(|e| tracing::error!("{e}"))?;
-    let aws = cartpanda_redtrack::aws::load().await;
+    let aws = cartpanda_redtrack::ops::aws::load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dlq = config
         .dlq_url

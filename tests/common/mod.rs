@@ -7,14 +7,14 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use cartpanda_redtrack::bridge::Bridge;
-use cartpanda_redtrack::clock::{Clock, SystemClock};
-use cartpanda_redtrack::config::Config;
-use cartpanda_redtrack::dynamo::DynamoStore;
-use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::stores::StoreCache;
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
-use cartpanda_redtrack::verify::CartpandaApi;
-use cartpanda_redtrack::{handler, runtime};
+use cartpanda_redtrack::inbound::verify::CartpandaApi;
+use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
+use cartpanda_redtrack::ops::config::Config;
+use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
+use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::shops::directory::StoreCache;
+use cartpanda_redtrack::{inbound::http, inbound::runtime};
 use lambda_http::RequestExt;
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
@@ -44,7 +44,10 @@ pub fn dynamo_client(endpoint: &str) -> Client {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", cartpanda_redtrack::clock::random_u64())
+    format!(
+        "{prefix}-{:016x}",
+        cartpanda_redtrack::ops::clock::random_u64()
+    )
 }
 
 pub async fn create_table(client: &Client) -> String {
@@ -274,7 +277,7 @@ pub async fn deliver_event(bridge: &Bridge, event: Value) -> Answer {
     let mut ctx = lambda_http::Context::default();
     ctx.deadline = (SystemClock.now_ms() + 10_000) as u64;
     let req = runtime::into_request(payload).with_lambda_context(ctx);
-    let response = handler::handle(bridge, req).await;
+    let response = http::handle(bridge, req).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = match response.body() {

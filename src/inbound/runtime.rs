@@ -2,7 +2,7 @@
 //! base64; this adapter checks first and lets the handler answer 400 instead.
 
 use crate::bridge::Bridge;
-use crate::handler::{BAD_BASE64_MARKER, handle};
+use crate::inbound::http::{BAD_BASE64_MARKER, handle};
 use base64::Engine;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Error, LambdaEvent, Request, Service, service_fn};

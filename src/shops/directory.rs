@@ -3,12 +3,14 @@
 //! table as a `store#<name>` item (tokens stored as SHA-256 digests), read on first use and cached
 //! for a short time. The environment keeps configuring the default store (`POST /cartpanda`).
 
-use crate::auth::{Secret, Tokens};
-use crate::clock::Clock;
-use crate::config::Profile;
-use crate::dedup::StoreError;
-use crate::mapping::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
-use crate::postback::PostbackTemplate;
+use crate::conversion::classify::{
+    CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
+};
+use crate::inbound::auth::{Secret, Tokens};
+use crate::ledger::claim::StoreError;
+use crate::ops::clock::Clock;
+use crate::ops::config::Profile;
+use crate::postback::template::PostbackTemplate;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

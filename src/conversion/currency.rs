@@ -7,10 +7,10 @@
 //! (`exchange_rate_USD`, else `payment.actual_exchange_rate`, amount × rate); a conversion it gives
 //! no rate for is skipped, never guessed.
 
-use crate::lenient::RawAmount;
-use crate::mapping::Conversion;
-use crate::money;
-use crate::webhook::Order;
+use crate::conversion::classify::Conversion;
+use crate::inbound::lenient::RawAmount;
+use crate::inbound::money;
+use crate::inbound::webhook::Order;
 use rust_decimal::Decimal;
 
 /// The currency the order's amounts are in: the store's base currency first (a BRL store selling

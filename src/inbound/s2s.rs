@@ -5,8 +5,8 @@
 //! `order_type` naming an upsell/downsell) an Upsell (`<order>-upsell-s2s-<n>`), and `is_test=1`
 //! a test order.
 
-use crate::lenient::{Flag, RawAmount, RawId, Text};
-use crate::webhook::{
+use crate::inbound::lenient::{Flag, RawAmount, RawId, Text};
+use crate::inbound::webhook::{
     Address, CheckoutParams, Customer, Delivery, EventField, LineItem, Order, OrderField, Shop,
 };
 use std::collections::HashMap;
@@ -98,7 +98,7 @@ pub fn delivery(query: &HashMap<String, String>) -> Delivery {
         .or_else(|| {
             get("datetime_unix")
                 .and_then(|u| u.parse::<i64>().ok())
-                .map(crate::datetime::format_full)
+                .map(crate::inbound::datetime::format_full)
         });
     let order = Order {
         id: get("order_id").map_or(RawId::Absent, RawId::Text),
@@ -162,7 +162,7 @@ mod tests {
         for p in PARAMETERS {
             assert!(q.contains(&format!("&{p}={{{p}}}")), "{p}");
             assert!(
-                crate::postback::Macro::from_name(p).is_some(),
+                crate::postback::template::Macro::from_name(p).is_some(),
                 "{p} is a template macro too"
             );
         }

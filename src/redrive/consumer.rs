@@ -2,11 +2,11 @@
 //! claim protocol, with the message's visibility timeout growing per attempt so a conversion is
 //! retried for more than 72 hours before SQS moves it to the dead-letter queue.
 
-use crate::clock::{Clock, random_u64};
-use crate::dedup::{Claim, ClaimOutcome, DedupStore, Finish};
-use crate::delivery::{Courier, QUEUED_KEEP_S, Sent};
-use crate::queue::{RedriveMessage, RedriveQueue};
-use crate::tracker::Tracker;
+use crate::ledger::claim::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::ops::clock::{Clock, random_u64};
+use crate::postback::redtrack::Tracker;
+use crate::postback::send::{Courier, QUEUED_KEEP_S, Sent};
+use crate::redrive::queue::{RedriveMessage, RedriveQueue};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ impl Redriver {
                 redtrack_status = status,
                 "redrive"
             );
-            crate::metrics::conversion(outcome, None);
+            crate::ops::metrics::conversion(outcome, None);
         };
         match self.store.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}

@@ -2,13 +2,13 @@
 //! per postback: the conversion's own amount and products, the order's customer (normalised for
 //! matching unless turned off), checkout parameters and dates.
 
-use crate::datetime;
-use crate::lenient::{RawAmount, Text};
-use crate::mapping::{Conversion, Kind, click_id, status};
-use crate::money;
-use crate::normalize;
-use crate::postback::Macro;
-use crate::webhook::Order;
+use crate::conversion::classify::{Conversion, Kind, click_id, status};
+use crate::conversion::normalize;
+use crate::inbound::datetime;
+use crate::inbound::lenient::{RawAmount, Text};
+use crate::inbound::money;
+use crate::inbound::webhook::Order;
+use crate::postback::template::Macro;
 use std::borrow::Cow;
 
 /// Everything a template macro can take its value from, for one conversion.
@@ -28,7 +28,7 @@ impl<'a> MacroContext<'a> {
         let c = self.conversion;
         let cp = o.checkout_params.as_ref();
         let customer = o.customer.as_ref();
-        let param = |f: fn(&crate::webhook::CheckoutParams) -> &Text| -> Cow<'a, str> {
+        let param = |f: fn(&crate::inbound::webhook::CheckoutParams) -> &Text| -> Cow<'a, str> {
             text(cp.and_then(|p| f(p).get()))
         };
         match m {

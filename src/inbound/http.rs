@@ -3,17 +3,17 @@
 //! before the token is checked.
 
 use crate::bridge::{Bridge, Report};
-use crate::config::Profile;
-use crate::error::AppError;
-use crate::mapping::{self, Classified, Decision, Rules, Skip};
-use crate::webhook::{self, Delivery, MAX_BODY_BYTES};
+use crate::conversion::classify::{self, Classified, Decision, Rules, Skip};
+use crate::inbound::error::AppError;
+use crate::inbound::webhook::{self, Delivery, MAX_BODY_BYTES};
+use crate::ops::config::Profile;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Header set by [`crate::runtime`] when API Gateway's `isBase64Encoded` body did not decode.
+/// Header set by [`crate::inbound::runtime`] when API Gateway's `isBase64Encoded` body did not decode.
 pub const BAD_BASE64_MARKER: &str = "x-cartpanda-redtrack-invalid-base64";
 /// Header that carries the token when it is not in the query.
 pub const TOKEN_HEADER: &str = "x-webhook-token";
@@ -68,7 +68,7 @@ pub async fn handle(bridge: &Bridge, req: Request) -> Response<Body> {
                 reason = err.code(),
                 "request refused"
             );
-            crate::metrics::rejected(err.code());
+            crate::ops::metrics::rejected(err.code());
             let mut response = json_response(err.status(), &json!({ "error": err.to_string() }));
             if let Some(allow) = err.allow() {
                 response
@@ -93,7 +93,7 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
         Some(name) => bridge
             .store_profile(name)
             .await?
-            .ok_or(AppError::Auth(crate::auth::AuthError::Invalid))?,
+            .ok_or(AppError::Auth(crate::inbound::auth::AuthError::Invalid))?,
     };
     authenticate(&profile, req)?;
     let delivery = if route.s2s {
@@ -145,7 +145,7 @@ fn s2s_delivery(req: &Request) -> Result<Delivery, AppError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(crate::s2s::delivery(&query))
+    Ok(crate::inbound::s2s::delivery(&query))
 }
 
 async fn respond(
@@ -155,13 +155,13 @@ async fn respond(
     delivery: &Delivery,
 ) -> Result<Response<Body>, AppError> {
     let rules = &profile.rules;
-    let classified = mapping::classify(delivery, rules)?;
+    let classified = classify::classify(delivery, rules)?;
     let order_id = classified.order_id.as_deref().unwrap_or_default();
     let event = classified.event;
     let store = profile.store.as_deref();
-    let cartx_test = classified.order.is_some_and(mapping::is_cartx_test);
-    if let Some(order) = classified.order.filter(|o| mapping::is_cartx_test(o)) {
-        crate::metrics::cartx_test(rules.is_test(order));
+    let cartx_test = classified.order.is_some_and(classify::is_cartx_test);
+    if let Some(order) = classified.order.filter(|o| classify::is_cartx_test(o)) {
+        crate::ops::metrics::cartx_test(rules.is_test(order));
     }
     let (conversions, order) = match (&classified.decision, classified.order) {
         (Decision::Convert(conversions), Some(order)) => (conversions, order),
@@ -176,7 +176,7 @@ async fn respond(
                 cartx_test,
                 "delivery skipped"
             );
-            crate::metrics::skipped(reason.code());
+            crate::ops::metrics::skipped(reason.code());
             // A test order is answered with what would have been sent.
             let preview = match reason {
                 Skip::TestOrder => {
@@ -184,7 +184,7 @@ async fn respond(
                         send_test_orders: true,
                         ..rules.clone()
                     };
-                    match mapping::classify(delivery, &send_all) {
+                    match classify::classify(delivery, &send_all) {
                         Ok(Classified {
                             decision: Decision::Convert(conversions),
                             order: Some(order),

@@ -1,10 +1,10 @@
 //! From a parsed delivery to the conversions it produces: which event, which RedTrack type, which
 //! amount, which event ID. Pure: no I/O, no clock.
 
-use crate::currency;
-use crate::lenient::{RawAmount, RawId, Text};
-use crate::money::{self, AmountError};
-use crate::webhook::{Delivery, EventField, LineItem, Order, OrderField};
+use crate::conversion::currency;
+use crate::inbound::lenient::{RawAmount, RawId, Text};
+use crate::inbound::money::{self, AmountError};
+use crate::inbound::webhook::{Delivery, EventField, LineItem, Order, OrderField};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 

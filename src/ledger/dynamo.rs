@@ -2,11 +2,11 @@
 //! One conditional PutItem per claim (a lost race reads the old record from the failure itself,
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
 
-use crate::dedup::{
+use crate::ledger::claim::{
     Claim, ClaimOutcome, DedupStore, Finish, IN_PROGRESS_GRACE_S, Record, STATUS_FAILED,
     STATUS_IN_PROGRESS, STATUS_QUEUED, StoreError,
 };
-use crate::stores::{StoreDirectory, StoreRecord};
+use crate::shops::directory::{StoreDirectory, StoreRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

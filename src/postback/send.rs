@@ -1,9 +1,9 @@
 //! Sending a claimed conversion and recording how it ended: shared by the webhook path
-//! ([`crate::bridge`]) and the redrive consumer ([`crate::redrive`]).
+//! ([`crate::bridge`]) and the redrive consumer ([`crate::redrive::consumer`]).
 
-use crate::clock::Clock;
-use crate::dedup::{Claim, DedupStore, Finish};
-use crate::tracker::{Accepted, SendError, Tracker};
+use crate::ledger::claim::{Claim, DedupStore, Finish};
+use crate::ops::clock::Clock;
+use crate::postback::redtrack::{Accepted, SendError, Tracker};
 use std::time::Instant;
 use url::Url;
 

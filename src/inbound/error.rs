@@ -2,11 +2,11 @@
 //! its mapping to HTTP. Each 4xx says precisely what was wrong; 5xx say little, the logs say the
 //! rest. (Outcomes after the claim are decided by [`crate::bridge::Report`].)
 
-use crate::auth::AuthError;
-use crate::dedup::StoreError;
-use crate::mapping::Reject;
-use crate::verify::VerifyError;
-use crate::webhook::ParseError;
+use crate::conversion::classify::Reject;
+use crate::inbound::auth::AuthError;
+use crate::inbound::verify::VerifyError;
+use crate::inbound::webhook::ParseError;
+use crate::ledger::claim::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

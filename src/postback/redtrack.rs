@@ -93,7 +93,7 @@ pub struct RedTrackClient {
 /// certificates to trust (a TLS-inspecting proxy's CA, say; Lambda sets neither).
 #[cfg(feature = "runtime")]
 pub fn tls_config() -> Option<rustls::ClientConfig> {
-    if crate::aws::custom_ca_configured() {
+    if crate::ops::aws::custom_ca_configured() {
         return None;
     }
     let roots = rustls::RootCertStore {
@@ -189,14 +189,14 @@ pub fn backoff(retry: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
 
 #[cfg(feature = "runtime")]
 fn jitter() -> f64 {
-    (crate::clock::random_u64() % 1000) as f64 / 1000.0
+    (crate::ops::clock::random_u64() % 1000) as f64 / 1000.0
 }
 
 #[cfg(feature = "runtime")]
 #[async_trait]
 impl Tracker for RedTrackClient {
     async fn send(&self, url: &Url, deadline: Instant) -> Result<Accepted, SendError> {
-        let target = crate::postback::redact(url);
+        let target = crate::postback::template::redact(url);
         let mut attempts = 0;
         loop {
             let now = Instant::now();
@@ -261,7 +261,7 @@ mod tests {
         if let Some(config) = tls_config() {
             assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
         } else {
-            assert!(crate::aws::custom_ca_configured());
+            assert!(crate::ops::aws::custom_ca_configured());
         }
         assert!(http_builder().build().is_ok());
     }

@@ -3,7 +3,7 @@
 //! order's country, names trimmed with inner whitespace collapsed. A value that cannot be
 //! normalised is returned as given: never dropped.
 
-use crate::phone;
+use crate::conversion::phone;
 
 /// `  Joao.Silva@Gmail.COM ` → `joao.silva@gmail.com`.
 pub fn email(value: &str) -> String {
@@ -16,7 +16,7 @@ pub fn name(value: &str) -> String {
 }
 
 /// A phone in E.164 (`+5511987654321`), read as dialled in `country` (ISO 3166 alpha-2;
-/// unknown or absent → Brazil) by the rules of [`crate::phone`]. A number those rules do not
+/// unknown or absent → Brazil) by the rules of [`crate::conversion::phone`]. A number those rules do not
 /// accept is returned trimmed, as given.
 pub fn phone(value: &str, country_code: Option<&str>) -> String {
     let trimmed = value.trim();

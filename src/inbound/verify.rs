@@ -7,11 +7,11 @@
 //! {shop_slug}/orders/{order_id}`, answering `{"order": {...}}`) is what open-source clients use.
 //! `CARTPANDA_ORDER_URL` overrides it.
 
-use crate::auth::Secret;
-use crate::lenient::RawAmount;
-use crate::mapping::Kind;
-use crate::money;
-use crate::webhook::Order;
+use crate::conversion::classify::Kind;
+use crate::inbound::auth::Secret;
+use crate::inbound::lenient::RawAmount;
+use crate::inbound::money;
+use crate::inbound::webhook::Order;
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 
@@ -149,7 +149,7 @@ pub struct CartpandaApi {
 #[cfg(feature = "runtime")]
 impl CartpandaApi {
     pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
-        let http = crate::tracker::http_builder()
+        let http = crate::postback::redtrack::http_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(std::time::Duration::from_secs(3)))
             .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))

@@ -10,11 +10,11 @@
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
 
-use crate::auth::Tokens;
-use crate::dynamo::DynamoStore;
-use crate::mapping::CartxTestOrders;
-use crate::redrive::move_messages;
-use crate::stores::{StoreRecord, check_name};
+use crate::conversion::classify::CartxTestOrders;
+use crate::inbound::auth::Tokens;
+use crate::ledger::dynamo::DynamoStore;
+use crate::redrive::consumer::move_messages;
+use crate::shops::directory::{StoreRecord, check_name};
 
 pub const USAGE: &str = "usage:
   cartpanda-redtrack store put <name> --token <secret> [--token <next secret>] --postback-url <url>
@@ -29,7 +29,7 @@ The table defaults to $DEDUP_TABLE.";
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
 pub async fn main(args: &[String]) -> i32 {
-    let aws = crate::aws::load().await;
+    let aws = crate::ops::aws::load().await;
     match run(args, &aws).await {
         Ok(message) => {
             println!("{message}");
@@ -113,7 +113,7 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             .ok_or("name the table with --table or DEDUP_TABLE")?;
         Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), name))
     };
-    let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
     match args
         .iter()
         .map(String::as_str)
@@ -135,7 +135,7 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             let mut out = format!("{} store(s)", stores.len());
             for s in stores {
                 let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
-                    .map(|u| crate::postback::redact(&u))
+                    .map(|u| crate::postback::template::redact(&u))
                     .unwrap_or_else(|_| "?".to_owned());
                 out.push_str(&format!(
                     "\n{}\tpostback {host}\ttokens {}\ttest orders {}\tcartx test orders {}\tsum {}\tverify {}",

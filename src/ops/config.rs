@@ -1,9 +1,11 @@
 //! Configuration from the environment, checked once at cold start: a wrong value stops the
 //! function with a message naming the variable and what is wrong.
 
-use crate::auth::{Secret, Tokens};
-use crate::mapping::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
-use crate::postback::PostbackTemplate;
+use crate::conversion::classify::{
+    CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
+};
+use crate::inbound::auth::{Secret, Tokens};
+use crate::postback::template::PostbackTemplate;
 use std::time::Duration;
 
 /// A configuration error: which variable, and what is wrong with it.
@@ -23,7 +25,7 @@ fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
 
 /// What differs between stores: who may call, where to send, and how to convert. The
 /// environment configures the default store (`POST /cartpanda`); named stores
-/// (`POST /cartpanda/{store}`) live in the DynamoDB table (see [`crate::stores`]).
+/// (`POST /cartpanda/{store}`) live in the DynamoDB table (see [`crate::shops::directory`]).
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// `None` for the default store.
@@ -33,8 +35,8 @@ pub struct Profile {
     pub rules: Rules,
     /// Normalise email, phone (E.164) and names before rendering.
     pub normalize_pii: bool,
-    /// Re-read each order from Cartpanda's API before sending (see [`crate::verify`]).
-    pub cartpanda_api_token: Option<crate::auth::Secret>,
+    /// Re-read each order from Cartpanda's API before sending (see [`crate::inbound::verify`]).
+    pub cartpanda_api_token: Option<crate::inbound::auth::Secret>,
 }
 
 impl Profile {
@@ -62,7 +64,7 @@ pub struct Config {
     pub redrive_queue_url: Option<String>,
     /// How long a newly queued conversion waits before its first redrive.
     pub redrive_delay_s: u32,
-    /// Where Cartpanda's API serves an order (see [`crate::verify`]).
+    /// Where Cartpanda's API serves an order (see [`crate::inbound::verify`]).
     pub cartpanda_order_url: String,
 }
 
@@ -120,10 +122,10 @@ impl Config {
             },
         };
 
-        let cartpanda_api_token = get("CARTPANDA_API_TOKEN").map(crate::auth::Secret::new);
+        let cartpanda_api_token = get("CARTPANDA_API_TOKEN").map(crate::inbound::auth::Secret::new);
         let cartpanda_order_url = get("CARTPANDA_ORDER_URL")
-            .unwrap_or_else(|| crate::verify::DEFAULT_ORDER_URL.to_owned());
-        crate::verify::check_order_url(&cartpanda_order_url)
+            .unwrap_or_else(|| crate::inbound::verify::DEFAULT_ORDER_URL.to_owned());
+        crate::inbound::verify::check_order_url(&cartpanda_order_url)
             .map_err(|p| err("CARTPANDA_ORDER_URL", p))?;
 
         Ok(Config {

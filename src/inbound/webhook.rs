@@ -1,8 +1,8 @@
 //! The Cartpanda order webhook as it arrives: `{"event": "...", "order": {...}, "webhook": {...}}`.
-//! Parsing is tolerant of types (see [`crate::lenient`]) and strict about structure; it does no
+//! Parsing is tolerant of types (see [`crate::inbound::lenient`]) and strict about structure; it does no
 //! I/O and never panics on any input.
 
-use crate::lenient::{self, Flag, RawAmount, RawId, Text};
+use crate::inbound::lenient::{self, Flag, RawAmount, RawId, Text};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;

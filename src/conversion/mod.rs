@@ -1,0 +1,8 @@
+//! Conversion: from a parsed delivery to the conversions it makes (RedTrack type, sum, currency,
+//! event ID, fingerprint), and the PII normalised for ad platforms' matching. Pure: no I/O, no
+//! clock; it may call [`crate::inbound`]'s readers, never a client.
+
+pub mod classify;
+pub mod currency;
+pub mod normalize;
+pub mod phone;

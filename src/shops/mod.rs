@@ -1,0 +1,5 @@
+//! Shops: a merchant's Cartpanda shop served on its own route (`/cartpanda/{shop}`), with its own
+//! tokens, postback template and rules, kept in the ledger's table as `store#<name>` records and
+//! cached ([`directory`]).
+
+pub mod directory;
