@@ -1,20 +1,20 @@
 //! The path for one classified delivery: for each conversion, claim → render → send → record.
-//! Talks to the world only through the [`DedupStore`], [`Tracker`] and [`Clock`] it is given.
+//! Talks to the world only through the [`Ledger`], [`Tracker`] and [`Clock`] it is given.
 
 use crate::conversion::classify::Kind;
 use crate::conversion::classify::{self, Conversion};
 use crate::inbound::auth::Secret;
 use crate::inbound::verify::{self, OrderSource, VerifyError};
 use crate::inbound::webhook::Order;
-use crate::ledger::claim::StoreError;
-use crate::ledger::claim::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::ledger::claim::LedgerError;
+use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger};
 use crate::ops::clock::{Clock, random_u64};
 use crate::ops::config::{Config, Profile};
 use crate::postback::redtrack::Tracker;
-use crate::postback::send::{Courier, QUEUED_KEEP_S, Sent};
+use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
 use crate::postback::values::MacroContext;
 use crate::redrive::queue::{RedriveMessage, RedriveQueue};
-use crate::shops::directory::StoreCache;
+use crate::shops::directory::ShopCache;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// The configured bridge with its clients, built once at cold start.
 pub struct Bridge {
     pub config: Config,
-    pub store: Arc<dyn DedupStore>,
+    pub ledger: Arc<dyn Ledger>,
     pub tracker: Arc<dyn Tracker>,
     pub clock: Arc<dyn Clock>,
     /// Where conversions go when RedTrack stays down for the whole invocation; without one they
@@ -30,7 +30,7 @@ pub struct Bridge {
     pub queue: Option<Arc<dyn RedriveQueue>>,
     /// Named stores (`POST /cartpanda/{store}`), read from the table; `None` serves the default
     /// store only.
-    pub stores: Option<StoreCache>,
+    pub shops: Option<ShopCache>,
     /// Cartpanda's API, for stores that verify orders.
     pub orders: Option<Arc<dyn OrderSource>>,
 }
@@ -46,7 +46,9 @@ pub enum Outcome {
     InProgress,
     Conflict,
     Failed,
-    StoreUnavailable,
+    /// Frozen as `store_unavailable`: metrics, alarms and log queries use the value.
+    #[serde(rename = "store_unavailable")]
+    LedgerUnavailable,
     NotAttempted,
 }
 
@@ -60,7 +62,7 @@ impl Outcome {
             Outcome::InProgress => "in_progress",
             Outcome::Conflict => "conflict",
             Outcome::Failed => "failed",
-            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::LedgerUnavailable => "store_unavailable",
             Outcome::NotAttempted => "not_attempted",
         }
     }
@@ -103,7 +105,7 @@ impl Report {
 
     /// The HTTP status for the whole delivery: the worst outcome decides.
     pub fn status(&self) -> u16 {
-        if self.any(Outcome::StoreUnavailable) {
+        if self.any(Outcome::LedgerUnavailable) {
             503
         } else if self.any(Outcome::Failed) {
             502
@@ -152,7 +154,7 @@ impl Bridge {
     /// The store, tracker and clock, for one send.
     pub fn courier(&self) -> Courier<'_> {
         Courier {
-            store: self.store.as_ref(),
+            ledger: self.ledger.as_ref(),
             tracker: self.tracker.as_ref(),
             clock: self.clock.as_ref(),
             ttl_days: self.config.ttl_days,
@@ -160,8 +162,8 @@ impl Bridge {
     }
 
     /// The profile of a named store (cached); `None` when there is no such store.
-    pub async fn store_profile(&self, name: &str) -> Result<Option<Arc<Profile>>, StoreError> {
-        match &self.stores {
+    pub async fn shop_profile(&self, name: &str) -> Result<Option<Arc<Profile>>, LedgerError> {
+        match &self.shops {
             Some(cache) => cache.profile(name, self.clock.as_ref()).await,
             None => Ok(None),
         }
@@ -216,15 +218,15 @@ impl Bridge {
         let deadline = Instant::now()
             + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
         let mut report = Report::default();
-        let mut store_down = false;
+        let mut ledger_down = false;
         let cartx_test = classify::is_cartx_test(order);
         for conversion in conversions {
-            let entry = if store_down {
+            let entry = if ledger_down {
                 self.entry(conversion, Outcome::NotAttempted)
             } else {
                 let started = Instant::now();
                 let entry = self
-                    .one(
+                    .process_conversion(
                         profile,
                         event,
                         order_id,
@@ -235,7 +237,7 @@ impl Bridge {
                     )
                     .await;
                 tracing::info!(
-                    store = profile.store.as_deref(),
+                    shop = profile.shop.as_deref(),
                     order_id,
                     event,
                     event_id = %conversion.event_id,
@@ -250,7 +252,7 @@ impl Bridge {
                 crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
                 entry
             };
-            store_down |= entry.outcome == Outcome::StoreUnavailable;
+            ledger_down |= entry.outcome == Outcome::LedgerUnavailable;
             report.conversions.push(entry);
         }
         report
@@ -272,7 +274,7 @@ impl Bridge {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn one(
+    async fn process_conversion(
         &self,
         profile: &Profile,
         event: &str,
@@ -295,7 +297,7 @@ impl Bridge {
             lease_until_ms: deadline_ms.max(now_ms + 1000),
         };
         let mut entry = self.entry(conversion, Outcome::NotAttempted);
-        match self.store.claim(&claim).await {
+        match self.ledger.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}
             Ok(ClaimOutcome::AlreadySent { .. }) => {
                 entry.outcome = Outcome::Duplicate;
@@ -326,7 +328,7 @@ impl Bridge {
             }
             Err(err) => {
                 tracing::error!(order_id, event_id = %conversion.event_id, error = %err, "dedup store failed");
-                entry.outcome = Outcome::StoreUnavailable;
+                entry.outcome = Outcome::LedgerUnavailable;
                 return entry;
             }
         }
@@ -351,12 +353,12 @@ impl Bridge {
         let sent = courier.send(&claim, &url, deadline).await;
         entry.redtrack_ms = Some(sending.elapsed().as_millis() as u64);
         match sent {
-            Sent::Accepted(accepted) => {
+            SendOutcome::Accepted(accepted) => {
                 entry.outcome = Outcome::Sent;
                 entry.redtrack_status = Some(accepted.status);
                 entry.attempts = Some(accepted.attempts);
             }
-            Sent::Refused(err) => {
+            SendOutcome::Refused(err) => {
                 entry.outcome = Outcome::Failed;
                 entry.redtrack_status = err.status();
                 entry.attempts = Some(err.attempts());
@@ -364,7 +366,7 @@ impl Bridge {
                     "{err}; not retried: check the postback URL and conversion type in RedTrack"
                 ));
             }
-            Sent::Retryable(err) => {
+            SendOutcome::Retryable(err) => {
                 entry.redtrack_status = err.status();
                 entry.attempts = Some(err.attempts());
                 let message = RedriveMessage {

@@ -1,9 +1,9 @@
 use cartpanda_redtrack::inbound::verify::CartpandaApi;
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::shops::directory::StoreCache;
+use cartpanda_redtrack::shops::directory::ShopCache;
 use cartpanda_redtrack::{
-    bridge::Bridge, inbound::runtime, ledger::dynamo::DynamoStore, ops::clock::SystemClock,
+    bridge::Bridge, inbound::runtime, ledger::dynamo::DynamoLedger, ops::clock::SystemClock,
     ops::config::Config,
 };
 use std::sync::Arc;
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     cartpanda_redtrack::ops::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let aws = cartpanda_redtrack::ops::aws::load().await;
-    let store = Arc::new(DynamoStore::new(
+    let ledger = Arc::new(DynamoLedger::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.table.clone(),
     ));
@@ -29,11 +29,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     let orders = CartpandaApi::new(config.redtrack_timeout)?;
     let bridge = Bridge {
         config,
-        store: store.clone(),
+        ledger: ledger.clone(),
         tracker: Arc::new(tracker),
         clock: Arc::new(SystemClock),
         queue,
-        stores: Some(StoreCache::new(store)),
+        shops: Some(ShopCache::new(ledger)),
         orders: Some(Arc::new(orders)),
     };
     runtime::run(Arc::new(bridge)).await

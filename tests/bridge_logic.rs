@@ -6,7 +6,7 @@ use cartpanda_redtrack::bridge::{Bridge, Outcome, Report};
 use cartpanda_redtrack::conversion::classify::{self, Decision};
 use cartpanda_redtrack::inbound::webhook;
 use cartpanda_redtrack::ledger::claim::{
-    Claim, ClaimOutcome, DedupStore, Finish, MemoryStore, StoreError,
+    Claim, ClaimOutcome, Finish, Ledger, LedgerError, MemoryLedger,
 };
 use cartpanda_redtrack::ops::clock::FixedClock;
 use cartpanda_redtrack::ops::config::Config;
@@ -33,15 +33,15 @@ impl Tracker for ScriptedTracker {
 
 /// A store whose claims succeed `ok` times, then fail.
 struct FailingStore {
-    inner: MemoryStore,
+    inner: MemoryLedger,
     ok: AtomicUsize,
 }
 
 #[async_trait]
-impl DedupStore for FailingStore {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+impl Ledger for FailingStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         if self.ok.fetch_sub(1, Ordering::SeqCst) == 0 {
-            return Err(StoreError::Throttled);
+            return Err(LedgerError::Throttled);
         }
         self.inner.claim(claim).await
     }
@@ -51,10 +51,10 @@ impl DedupStore for FailingStore {
         finish: Finish,
         now: i64,
         exp: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, LedgerError> {
         self.inner.finish(claim, finish, now, exp).await
     }
-    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+    async fn release(&self, claim: &Claim) -> Result<(), LedgerError> {
         self.inner.release(claim).await
     }
 }
@@ -89,17 +89,17 @@ fn upsell_body() -> String {
 }
 
 fn bridge(
-    store: Arc<dyn DedupStore>,
+    store: Arc<dyn Ledger>,
     tracker: Arc<ScriptedTracker>,
     queue: Option<Arc<MemoryQueue>>,
 ) -> Bridge {
     Bridge {
         config: config(),
-        store,
+        ledger: store,
         tracker,
         clock: Arc::new(FixedClock::at(1_800_000_000_000)),
         queue: queue.map(|q| q as _),
-        stores: None,
+        shops: None,
         orders: None,
     }
 }
@@ -127,7 +127,7 @@ async fn process_upsell(b: &Bridge) -> Report {
 #[tokio::test]
 async fn a_store_failure_midway_stops_before_the_next_claim_and_answers_503() {
     let store = Arc::new(FailingStore {
-        inner: MemoryStore::default(),
+        inner: MemoryLedger::default(),
         ok: AtomicUsize::new(1),
     });
     let tracker = Arc::new(ScriptedTracker {
@@ -140,7 +140,7 @@ async fn a_store_failure_midway_stops_before_the_next_claim_and_answers_503() {
     let b = bridge(store.clone(), tracker.clone(), None);
     let report = process_upsell(&b).await;
     let outcomes: Vec<Outcome> = report.conversions.iter().map(|c| c.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Sent, Outcome::StoreUnavailable]);
+    assert_eq!(outcomes, [Outcome::Sent, Outcome::LedgerUnavailable]);
     assert_eq!(report.status(), 503);
     assert_eq!(
         tracker.calls.load(Ordering::SeqCst),
@@ -154,7 +154,7 @@ async fn a_store_failure_midway_stops_before_the_next_claim_and_answers_503() {
 
 #[tokio::test]
 async fn a_queued_conversion_carries_what_the_resend_needs() {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryLedger::default());
     let down = SendError::Unavailable {
         target: "https://trk.example.com".into(),
         reason: "HTTP 503".into(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
@@ -106,7 +106,7 @@ async fn no_log_line_on_any_path_carries_pii_or_a_postback_url() {
     assert_eq!(deliver(&h, &pii_order(4)).await.status, 202);
     let consumer = Consumer {
         redriver: Redriver {
-            store: Arc::new(DynamoStore::new(
+            ledger: Arc::new(DynamoLedger::new(
                 dynamo_client(&moto_endpoint()),
                 h.table.clone(),
             )),

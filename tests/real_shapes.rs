@@ -8,8 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -223,59 +221,4 @@ async fn an_explicit_test_order_stays_a_test_order_whatever_the_cartx_setting() 
         assert_eq!(answer.body["skipped"], "test_order", "{setting}");
         assert_eq!(postbacks(&h).await.len(), 0, "{setting}");
     }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The JSON log lines with `message` = `wanted`, captured while `deliver` runs.
-async fn log_lines(wanted: &str, setting: &str) -> Vec<Value> {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let h = shapes_harness(&[("CARTX_TEST_ORDERS", setting)]).await;
-    deliver_event(&h.bridge, sample("paid-cartx-usd.json")).await;
-    deliver_event(&h.bridge, sample("paid-discounted.json")).await;
-    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == wanted)
-        .collect()
-}
-
-#[tokio::test]
-async fn the_decision_log_line_marks_cartx_test_orders_whatever_the_setting() {
-    let sent = log_lines("conversion", "send").await;
-    let marks: Vec<(&str, &Value)> = sent
-        .iter()
-        .map(|l| (l["order_id"].as_str().unwrap(), &l["cartx_test"]))
-        .collect();
-    assert_eq!(
-        marks,
-        vec![
-            ("49805512", &Value::from(true)),
-            ("51877302", &Value::from(false))
-        ]
-    );
-    let skipped = log_lines("delivery skipped", "skip").await;
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert_eq!(skipped[0]["order_id"], "49805512");
-    assert_eq!(skipped[0]["reason"], "test_order");
-    assert_eq!(skipped[0]["cartx_test"], true);
 }

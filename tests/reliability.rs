@@ -4,7 +4,7 @@ mod common;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
-use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::consumer::{self, Consumer, Redriver};
@@ -186,7 +186,7 @@ fn consumer(h: &Harness, dlq_url: Option<String>) -> Consumer {
     };
     Consumer {
         redriver: Redriver {
-            store: Arc::new(DynamoStore::new(
+            ledger: Arc::new(DynamoLedger::new(
                 dynamo_client(&moto_endpoint()),
                 h.table.clone(),
             )),

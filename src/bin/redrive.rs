@@ -1,6 +1,6 @@
 //! The redrive consumer Lambda: SQS → re-send through the claim protocol.
 use aws_lambda_events::event::sqs::SqsEvent;
-use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::SystemClock;
 use cartpanda_redtrack::ops::config::RedriveConfig;
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
         .clone()
         .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url)) as Arc<dyn RedriveQueue>);
     let redriver = Redriver {
-        store: Arc::new(DynamoStore::new(
+        ledger: Arc::new(DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&aws),
             config.table.clone(),
         )),

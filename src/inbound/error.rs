@@ -6,7 +6,7 @@ use crate::conversion::classify::Reject;
 use crate::inbound::auth::AuthError;
 use crate::inbound::verify::VerifyError;
 use crate::inbound::webhook::ParseError;
-use crate::ledger::claim::StoreError;
+use crate::ledger::claim::LedgerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -31,7 +31,7 @@ pub enum AppError {
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error("the store settings could not be read; redeliver later")]
-    Store(#[from] StoreError),
+    Store(#[from] LedgerError),
 }
 
 impl AppError {

@@ -22,7 +22,7 @@ pub const TOKEN_HEADER: &str = "x-webhook-token";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// `None` for the default store (configured by the environment).
-    pub store: Option<String>,
+    pub shop: Option<String>,
     pub s2s: bool,
 }
 
@@ -33,25 +33,25 @@ pub fn route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let Some(at) = segments.iter().rposition(|s| *s == "cartpanda") else {
         return Some(Route {
-            store: None,
+            shop: None,
             s2s: false,
         });
     };
     match &segments[at + 1..] {
         [] => Some(Route {
-            store: None,
+            shop: None,
             s2s: false,
         }),
         ["s2s"] => Some(Route {
-            store: None,
+            shop: None,
             s2s: true,
         }),
         [store] => Some(Route {
-            store: Some((*store).to_owned()),
+            shop: Some((*store).to_owned()),
             s2s: false,
         }),
         [store, "s2s"] => Some(Route {
-            store: Some((*store).to_owned()),
+            shop: Some((*store).to_owned()),
             s2s: true,
         }),
         _ => None,
@@ -88,10 +88,10 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
         path
     };
     let route = route(path).ok_or(AppError::NotFound)?;
-    let profile: Arc<Profile> = match &route.store {
+    let profile: Arc<Profile> = match &route.shop {
         None => Arc::clone(&bridge.config.profile),
         Some(name) => bridge
-            .store_profile(name)
+            .shop_profile(name)
             .await?
             .ok_or(AppError::Auth(crate::inbound::auth::AuthError::Invalid))?,
     };
@@ -158,7 +158,7 @@ async fn respond(
     let classified = classify::classify(delivery, rules)?;
     let order_id = classified.order_id.as_deref().unwrap_or_default();
     let event = classified.event;
-    let store = profile.store.as_deref();
+    let shop = profile.shop.as_deref();
     let cartx_test = classified.order.is_some_and(classify::is_cartx_test);
     if let Some(order) = classified.order.filter(|o| classify::is_cartx_test(o)) {
         crate::ops::metrics::cartx_test(rules.is_test(order));
@@ -168,7 +168,7 @@ async fn respond(
         (Decision::Skip(reason), _) => {
             let reason = *reason;
             tracing::info!(
-                store,
+                shop,
                 order_id,
                 event,
                 outcome = "skipped",
@@ -216,7 +216,7 @@ async fn respond(
     };
     if query_flag(req, "dry_run") {
         tracing::info!(
-            store,
+            shop,
             order_id,
             event,
             outcome = "dry_run",
@@ -306,7 +306,7 @@ mod tests {
     fn routes() {
         let r = |store: Option<&str>, s2s| {
             Some(Route {
-                store: store.map(str::to_owned),
+                shop: store.map(str::to_owned),
                 s2s,
             })
         };

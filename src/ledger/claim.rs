@@ -41,7 +41,7 @@ pub enum ClaimOutcome {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum LedgerError {
     #[error("DynamoDB is throttling requests")]
     Throttled,
     #[error("DynamoDB is unavailable: {0}")]
@@ -70,8 +70,8 @@ impl Finish {
 }
 
 #[async_trait]
-pub trait DedupStore: Send + Sync {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+pub trait Ledger: Send + Sync {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError>;
     /// Records how the claim ended, to be kept until `expires_at_s`. Returns false when the
     /// attempt no longer held the claim (its lease ran out and another attempt took over).
     async fn finish(
@@ -80,9 +80,9 @@ pub trait DedupStore: Send + Sync {
         finish: Finish,
         now_ms: i64,
         expires_at_s: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, LedgerError>;
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
-    async fn release(&self, claim: &Claim) -> Result<(), StoreError>;
+    async fn release(&self, claim: &Claim) -> Result<(), LedgerError>;
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
@@ -133,13 +133,13 @@ pub const IN_PROGRESS_GRACE_S: i64 = 24 * 3600;
 
 /// An in-memory store, for unit tests of the logic above the store.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct MemoryLedger {
     pub records: Mutex<HashMap<String, Record>>,
 }
 
 #[async_trait]
-impl DedupStore for MemoryStore {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+impl Ledger for MemoryLedger {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         let mut records = self.records.lock().expect("memory store lock");
         if let Some(old) = records.get(&claim.key) {
             if !old.claimable(claim.now_ms, &claim.fingerprint) {
@@ -166,7 +166,7 @@ impl DedupStore for MemoryStore {
         finish: Finish,
         now_ms: i64,
         expires_at_s: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, LedgerError> {
         let mut records = self.records.lock().expect("memory store lock");
         match records.get_mut(&claim.key) {
             Some(r) if r.attempt == claim.attempt => {
@@ -182,7 +182,7 @@ impl DedupStore for MemoryStore {
         }
     }
 
-    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+    async fn release(&self, claim: &Claim) -> Result<(), LedgerError> {
         let mut records = self.records.lock().expect("memory store lock");
         if records
             .get(&claim.key)

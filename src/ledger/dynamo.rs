@@ -3,10 +3,10 @@
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
 
 use crate::ledger::claim::{
-    Claim, ClaimOutcome, DedupStore, Finish, IN_PROGRESS_GRACE_S, Record, STATUS_FAILED,
-    STATUS_IN_PROGRESS, STATUS_QUEUED, StoreError,
+    Claim, ClaimOutcome, Finish, IN_PROGRESS_GRACE_S, Ledger, LedgerError, Record, STATUS_FAILED,
+    STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
-use crate::shops::directory::{StoreDirectory, StoreRecord};
+use crate::shops::directory::{ShopDirectory, ShopRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -14,14 +14,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
-pub struct DynamoStore {
+pub struct DynamoLedger {
     client: Client,
     table: String,
 }
 
-impl DynamoStore {
+impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore {
+        DynamoLedger {
             client,
             table: table.into(),
         }
@@ -61,7 +61,7 @@ pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Record {
     }
 }
 
-fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> StoreError {
+fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> LedgerError {
     let code = err
         .as_service_error()
         .and_then(|e| e.code())
@@ -71,9 +71,9 @@ fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> S
             "ProvisionedThroughputExceededException"
             | "ThrottlingException"
             | "RequestLimitExceeded",
-        ) => StoreError::Throttled,
-        Some(code) => StoreError::Unavailable(code.to_owned()),
-        None => StoreError::Unavailable(match &err {
+        ) => LedgerError::Throttled,
+        Some(code) => LedgerError::Unavailable(code.to_owned()),
+        None => LedgerError::Unavailable(match &err {
             SdkError::TimeoutError(_) => "timeout".to_owned(),
             SdkError::DispatchFailure(_) => "connection failed".to_owned(),
             SdkError::ResponseError(_) => "unreadable response".to_owned(),
@@ -84,8 +84,8 @@ fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> S
 }
 
 #[async_trait]
-impl DedupStore for DynamoStore {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+impl Ledger for DynamoLedger {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         // A record whose every retry vanished between our write and our read is retried once.
         for _ in 0..3 {
             let result = self
@@ -145,7 +145,7 @@ impl DedupStore for DynamoStore {
                 None => continue,
             }
         }
-        Err(StoreError::Unavailable(
+        Err(LedgerError::Unavailable(
             "claim kept racing with deletes".to_owned(),
         ))
     }
@@ -156,7 +156,7 @@ impl DedupStore for DynamoStore {
         finish: Finish,
         now_ms: i64,
         expires_at_s: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, LedgerError> {
         let update = if finish == Finish::Sent {
             "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms REMOVE lease_until_ms"
         } else {
@@ -189,7 +189,7 @@ impl DedupStore for DynamoStore {
         }
     }
 
-    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+    async fn release(&self, claim: &Claim) -> Result<(), LedgerError> {
         let result = self
             .client
             .delete_item()
@@ -215,8 +215,11 @@ impl DedupStore for DynamoStore {
     }
 }
 
-impl DynamoStore {
-    async fn read(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+impl DynamoLedger {
+    async fn read(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LedgerError> {
         let out = self
             .client
             .get_item()
@@ -230,10 +233,10 @@ impl DynamoStore {
     }
 }
 
-const STORE_PREFIX: &str = "store#";
+const SHOP_PREFIX: &str = "store#";
 
-fn record_of(item: &HashMap<String, AttributeValue>) -> Option<StoreRecord> {
-    let name = get_s(item, "pk").strip_prefix(STORE_PREFIX)?.to_owned();
+fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
+    let name = get_s(item, "pk").strip_prefix(SHOP_PREFIX)?.to_owned();
     let opt = |k: &str| Some(get_s(item, k)).filter(|v| !v.is_empty());
     let flag = |k: &str, default: bool| {
         item.get(k)
@@ -241,7 +244,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<StoreRecord> {
             .copied()
             .unwrap_or(default)
     };
-    Some(StoreRecord {
+    Some(ShopRecord {
         name,
         token_digests: item
             .get("token_digests")
@@ -259,24 +262,24 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<StoreRecord> {
 }
 
 #[async_trait]
-impl StoreDirectory for DynamoStore {
-    async fn get(&self, name: &str) -> Result<Option<StoreRecord>, StoreError> {
+impl ShopDirectory for DynamoLedger {
+    async fn get(&self, name: &str) -> Result<Option<ShopRecord>, LedgerError> {
         Ok(self
-            .read(&format!("{STORE_PREFIX}{name}"))
+            .read(&format!("{SHOP_PREFIX}{name}"))
             .await?
             .as_ref()
             .and_then(record_of))
     }
 }
 
-impl DynamoStore {
+impl DynamoLedger {
     /// Creates or replaces a store (`cartpanda-redtrack store put`).
-    pub async fn put_store(&self, record: &StoreRecord, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn put_shop(&self, record: &ShopRecord, now_ms: i64) -> Result<(), LedgerError> {
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(&format!("{STORE_PREFIX}{}", record.name)))
+            .item("pk", s(&format!("{SHOP_PREFIX}{}", record.name)))
             .item("kind", s("store"))
             .item(
                 "token_digests",
@@ -302,7 +305,7 @@ impl DynamoStore {
     }
 
     /// Every store, by name.
-    pub async fn list_stores(&self) -> Result<Vec<StoreRecord>, StoreError> {
+    pub async fn list_shops(&self) -> Result<Vec<ShopRecord>, LedgerError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -311,7 +314,7 @@ impl DynamoStore {
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(pk, :prefix)")
-                .expression_attribute_values(":prefix", s(STORE_PREFIX))
+                .expression_attribute_values(":prefix", s(SHOP_PREFIX))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -327,12 +330,12 @@ impl DynamoStore {
     }
 
     /// Deletes a store; returns whether it existed.
-    pub async fn delete_store(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn delete_shop(&self, name: &str) -> Result<bool, LedgerError> {
         let out = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(&format!("{STORE_PREFIX}{name}")))
+            .key("pk", s(&format!("{SHOP_PREFIX}{name}")))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await

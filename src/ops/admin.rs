@@ -12,9 +12,9 @@
 
 use crate::conversion::classify::CartxTestOrders;
 use crate::inbound::auth::Tokens;
-use crate::ledger::dynamo::DynamoStore;
+use crate::ledger::dynamo::DynamoLedger;
 use crate::redrive::consumer::move_messages;
-use crate::shops::directory::{StoreRecord, check_name};
+use crate::shops::directory::{ShopRecord, check_name};
 
 pub const USAGE: &str = "usage:
   cartpanda-redtrack store put <name> --token <secret> [--token <next secret>] --postback-url <url>
@@ -64,7 +64,7 @@ fn boolean(args: &[String], flag: &str, default: bool) -> Result<bool, String> {
 }
 
 /// Builds and checks the record `store put` writes.
-pub fn store_record(name: &str, args: &[String]) -> Result<StoreRecord, String> {
+pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
     check_name(name)?;
     let tokens = values(args, "--token");
     if tokens.is_empty() || tokens.len() > 2 {
@@ -79,7 +79,7 @@ pub fn store_record(name: &str, args: &[String]) -> Result<StoreRecord, String> 
             t.len()
         ));
     }
-    let record = StoreRecord {
+    let record = ShopRecord {
         name: name.to_owned(),
         token_digests: tokens.iter().map(|t| Tokens::hex_digest(t)).collect(),
         postback_url: value(args, "--postback-url")
@@ -106,12 +106,12 @@ pub fn store_record(name: &str, args: &[String]) -> Result<StoreRecord, String> 
 
 /// Runs one command.
 pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String, String> {
-    let table = || -> Result<DynamoStore, String> {
+    let table = || -> Result<DynamoLedger, String> {
         let name = value(args, "--table")
             .map(str::to_owned)
             .or_else(|| std::env::var("DEDUP_TABLE").ok())
             .ok_or("name the table with --table or DEDUP_TABLE")?;
-        Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), name))
+        Ok(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), name))
     };
     let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
     match args
@@ -121,9 +121,9 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
         .as_slice()
     {
         ["store", "put", name, ..] => {
-            let record = store_record(name, args)?;
+            let record = shop_record(name, args)?;
             table()?
-                .put_store(&record, now_ms)
+                .put_shop(&record, now_ms)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!(
@@ -131,7 +131,7 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             ))
         }
         ["store", "list", ..] => {
-            let stores = table()?.list_stores().await.map_err(|e| e.to_string())?;
+            let stores = table()?.list_shops().await.map_err(|e| e.to_string())?;
             let mut out = format!("{} store(s)", stores.len());
             for s in stores {
                 let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
@@ -150,7 +150,7 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             Ok(out)
         }
         ["store", "delete", name, ..] => match table()?
-            .delete_store(name)
+            .delete_shop(name)
             .await
             .map_err(|e| e.to_string())?
         {

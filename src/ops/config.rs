@@ -29,7 +29,7 @@ fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// `None` for the default store.
-    pub store: Option<String>,
+    pub shop: Option<String>,
     pub tokens: Tokens,
     pub postback: PostbackTemplate,
     pub rules: Rules,
@@ -43,7 +43,7 @@ impl Profile {
     /// The dedup record key of a conversion of this store.
     pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
         let space = if dry_run { "dry" } else { "evt" };
-        match &self.store {
+        match &self.shop {
             None => format!("{space}#{event_id}"),
             Some(store) => format!("{space}#{store}#{event_id}"),
         }
@@ -130,7 +130,7 @@ impl Config {
 
         Ok(Config {
             profile: std::sync::Arc::new(Profile {
-                store: None,
+                shop: None,
                 tokens,
                 postback,
                 rules: Rules {

@@ -1,7 +1,7 @@
 //! Sending a claimed conversion and recording how it ended: shared by the webhook path
 //! ([`crate::bridge`]) and the redrive consumer ([`crate::redrive::consumer`]).
 
-use crate::ledger::claim::{Claim, DedupStore, Finish};
+use crate::ledger::claim::{Claim, Finish, Ledger};
 use crate::ops::clock::Clock;
 use crate::postback::redtrack::{Accepted, SendError, Tracker};
 use std::time::Instant;
@@ -14,7 +14,7 @@ pub const QUEUED_KEEP_S: i64 = 15 * 86_400;
 
 /// The outcome of one send of a claimed conversion.
 #[derive(Debug)]
-pub enum Sent {
+pub enum SendOutcome {
     /// RedTrack accepted; the claim is recorded `SENT`.
     Accepted(Accepted),
     /// RedTrack refused for good (4xx other than 429); the claim is recorded `FAILED`.
@@ -25,7 +25,7 @@ pub enum Sent {
 
 /// The store, tracker and clock a send needs.
 pub struct Courier<'a> {
-    pub store: &'a dyn DedupStore,
+    pub ledger: &'a dyn Ledger,
     pub tracker: &'a dyn Tracker,
     pub clock: &'a dyn Clock,
     pub ttl_days: u32,
@@ -33,12 +33,12 @@ pub struct Courier<'a> {
 
 impl Courier<'_> {
     /// Sends the postback of a conversion this attempt holds the claim of.
-    pub async fn send(&self, claim: &Claim, url: &Url, deadline: Instant) -> Sent {
+    pub async fn send(&self, claim: &Claim, url: &Url, deadline: Instant) -> SendOutcome {
         match self.tracker.send(url, deadline).await {
             Ok(accepted) => {
                 let keep = i64::from(self.ttl_days) * 86_400;
                 self.record(claim, Finish::Sent, keep).await;
-                Sent::Accepted(accepted)
+                SendOutcome::Accepted(accepted)
             }
             Err(err @ SendError::Rejected { .. }) => {
                 tracing::error!(
@@ -49,9 +49,9 @@ impl Courier<'_> {
                     "RedTrack refused the postback; not retried"
                 );
                 self.record(claim, Finish::Failed, FAILED_KEEP_S).await;
-                Sent::Refused(err)
+                SendOutcome::Refused(err)
             }
-            Err(err) => Sent::Retryable(err),
+            Err(err) => SendOutcome::Retryable(err),
         }
     }
 
@@ -60,7 +60,7 @@ impl Courier<'_> {
     pub async fn record(&self, claim: &Claim, finish: Finish, keep_s: i64) -> bool {
         let now_ms = self.clock.now_ms();
         match self
-            .store
+            .ledger
             .finish(claim, finish, now_ms, now_ms / 1000 + keep_s)
             .await
         {
@@ -89,7 +89,7 @@ impl Courier<'_> {
 
     /// Gives the claim up so a redelivery can send.
     pub async fn release(&self, claim: &Claim) {
-        if let Err(err) = self.store.release(claim).await {
+        if let Err(err) = self.ledger.release(claim).await {
             tracing::error!(order_id = %claim.order_id, event_id = %event_id(claim), error = %err, "could not release the claim");
         }
     }

@@ -2,10 +2,10 @@
 //! claim protocol, with the message's visibility timeout growing per attempt so a conversion is
 //! retried for more than 72 hours before SQS moves it to the dead-letter queue.
 
-use crate::ledger::claim::{Claim, ClaimOutcome, DedupStore, Finish};
+use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger};
 use crate::ops::clock::{Clock, random_u64};
 use crate::postback::redtrack::Tracker;
-use crate::postback::send::{Courier, QUEUED_KEEP_S, Sent};
+use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveMessage, RedriveQueue};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub enum Disposition {
 
 /// The consumer with its clients.
 pub struct Redriver {
-    pub store: Arc<dyn DedupStore>,
+    pub ledger: Arc<dyn Ledger>,
     pub tracker: Arc<dyn Tracker>,
     pub clock: Arc<dyn Clock>,
     pub ttl_days: u32,
@@ -45,7 +45,7 @@ pub struct Redriver {
 impl Redriver {
     fn courier(&self) -> Courier<'_> {
         Courier {
-            store: self.store.as_ref(),
+            ledger: self.ledger.as_ref(),
             tracker: self.tracker.as_ref(),
             clock: self.clock.as_ref(),
             ttl_days: self.ttl_days,
@@ -87,7 +87,7 @@ impl Redriver {
             );
             crate::ops::metrics::conversion(outcome, None);
         };
-        match self.store.claim(&claim).await {
+        match self.ledger.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}
             Ok(ClaimOutcome::AlreadySent { .. }) => {
                 log("duplicate", None, None);
@@ -116,16 +116,16 @@ impl Redriver {
             return Disposition::Done;
         };
         match self.courier().send(&claim, &url, deadline).await {
-            Sent::Accepted(accepted) => {
+            SendOutcome::Accepted(accepted) => {
                 log("sent", Some(accepted.attempts), Some(accepted.status));
                 Disposition::Done
             }
-            Sent::Refused(err) => {
+            SendOutcome::Refused(err) => {
                 log("dead_lettered", Some(err.attempts()), err.status());
                 self.to_dlq(message).await;
                 Disposition::Done
             }
-            Sent::Retryable(err) => {
+            SendOutcome::Retryable(err) => {
                 log("queued", Some(err.attempts()), err.status());
                 self.courier()
                     .record(&claim, Finish::Queued, QUEUED_KEEP_S)

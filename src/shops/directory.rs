@@ -7,7 +7,7 @@ use crate::conversion::classify::{
     CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
 };
 use crate::inbound::auth::{Secret, Tokens};
-use crate::ledger::claim::StoreError;
+use crate::ledger::claim::LedgerError;
 use crate::ops::clock::Clock;
 use crate::ops::config::Profile;
 use crate::postback::template::PostbackTemplate;
@@ -20,7 +20,7 @@ pub const CACHE_TTL_MS: i64 = 60_000;
 
 /// A store as kept in the table.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoreRecord {
+pub struct ShopRecord {
     pub name: String,
     /// Hex SHA-256 digests of the accepted tokens (one, or two while rotating).
     pub token_digests: Vec<String>,
@@ -34,9 +34,9 @@ pub struct StoreRecord {
     pub cartpanda_api_token: Option<String>,
 }
 
-impl std::fmt::Debug for StoreRecord {
+impl std::fmt::Debug for ShopRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreRecord")
+        f.debug_struct("ShopRecord")
             .field("name", &self.name)
             .field("tokens", &self.token_digests.len())
             .field("conversion_types", &self.conversion_types)
@@ -65,7 +65,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl StoreRecord {
+impl ShopRecord {
     /// The record's profile; an invalid record is reported, never half-used.
     pub fn profile(&self) -> Result<Profile, String> {
         check_name(&self.name)?;
@@ -89,7 +89,7 @@ impl StoreRecord {
             text => CartxTestOrders::parse(text).map_err(|e| format!("cartx test orders {e}"))?,
         };
         Ok(Profile {
-            store: Some(self.name.clone()),
+            shop: Some(self.name.clone()),
             tokens,
             postback,
             rules: Rules {
@@ -105,8 +105,8 @@ impl StoreRecord {
 }
 
 #[async_trait]
-pub trait StoreDirectory: Send + Sync {
-    async fn get(&self, name: &str) -> Result<Option<StoreRecord>, StoreError>;
+pub trait ShopDirectory: Send + Sync {
+    async fn get(&self, name: &str) -> Result<Option<ShopRecord>, LedgerError>;
 }
 
 /// A cached profile (`None`: no such store) and when it was read.
@@ -114,14 +114,14 @@ type Cached = (Option<Arc<Profile>>, i64);
 
 /// The profiles of named stores, each read on first use and kept [`CACHE_TTL_MS`] (unknown names
 /// too, so probing the URL cannot hammer the table).
-pub struct StoreCache {
-    directory: Arc<dyn StoreDirectory>,
+pub struct ShopCache {
+    directory: Arc<dyn ShopDirectory>,
     entries: Mutex<HashMap<String, Cached>>,
 }
 
-impl StoreCache {
-    pub fn new(directory: Arc<dyn StoreDirectory>) -> Self {
-        StoreCache {
+impl ShopCache {
+    pub fn new(directory: Arc<dyn ShopDirectory>) -> Self {
+        ShopCache {
             directory,
             entries: Mutex::new(HashMap::new()),
         }
@@ -132,7 +132,7 @@ impl StoreCache {
         &self,
         name: &str,
         clock: &dyn Clock,
-    ) -> Result<Option<Arc<Profile>>, StoreError> {
+    ) -> Result<Option<Arc<Profile>>, LedgerError> {
         if check_name(name).is_err() {
             return Ok(None);
         }
@@ -147,7 +147,7 @@ impl StoreCache {
             Some(record) => match record.profile() {
                 Ok(p) => Some(Arc::new(p)),
                 Err(problem) => {
-                    tracing::error!(store = name, problem = %problem, "store settings are invalid; deliveries refused");
+                    tracing::error!(shop = name, problem = %problem, "shop settings are invalid; deliveries refused");
                     None
                 }
             },

@@ -8,12 +8,12 @@ use aws_sdk_dynamodb::types::{
 };
 use cartpanda_redtrack::bridge::Bridge;
 use cartpanda_redtrack::inbound::verify::CartpandaApi;
-use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::ops::config::Config;
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::shops::directory::StoreCache;
+use cartpanda_redtrack::shops::directory::ShopCache;
 use cartpanda_redtrack::{inbound::http, inbound::runtime};
 use lambda_http::RequestExt;
 use lambda_http::request::LambdaRequest;
@@ -173,7 +173,7 @@ pub async fn harness_with(options: Options) -> Harness {
     }
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
     let store_client = dynamo_client(options.dynamo_endpoint.as_deref().unwrap_or(&endpoint));
-    let store = Arc::new(DynamoStore::new(store_client, table.clone()));
+    let store = Arc::new(DynamoLedger::new(store_client, table.clone()));
     let tracker = RedTrackClient::new(config.redtrack_timeout, options.retry).unwrap();
     let sqs = sqs_client(&endpoint);
     let queue_url = match options.with_queue {
@@ -185,11 +185,11 @@ pub async fn harness_with(options: Options) -> Harness {
         .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url.clone())) as Arc<dyn RedriveQueue>);
     let bridge = Bridge {
         config,
-        store: store.clone(),
+        ledger: store.clone(),
         tracker: Arc::new(tracker),
         clock: options.clock,
         queue,
-        stores: Some(StoreCache::new(store)),
+        shops: Some(ShopCache::new(store)),
         orders: Some(Arc::new(
             CartpandaApi::new(Duration::from_millis(1000)).unwrap(),
         )),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use cartpanda_redtrack::ledger::dynamo::DynamoStore;
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::admin;
 use common::*;
 use serde_json::{Value, json};
@@ -193,11 +193,11 @@ async fn s2s_test_orders_bad_methods_and_tokens() {
 const TOKEN_A: &str = "store-a-secret-0123456789";
 const TOKEN_B: &str = "store-b-secret-9876543210";
 
-async fn put_store(h: &Harness, name: &str, token: &str, receiver: &MockServer, types: &str) {
-    put_store_with(h, name, token, receiver, types, &[]).await;
+async fn put_shop(h: &Harness, name: &str, token: &str, receiver: &MockServer, types: &str) {
+    put_shop_with(h, name, token, receiver, types, &[]).await;
 }
 
-async fn put_store_with(
+async fn put_shop_with(
     h: &Harness,
     name: &str,
     token: &str,
@@ -224,7 +224,7 @@ async fn put_store_with(
     .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
-    let record = admin::store_record(name, &args).expect("valid store");
+    let record = admin::shop_record(name, &args).expect("valid store");
     assert!(
         !format!("{record:?}").contains(token),
         "Debug hides the token"
@@ -233,8 +233,8 @@ async fn put_store_with(
         !record.token_digests.iter().any(|d| d.contains(token)),
         "tokens are stored hashed"
     );
-    DynamoStore::new(dynamo_client(&moto_endpoint()), h.table.clone())
-        .put_store(&record, 0)
+    DynamoLedger::new(dynamo_client(&moto_endpoint()), h.table.clone())
+        .put_shop(&record, 0)
         .await
         .unwrap();
 }
@@ -246,8 +246,8 @@ async fn two_stores_two_receivers_no_cross_talk() {
     let (a, b) = (MockServer::start().await, MockServer::start().await);
     accept_all(&a).await;
     accept_all(&b).await;
-    put_store(&h, "loja-a", TOKEN_A, &a, "order.paid=Sale").await;
-    put_store(&h, "loja-b", TOKEN_B, &b, "order.paid=Purchase").await;
+    put_shop(&h, "loja-a", TOKEN_A, &a, "order.paid=Sale").await;
+    put_shop(&h, "loja-b", TOKEN_B, &b, "order.paid=Purchase").await;
     let to = |store: &str, token: &str, body: &Value| {
         apigw_event_at(
             &format!("/cartpanda/{store}"),
@@ -318,9 +318,9 @@ async fn each_shop_chooses_what_is_cartx_test_alone_means() {
     let (real, sandbox) = (MockServer::start().await, MockServer::start().await);
     accept_all(&real).await;
     accept_all(&sandbox).await;
-    put_store(&h, "loja-real", TOKEN_A, &real, "order.paid=Purchase").await;
+    put_shop(&h, "loja-real", TOKEN_A, &real, "order.paid=Purchase").await;
     let skip = ["--cartx-test-orders", "skip"];
-    put_store_with(
+    put_shop_with(
         &h,
         "loja-sandbox",
         TOKEN_B,
@@ -366,7 +366,7 @@ async fn each_shop_chooses_what_is_cartx_test_alone_means() {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let err = admin::store_record("loja-x", &bad).unwrap_err();
+    let err = admin::shop_record("loja-x", &bad).unwrap_err();
     assert!(err.contains("--cartx-test-orders"), "{err}");
 }
 
