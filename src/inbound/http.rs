@@ -1,9 +1,10 @@
-//! The HTTP adapter: route, find the store, authenticate, read the request, classify, verify (when
-//! configured), hand over to the bridge, and answer JSON. Nothing but the token is looked at
-//! before the token is checked.
+//! The HTTP adapter, and only that: request → route and shop, credentials and input → the
+//! service ([`Bridge::deliver`]) → response. It decides nothing about the delivery: skipping,
+//! previews, dry runs, verification and processing are the service's, and so is the status
+//! table ([`Answer::status`], [`AppError::status`]). Nothing but the token is looked at before
+//! the token is checked.
 
-use crate::bridge::{Bridge, Report};
-use crate::conversion::classify::{self, Classified, Decision, Rules, Skip};
+use crate::bridge::{Answer, Bridge, DeliveryOptions, Handled};
 use crate::inbound::error::AppError;
 use crate::inbound::webhook::{self, Delivery, MAX_BODY_BYTES};
 use crate::ops::config::Profile;
@@ -21,13 +22,13 @@ pub const TOKEN_HEADER: &str = "x-webhook-token";
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// `None` for the default store (configured by the environment).
+    /// `None` for the default shop (configured by the environment).
     pub shop: Option<String>,
     pub s2s: bool,
 }
 
-/// Reads the route from the path: `…/cartpanda`, `…/cartpanda/s2s`, `…/cartpanda/<store>`,
-/// `…/cartpanda/<store>/s2s` (any stage prefix). A path without a `cartpanda` segment is the
+/// Reads the route from the path: `…/cartpanda`, `…/cartpanda/s2s`, `…/cartpanda/<shop>`,
+/// `…/cartpanda/<shop>/s2s` (any stage prefix). A path without a `cartpanda` segment is the
 /// default webhook, so the function also works behind a bare function URL.
 pub fn route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -46,12 +47,12 @@ pub fn route(path: &str) -> Option<Route> {
             shop: None,
             s2s: true,
         }),
-        [store] => Some(Route {
-            shop: Some((*store).to_owned()),
+        [shop] => Some(Route {
+            shop: Some((*shop).to_owned()),
             s2s: false,
         }),
-        [store, "s2s"] => Some(Route {
-            shop: Some((*store).to_owned()),
+        [shop, "s2s"] => Some(Route {
+            shop: Some((*shop).to_owned()),
             s2s: true,
         }),
         _ => None,
@@ -101,7 +102,15 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
     } else {
         webhook_delivery(req)?
     };
-    respond(bridge, &profile, req, &delivery).await
+    let options = DeliveryOptions {
+        dry_run: query_flag(req, "dry_run"),
+        deadline_ms: req
+            .lambda_context_ref()
+            .map(|c| c.deadline as i64)
+            .filter(|d| *d > 0),
+    };
+    let answer = bridge.deliver(&profile, &delivery, options).await?;
+    Ok(answer_response(&answer))
 }
 
 fn webhook_delivery(req: &Request) -> Result<Delivery, AppError> {
@@ -148,99 +157,6 @@ fn s2s_delivery(req: &Request) -> Result<Delivery, AppError> {
     Ok(crate::inbound::s2s::delivery(&query))
 }
 
-async fn respond(
-    bridge: &Bridge,
-    profile: &Profile,
-    req: &Request,
-    delivery: &Delivery,
-) -> Result<Response<Body>, AppError> {
-    let rules = &profile.rules;
-    let classified = classify::classify(delivery, rules)?;
-    let order_id = classified.order_id.as_deref().unwrap_or_default();
-    let event = classified.event;
-    let shop = profile.shop.as_deref();
-    let cartx_test = classified.order.is_some_and(classify::is_cartx_test);
-    if let Some(order) = classified.order.filter(|o| classify::is_cartx_test(o)) {
-        crate::ops::metrics::cartx_test(rules.is_test(order));
-    }
-    let (conversions, order) = match (&classified.decision, classified.order) {
-        (Decision::Convert(conversions), Some(order)) => (conversions, order),
-        (Decision::Skip(reason), _) => {
-            let reason = *reason;
-            tracing::info!(
-                shop,
-                order_id,
-                event,
-                outcome = "skipped",
-                reason = reason.code(),
-                cartx_test,
-                "delivery skipped"
-            );
-            crate::ops::metrics::skipped(reason.code());
-            // A test order is answered with what would have been sent.
-            let preview = match reason {
-                Skip::TestOrder => {
-                    let send_all = Rules {
-                        send_test_orders: true,
-                        ..rules.clone()
-                    };
-                    match classify::classify(delivery, &send_all) {
-                        Ok(Classified {
-                            decision: Decision::Convert(conversions),
-                            order: Some(order),
-                            ..
-                        }) => {
-                            bridge
-                                .preview(profile, order_id, order, &conversions)
-                                .conversions
-                        }
-                        _ => Vec::new(),
-                    }
-                }
-                _ => Vec::new(),
-            };
-            return Ok(json_response(
-                200,
-                &json!({
-                    "order_id": classified.order_id,
-                    "event": event,
-                    "skipped": reason.code(),
-                    "message": reason.message(),
-                    "conversions": preview,
-                }),
-            ));
-        }
-        (Decision::Convert(_), None) => {
-            return Err(webhook::ParseError::Shape("order missing".to_owned()).into());
-        }
-    };
-    if query_flag(req, "dry_run") {
-        tracing::info!(
-            shop,
-            order_id,
-            event,
-            outcome = "dry_run",
-            cartx_test,
-            "dry run requested; nothing claimed or sent"
-        );
-        let report = bridge.preview(profile, order_id, order, conversions);
-        return Ok(report_response(event, order_id, &report));
-    }
-    if let Some(token) = &profile.cartpanda_api_token {
-        bridge
-            .verify(order_id, order, conversions[0].kind, token)
-            .await?;
-    }
-    let deadline_ms = req
-        .lambda_context_ref()
-        .map(|c| c.deadline as i64)
-        .filter(|d| *d > 0);
-    let report = bridge
-        .process(profile, event, order_id, order, conversions, deadline_ms)
-        .await;
-    Ok(report_response(event, order_id, &report))
-}
-
 /// Whether the query says `name=1` (or `true`/`yes`).
 fn query_flag(req: &Request, name: &str) -> bool {
     req.query_string_parameters_ref()
@@ -256,30 +172,30 @@ fn authenticate(profile: &Profile, req: &Request) -> Result<(), AppError> {
     profile.tokens.verify(query, header).map_err(AppError::Auth)
 }
 
-fn report_response(event: &str, order_id: &str, report: &Report) -> Response<Body> {
-    let status = report.status();
-    let mut body = json!({
-        "order_id": order_id,
-        "event": event,
-        "conversions": report.conversions,
-    });
-    let error = match status {
-        503 => Some(
-            "the dedup store (DynamoDB) is unavailable; nothing was sent for the conversions not yet recorded; redeliver later",
-        ),
-        502 => Some(
-            "RedTrack did not accept every postback; the failed ones were released and will be sent on redelivery",
-        ),
-        409 => Some(
-            "a conversion is being processed by another delivery or conflicts with an earlier one",
-        ),
-        _ => None,
+/// The service's answer as JSON, with its status (and `Retry-After` for a live lease).
+fn answer_response(answer: &Answer) -> Response<Body> {
+    let body = match &answer.result {
+        Handled::Skipped { reason, preview } => json!({
+            "order_id": answer.order_id,
+            "event": answer.event,
+            "skipped": reason.code(),
+            "message": reason.message(),
+            "conversions": preview,
+        }),
+        Handled::Converted(report) => {
+            let mut body = json!({
+                "order_id": answer.order_id.as_deref().unwrap_or_default(),
+                "event": answer.event,
+                "conversions": report.conversions,
+            });
+            if let (Some(error), Value::Object(map)) = (report.error(), &mut body) {
+                map.insert("error".to_owned(), Value::from(error));
+            }
+            body
+        }
     };
-    if let (Some(error), Value::Object(map)) = (error, &mut body) {
-        map.insert("error".to_owned(), Value::from(error));
-    }
-    let mut response = json_response(status, &body);
-    if let Some(secs) = report.retry_after_s().filter(|_| status == 409) {
+    let mut response = json_response(answer.status(), &body);
+    if let Some(secs) = answer.retry_after_s() {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -304,9 +220,9 @@ mod tests {
 
     #[test]
     fn routes() {
-        let r = |store: Option<&str>, s2s| {
+        let r = |shop: Option<&str>, s2s| {
             Some(Route {
-                shop: store.map(str::to_owned),
+                shop: shop.map(str::to_owned),
                 s2s,
             })
         };

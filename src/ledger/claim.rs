@@ -27,6 +27,32 @@ pub struct Claim {
     pub lease_until_ms: i64,
 }
 
+impl Claim {
+    /// A new attempt at claiming `key`: a unique attempt ID, and a lease until the invocation's
+    /// `deadline_ms` (at least a second). The webhook path and the redrive consumer both claim
+    /// through it.
+    pub fn new(
+        key: String,
+        fingerprint: String,
+        order_id: &str,
+        event: &str,
+        conversion_type: &str,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Claim {
+        Claim {
+            key,
+            fingerprint,
+            attempt: format!("{now_ms:x}-{:016x}", crate::ops::clock::random_u64()),
+            order_id: order_id.to_owned(),
+            event: event.to_owned(),
+            conversion_type: conversion_type.to_owned(),
+            now_ms,
+            lease_until_ms: deadline_ms.max(now_ms + 1000),
+        }
+    }
+}
+
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {

@@ -1,0 +1,133 @@
+//! One authenticated delivery, decided: classify it, then skip it (logged and counted; a test
+//! order answered with what would have been sent), preview it (`?dry_run=1`), verify the order
+//! (when the shop has a Cartpanda API token), or process it.
+
+use super::report::{Answer, Handled};
+use super::{Bridge, ConversionReport, Report};
+use crate::conversion::classify::{self, Classified, Conversion, Decision, Rules, Skip};
+use crate::inbound::error::AppError;
+use crate::inbound::webhook::{Delivery, Order, ParseError};
+use crate::ops::config::Profile;
+
+/// What the request asks beside its delivery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeliveryOptions {
+    /// `?dry_run=1`: render and return the postbacks, claim and send nothing.
+    pub dry_run: bool,
+    /// The invocation's deadline, epoch milliseconds; `None` gives [`super::DEFAULT_BUDGET`].
+    pub deadline_ms: Option<i64>,
+}
+
+impl Bridge {
+    /// Decides and does what one authenticated delivery asks. Errors are refusals before
+    /// anything was claimed (an unprocessable order, an order Cartpanda's API does not confirm).
+    pub async fn deliver(
+        &self,
+        profile: &Profile,
+        delivery: &Delivery,
+        options: DeliveryOptions,
+    ) -> Result<Answer, AppError> {
+        let classified = classify::classify(delivery, &profile.rules)?;
+        count_cartx_test(&classified, &profile.rules);
+        let result = match (&classified.decision, classified.order) {
+            (Decision::Skip(reason), _) => Handled::Skipped {
+                reason: *reason,
+                preview: self.skip(profile, delivery, &classified, *reason),
+            },
+            (Decision::Convert(conversions), Some(order)) => {
+                let order_id = classified.order_id.as_deref().unwrap_or_default();
+                let report = self
+                    .convert(profile, classified.event, order_id, order, conversions, options)
+                    .await?;
+                Handled::Converted(report)
+            }
+            (Decision::Convert(_), None) => {
+                return Err(ParseError::Shape("order missing".to_owned()).into());
+            }
+        };
+        Ok(Answer {
+            order_id: classified.order_id.clone(),
+            event: classified.event.to_owned(),
+            result,
+        })
+    }
+
+    /// A delivery that converts: previewed when asked, else verified (when configured) and
+    /// processed.
+    async fn convert(
+        &self,
+        profile: &Profile,
+        event: &str,
+        order_id: &str,
+        order: &Order,
+        conversions: &[Conversion<'_>],
+        options: DeliveryOptions,
+    ) -> Result<Report, AppError> {
+        if options.dry_run {
+            tracing::info!(
+                shop = profile.shop.as_deref(),
+                order_id,
+                event,
+                outcome = "dry_run",
+                cartx_test = classify::is_cartx_test(order),
+                "dry run requested; nothing claimed or sent"
+            );
+            return Ok(self.preview(profile, order_id, order, conversions));
+        }
+        if let Some(token) = &profile.cartpanda_api_token {
+            self.verify(order_id, order, conversions[0].kind, token)
+                .await?;
+        }
+        Ok(self
+            .process(profile, event, order_id, order, conversions, options.deadline_ms)
+            .await)
+    }
+
+    /// Logs and counts a skipped delivery; a test order is answered with the postbacks it would
+    /// have sent (classified again with test orders let through).
+    fn skip(
+        &self,
+        profile: &Profile,
+        delivery: &Delivery,
+        classified: &Classified<'_>,
+        reason: Skip,
+    ) -> Vec<ConversionReport> {
+        let order_id = classified.order_id.as_deref().unwrap_or_default();
+        tracing::info!(
+            shop = profile.shop.as_deref(),
+            order_id,
+            event = classified.event,
+            outcome = "skipped",
+            reason = reason.code(),
+            cartx_test = classified.order.is_some_and(classify::is_cartx_test),
+            "delivery skipped"
+        );
+        crate::ops::metrics::skipped(reason.code());
+        if reason != Skip::TestOrder {
+            return Vec::new();
+        }
+        let send_all = Rules {
+            send_test_orders: true,
+            ..profile.rules.clone()
+        };
+        match classify::classify(delivery, &send_all) {
+            Ok(Classified {
+                decision: Decision::Convert(conversions),
+                order: Some(order),
+                ..
+            }) => {
+                self.preview(profile, order_id, order, &conversions)
+                    .conversions
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Counts orders marked only by `is_cartx_test`, by how the rules treat them (metric
+/// `CartxTestOrders` by `TreatedAs`).
+fn count_cartx_test(classified: &Classified<'_>, rules: &Rules) {
+    if let Some(order) = classified.order.filter(|o| classify::is_cartx_test(o)) {
+        crate::ops::metrics::cartx_test(rules.is_test(order));
+    }
+}

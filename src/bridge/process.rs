@@ -1,0 +1,266 @@
+//! Processing the conversions of one order, each through the named steps of the path: claim it
+//! in the ledger, render its postback, send it (or record a dry run), and when RedTrack stays
+//! down queue it for redrive or release it.
+
+use super::preview::{entry, render};
+use super::{Bridge, ConversionReport, DEFAULT_BUDGET, Outcome, Report};
+use crate::conversion::classify::{self, Conversion};
+use crate::inbound::webhook::Order;
+use crate::ledger::claim::{Claim, ClaimOutcome, Finish};
+use crate::ops::config::Profile;
+use crate::postback::redtrack::SendError;
+use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
+use crate::redrive::queue::RedriveMessage;
+use std::time::{Duration, Instant};
+
+/// The order being processed and the time it may take.
+struct Job<'a> {
+    profile: &'a Profile,
+    event: &'a str,
+    order_id: &'a str,
+    order: &'a Order,
+    /// The invocation's deadline, epoch milliseconds (the lease of each claim).
+    deadline_ms: i64,
+    /// The same deadline on the monotonic clock (the budget of each send).
+    deadline: Instant,
+}
+
+impl Bridge {
+    /// Processes the conversions of one order, in order, until the ledger fails.
+    pub async fn process(
+        &self,
+        profile: &Profile,
+        event: &str,
+        order_id: &str,
+        order: &Order,
+        conversions: &[Conversion<'_>],
+        deadline_ms: Option<i64>,
+    ) -> Report {
+        let now_ms = self.clock.now_ms();
+        let deadline_ms = deadline_ms.unwrap_or(now_ms + DEFAULT_BUDGET.as_millis() as i64);
+        let deadline = Instant::now()
+            + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
+        let job = Job {
+            profile,
+            event,
+            order_id,
+            order,
+            deadline_ms,
+            deadline,
+        };
+        let mut report = Report::default();
+        let mut ledger_down = false;
+        let cartx_test = classify::is_cartx_test(order);
+        for conversion in conversions {
+            let entry = if ledger_down {
+                entry(conversion, Outcome::NotAttempted)
+            } else {
+                let started = Instant::now();
+                let entry = self.process_conversion(&job, conversion).await;
+                log_conversion(&job, conversion, &entry, started, cartx_test);
+                entry
+            };
+            ledger_down |= entry.outcome == Outcome::LedgerUnavailable;
+            report.conversions.push(entry);
+        }
+        report
+    }
+
+    /// One conversion: claim → render → send (or record the dry run).
+    async fn process_conversion(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+    ) -> ConversionReport {
+        let claim = match self.claim(job, conversion).await {
+            Ok(claim) => claim,
+            Err(entry) => return entry,
+        };
+        let url = render(job.profile, job.order_id, job.order, conversion);
+        if self.config.dry_run {
+            self.record_dry_run(conversion, &claim, url).await
+        } else {
+            self.send(job, conversion, &claim, url).await
+        }
+    }
+
+    /// Claims the conversion in the ledger; the report entry when this attempt may not send.
+    async fn claim(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+    ) -> Result<Claim, ConversionReport> {
+        let claim = Claim::new(
+            job.profile
+                .record_key(&conversion.event_id, self.config.dry_run),
+            classify::fingerprint(job.order, conversion),
+            job.order_id,
+            job.event,
+            &conversion.conversion_type,
+            self.clock.now_ms(),
+            job.deadline_ms,
+        );
+        let order_id = job.order_id;
+        let mut entry = entry(conversion, Outcome::NotAttempted);
+        match self.ledger.claim(&claim).await {
+            Ok(ClaimOutcome::Claimed) => return Ok(claim),
+            Ok(ClaimOutcome::AlreadySent { .. }) => {
+                entry.outcome = Outcome::Duplicate;
+                entry.replay = true;
+            }
+            Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
+                entry.outcome = Outcome::InProgress;
+                entry.retry_after_s = Some(
+                    ((lease_until_ms - claim.now_ms).max(0) as u64)
+                        .div_ceil(1000)
+                        .max(1),
+                );
+                entry.message = Some(
+                    "another delivery of this conversion is being processed; retry later"
+                        .to_owned(),
+                );
+            }
+            Ok(ClaimOutcome::Conflict) => {
+                tracing::warn!(order_id, event_id = %conversion.event_id, "conflict: same event ID, different conversion");
+                entry.outcome = Outcome::Conflict;
+                entry.message = Some(
+                    "this event ID was already recorded with a different click ID, type, sum or currency; not sent"
+                        .to_owned(),
+                );
+            }
+            Err(err) => {
+                tracing::error!(order_id, event_id = %conversion.event_id, error = %err, "the ledger failed");
+                entry.outcome = Outcome::LedgerUnavailable;
+            }
+        }
+        Err(entry)
+    }
+
+    /// A dry run: recorded as sent (in the `dry#` key space), the postback returned.
+    async fn record_dry_run(
+        &self,
+        conversion: &Conversion<'_>,
+        claim: &Claim,
+        url: url::Url,
+    ) -> ConversionReport {
+        let keep_s = i64::from(self.config.ttl_days) * 86_400;
+        self.courier().record(claim, Finish::Sent, keep_s).await;
+        let mut entry = entry(conversion, Outcome::DryRun);
+        entry.postback = Some(url.into());
+        entry
+    }
+
+    /// Sends the postback to RedTrack and reports what it answered.
+    async fn send(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+        claim: &Claim,
+        url: url::Url,
+    ) -> ConversionReport {
+        let mut entry = entry(conversion, Outcome::NotAttempted);
+        let sending = Instant::now();
+        let sent = self.courier().send(claim, &url, job.deadline).await;
+        entry.redtrack_ms = Some(sending.elapsed().as_millis() as u64);
+        match sent {
+            SendOutcome::Accepted(accepted) => {
+                entry.outcome = Outcome::Sent;
+                entry.redtrack_status = Some(accepted.status);
+                entry.attempts = Some(accepted.attempts);
+            }
+            SendOutcome::Refused(err) => {
+                entry.outcome = Outcome::Failed;
+                entry.redtrack_status = err.status();
+                entry.attempts = Some(err.attempts());
+                entry.message = Some(format!(
+                    "{err}; not retried: check the postback URL and conversion type in RedTrack"
+                ));
+            }
+            SendOutcome::Retryable(err) => {
+                entry.redtrack_status = err.status();
+                entry.attempts = Some(err.attempts());
+                self.queue_or_release(job, conversion, claim, url, &err, &mut entry)
+                    .await;
+            }
+        }
+        entry
+    }
+
+    /// RedTrack stayed down: queue the conversion for redrive (202), or release its claim so a
+    /// redelivery can send it (502).
+    async fn queue_or_release(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+        claim: &Claim,
+        url: url::Url,
+        err: &SendError,
+        entry: &mut ConversionReport,
+    ) {
+        let courier = self.courier();
+        if self.queue(job, conversion, claim, url).await {
+            courier.record(claim, Finish::Queued, QUEUED_KEEP_S).await;
+            entry.outcome = Outcome::Queued;
+            entry.message = Some(format!("{err}; queued for redrive"));
+        } else {
+            courier.release(claim).await;
+            entry.outcome = Outcome::Failed;
+            entry.message = Some(format!("{err}; released for redelivery"));
+        }
+    }
+
+    /// Hands the rendered postback to the redrive queue; false when there is none or it failed.
+    async fn queue(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+        claim: &Claim,
+        url: url::Url,
+    ) -> bool {
+        let message = RedriveMessage {
+            v: 1,
+            key: claim.key.clone(),
+            event_id: conversion.event_id.clone(),
+            fingerprint: claim.fingerprint.clone(),
+            order_id: job.order_id.to_owned(),
+            event: job.event.to_owned(),
+            conversion_type: conversion.conversion_type.clone(),
+            postback: url.into(),
+            first_failure_ms: self.clock.now_ms(),
+        };
+        let Some(queue) = &self.queue else {
+            return false;
+        };
+        match queue.enqueue(&message, self.config.redrive_delay_s).await {
+            Ok(()) => true,
+            Err(queue_err) => {
+                tracing::error!(order_id = job.order_id, event_id = %conversion.event_id, error = %queue_err, "could not queue for redrive");
+                false
+            }
+        }
+    }
+}
+
+/// The decision log line of one conversion, and its metrics.
+fn log_conversion(
+    job: &Job<'_>,
+    conversion: &Conversion<'_>,
+    entry: &ConversionReport,
+    started: Instant,
+    cartx_test: bool,
+) {
+    tracing::info!(
+        shop = job.profile.shop.as_deref(),
+        order_id = job.order_id,
+        event = job.event,
+        event_id = %conversion.event_id,
+        conversion_type = %conversion.conversion_type,
+        outcome = entry.outcome.as_str(),
+        redtrack_status = entry.redtrack_status,
+        attempts = entry.attempts,
+        latency_ms = started.elapsed().as_millis() as u64,
+        cartx_test,
+        "conversion"
+    );
+    crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+}
