@@ -3,7 +3,7 @@
 //! retried for more than 72 hours before SQS moves it to the dead-letter queue.
 
 use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger};
-use crate::ops::clock::{Clock, random_u64};
+use crate::ops::clock::Clock;
 use crate::postback::redtrack::Tracker;
 use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveMessage, RedriveQueue};
@@ -52,7 +52,8 @@ impl Redriver {
         }
     }
 
-    /// Handles one queued conversion; `receive_count` is SQS's `ApproximateReceiveCount`.
+    /// Handles one queued conversion; `receive_count` is SQS's `ApproximateReceiveCount`:
+    /// claim → send → done, queued again, or handed to the DLQ.
     pub async fn handle(
         &self,
         message: &RedriveMessage,
@@ -62,60 +63,71 @@ impl Redriver {
         let now_ms = self.clock.now_ms();
         let deadline = Instant::now()
             + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
-        let retry = Disposition::RetryAfter(visibility_after(receive_count));
-        let claim = Claim {
-            key: message.key.clone(),
-            fingerprint: message.fingerprint.clone(),
-            attempt: format!("{now_ms:x}-{:016x}", random_u64()),
-            order_id: message.order_id.clone(),
-            event: message.event.clone(),
-            conversion_type: message.conversion_type.clone(),
+        let claim = Claim::new(
+            message.key.clone(),
+            message.fingerprint.clone(),
+            &message.order_id,
+            &message.event,
+            &message.conversion_type,
             now_ms,
-            lease_until_ms: deadline_ms.max(now_ms + 1000),
-        };
-        let log = |outcome: &str, attempts: Option<u32>, status: Option<u16>| {
-            tracing::info!(
-                order_id = %message.order_id,
-                event = %message.event,
-                event_id = %message.event_id,
-                conversion_type = %message.conversion_type,
-                outcome,
-                receive_count,
-                attempts,
-                redtrack_status = status,
-                "redrive"
-            );
-            crate::ops::metrics::conversion(outcome, None);
-        };
-        match self.ledger.claim(&claim).await {
-            Ok(ClaimOutcome::Claimed) => {}
+            deadline_ms,
+        );
+        match self.claim(message, &claim, receive_count).await {
+            Some(disposition) => disposition,
+            None => self.send(message, &claim, receive_count, deadline).await,
+        }
+    }
+
+    /// Claims the queued conversion; `None` when this attempt holds the claim and must send,
+    /// else what to do with the message.
+    async fn claim(
+        &self,
+        message: &RedriveMessage,
+        claim: &Claim,
+        receive_count: u32,
+    ) -> Option<Disposition> {
+        let log = |outcome: &str| log(message, outcome, receive_count, None, None);
+        match self.ledger.claim(claim).await {
+            Ok(ClaimOutcome::Claimed) => None,
             Ok(ClaimOutcome::AlreadySent { .. }) => {
-                log("duplicate", None, None);
-                return Disposition::Done;
+                log("duplicate");
+                Some(Disposition::Done)
             }
             Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
-                log("in_progress", None, None);
-                let wait = ((lease_until_ms - now_ms).max(0) / 1000 + 1) as u32;
-                return Disposition::RetryAfter(wait.clamp(1, MAX_VISIBILITY_S));
+                log("in_progress");
+                let wait = ((lease_until_ms - claim.now_ms).max(0) / 1000 + 1) as u32;
+                Some(Disposition::RetryAfter(wait.clamp(1, MAX_VISIBILITY_S)))
             }
             Ok(ClaimOutcome::Conflict) => {
-                log("dead_lettered", None, None);
+                log("dead_lettered");
                 tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "redrive conflict: the event ID was recorded for another conversion; handed to the DLQ");
                 self.to_dlq(message).await;
-                return Disposition::Done;
+                Some(Disposition::Done)
             }
             Err(err) => {
-                tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "dedup store failed; will retry");
-                return retry;
+                tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "the ledger failed; will retry");
+                Some(Disposition::RetryAfter(visibility_after(receive_count)))
             }
         }
+    }
+
+    /// Sends the claimed conversion's postback: done when RedTrack accepts, to the DLQ when it
+    /// refuses (or the postback is unreadable), queued again when it is still down.
+    async fn send(
+        &self,
+        message: &RedriveMessage,
+        claim: &Claim,
+        receive_count: u32,
+        deadline: Instant,
+    ) -> Disposition {
         let Ok(url) = url::Url::parse(&message.postback) else {
             tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "queued postback is not a URL; handed to the DLQ");
-            self.courier().release(&claim).await;
+            self.courier().release(claim).await;
             self.to_dlq(message).await;
             return Disposition::Done;
         };
-        match self.courier().send(&claim, &url, deadline).await {
+        let log = |outcome, attempts, status| log(message, outcome, receive_count, attempts, status);
+        match self.courier().send(claim, &url, deadline).await {
             SendOutcome::Accepted(accepted) => {
                 log("sent", Some(accepted.attempts), Some(accepted.status));
                 Disposition::Done
@@ -128,9 +140,9 @@ impl Redriver {
             SendOutcome::Retryable(err) => {
                 log("queued", Some(err.attempts()), err.status());
                 self.courier()
-                    .record(&claim, Finish::Queued, QUEUED_KEEP_S)
+                    .record(claim, Finish::Queued, QUEUED_KEEP_S)
                     .await;
-                retry
+                Disposition::RetryAfter(visibility_after(receive_count))
             }
         }
     }
@@ -147,6 +159,28 @@ impl Redriver {
             }
         }
     }
+}
+
+/// The `redrive` decision log line of one message, and its metric.
+fn log(
+    message: &RedriveMessage,
+    outcome: &str,
+    receive_count: u32,
+    attempts: Option<u32>,
+    status: Option<u16>,
+) {
+    tracing::info!(
+        order_id = %message.order_id,
+        event = %message.event,
+        event_id = %message.event_id,
+        conversion_type = %message.conversion_type,
+        outcome,
+        receive_count,
+        attempts,
+        redtrack_status = status,
+        "redrive"
+    );
+    crate::ops::metrics::conversion(outcome, None);
 }
 
 /// The SQS-triggered Lambda around a [`Redriver`].
@@ -282,5 +316,30 @@ mod tests {
             "retried for {} h: more than the 4 days planned",
             total / 3600
         );
+    }
+
+    /// `maxReceiveCount` of the redrive queue in template.yaml is [`MAX_RECEIVES`]: they cannot
+    /// be one line, so this proves they agree.
+    #[test]
+    fn the_template_redrives_after_max_receives() {
+        let template = include_str!("../../template.yaml");
+        assert_eq!(template_max_receive_counts(template), vec![MAX_RECEIVES]);
+        let changed = template.replace("maxReceiveCount: 16", "maxReceiveCount: 5");
+        assert_eq!(template_max_receive_counts(&changed), vec![5], "the scan reads the value");
+    }
+
+    /// Every `maxReceiveCount` under the `RedriveQueue` resource's `RedrivePolicy`.
+    fn template_max_receive_counts(template: &str) -> Vec<u32> {
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let mut lines = template.lines().skip_while(|l| l.trim_end() != "  RedriveQueue:");
+        lines.next().expect("template.yaml has a RedriveQueue resource");
+        lines
+            .take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) > 2)
+            .filter_map(|l| l.trim().strip_prefix("maxReceiveCount:"))
+            .map(|v| {
+                let v = v.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']);
+                v.parse().expect("maxReceiveCount is a number")
+            })
+            .collect()
     }
 }
