@@ -397,15 +397,9 @@ pub fn click_id(order: &Order) -> Result<Option<&str>, Reject> {
 }
 
 fn amount(raw: &RawAmount, field: &str) -> Result<Decimal, Reject> {
-    let parsed = match raw {
-        RawAmount::Absent => {
-            return Err(Reject::AmountMissing {
-                field: field.to_owned(),
-            });
-        }
-        RawAmount::Number(text) => money::parse_amount_number(text),
-        RawAmount::Text(text) => money::parse_amount_text(text),
-    };
+    let parsed = money::parse_raw(raw).ok_or_else(|| Reject::AmountMissing {
+        field: field.to_owned(),
+    })?;
     parsed.map_err(|error| Reject::Amount {
         field: field.to_owned(),
         error,

@@ -38,11 +38,7 @@ pub fn usd_rate(order: &Order) -> Option<Decimal> {
     ]
     .into_iter()
     .find_map(|raw| {
-        let rate = match raw {
-            RawAmount::Absent => return None,
-            RawAmount::Number(t) => money::parse_amount_number(t).ok()?,
-            RawAmount::Text(t) => money::parse_amount_text(t).ok()?,
-        };
+        let rate = money::parse_raw(raw)?.ok()?;
         (rate > Decimal::ZERO).then_some(rate)
     })
 }

@@ -1,6 +1,7 @@
 //! Money as Cartpanda sends it: a JSON number (`7.5`) or a string in Brazilian (`"1.234,56"`)
 //! or international (`"1,234.56"`) format. Parsed into an exact [`Decimal`]; never a float.
 
+use crate::inbound::lenient::RawAmount;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::str::FromStr;
 
@@ -90,6 +91,17 @@ pub fn parse_amount_number(text: &str) -> Result<Decimal, AmountError> {
     bounded(value.abs())
 }
 
+/// Reads a raw amount, however the payload wrote it: `None` when absent, else the amount or why
+/// it could not be read. The one reading of a payload amount (classification, macro values,
+/// currency rates, order verification).
+pub fn parse_raw(raw: &RawAmount) -> Option<Result<Decimal, AmountError>> {
+    match raw {
+        RawAmount::Absent => None,
+        RawAmount::Number(text) => Some(parse_amount_number(text)),
+        RawAmount::Text(text) => Some(parse_amount_text(text)),
+    }
+}
+
 /// Renders an amount as RedTrack's `sum`: a plain decimal with a dot and two places.
 pub fn format_sum(value: Decimal) -> String {
     let rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
@@ -123,34 +135,12 @@ fn strip_currency_prefix(text: &str) -> &str {
     }
 }
 
+/// The digits with `.` as the only separator, its decimal point: which separator is decimal,
+/// the decimal part checked, the thousands groups checked and removed.
 fn normalise_separators(digits: &str) -> Result<String, AmountError> {
-    let last_dot = digits.rfind('.');
-    let last_comma = digits.rfind(',');
-    let dots = digits.matches('.').count();
-    let commas = digits.matches(',').count();
-    let (decimal_sep, group_sep) = match (last_dot, last_comma) {
-        (None, None) => return Ok(digits.to_owned()),
-        (Some(d), Some(c)) => {
-            if d > c {
-                (Some('.'), Some(','))
-            } else {
-                (Some(','), Some('.'))
-            }
-        }
-        (Some(_), None) => {
-            if dots == 1 {
-                (Some('.'), None)
-            } else {
-                (None, Some('.'))
-            }
-        }
-        (None, Some(_)) => {
-            if commas == 1 {
-                (Some(','), None)
-            } else {
-                (None, Some(','))
-            }
-        }
+    let (decimal_sep, group_sep) = match separators(digits) {
+        None => return Ok(digits.to_owned()),
+        Some(seps) => seps,
     };
     let (int_part, frac_part) = match decimal_sep {
         Some(sep) => {
@@ -164,24 +154,7 @@ fn normalise_separators(digits: &str) -> Result<String, AmountError> {
             return Err(AmountError::BadGrouping);
         }
     }
-    let int_digits = match group_sep {
-        Some(sep) if int_part.contains(sep) => {
-            let groups: Vec<&str> = int_part.split(sep).collect();
-            let first_ok = (1..=3).contains(&groups[0].len());
-            let rest_ok = groups[1..].iter().all(|g| g.len() == 3);
-            let all_digits = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
-            if !(first_ok && rest_ok && all_digits) {
-                return Err(AmountError::BadGrouping);
-            }
-            groups.concat()
-        }
-        _ => {
-            if !int_part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(AmountError::BadGrouping);
-            }
-            int_part.to_owned()
-        }
-    };
+    let int_digits = ungroup(int_part, group_sep)?;
     let int_digits = if int_digits.is_empty() {
         "0".to_owned()
     } else {
@@ -191,6 +164,47 @@ fn normalise_separators(digits: &str) -> Result<String, AmountError> {
         Some(frac) => format!("{int_digits}.{frac}"),
         None => int_digits,
     })
+}
+
+/// The decimal and thousands separators the text uses; `None` when it has neither. Where both
+/// appear the last is decimal; a lone one is decimal, a repeated one groups thousands.
+fn separators(digits: &str) -> Option<(Option<char>, Option<char>)> {
+    let alone = |sep: char| {
+        if digits.matches(sep).count() == 1 {
+            (Some(sep), None)
+        } else {
+            (None, Some(sep))
+        }
+    };
+    match (digits.rfind('.'), digits.rfind(',')) {
+        (None, None) => None,
+        (Some(d), Some(c)) if d > c => Some((Some('.'), Some(','))),
+        (Some(_), Some(_)) => Some((Some(','), Some('.'))),
+        (Some(_), None) => Some(alone('.')),
+        (None, Some(_)) => Some(alone(',')),
+    }
+}
+
+/// The integer part's digits, its thousands groups (1-3 digits, then 3 each) checked.
+fn ungroup(int_part: &str, group_sep: Option<char>) -> Result<String, AmountError> {
+    match group_sep {
+        Some(sep) if int_part.contains(sep) => {
+            let groups: Vec<&str> = int_part.split(sep).collect();
+            let first_ok = (1..=3).contains(&groups[0].len());
+            let rest_ok = groups[1..].iter().all(|g| g.len() == 3);
+            let all_digits = groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
+            if !(first_ok && rest_ok && all_digits) {
+                return Err(AmountError::BadGrouping);
+            }
+            Ok(groups.concat())
+        }
+        _ => {
+            if !int_part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(AmountError::BadGrouping);
+            }
+            Ok(int_part.to_owned())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -99,13 +99,7 @@ pub fn compare(
     api: &Order,
     kind: Kind,
 ) -> Result<(), VerifyError> {
-    let amount = |raw: &RawAmount| -> Option<Decimal> {
-        match raw {
-            RawAmount::Absent => None,
-            RawAmount::Number(t) => money::parse_amount_number(t).ok(),
-            RawAmount::Text(t) => money::parse_amount_text(t).ok(),
-        }
-    };
+    let amount = |raw: &RawAmount| -> Option<Decimal> { money::parse_raw(raw)?.ok() };
     if let (Some(sent), Some(real)) = (amount(&delivered.total_price), amount(&api.total_price)) {
         if money::format_sum(sent) != money::format_sum(real) {
             return Err(VerifyError::TotalMismatch {

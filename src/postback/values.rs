@@ -143,12 +143,7 @@ fn join<'a>(values: impl Iterator<Item = &'a str>) -> Cow<'a, str> {
 }
 
 fn optional_amount(raw: &RawAmount) -> Option<String> {
-    let parsed = match raw {
-        RawAmount::Absent => return None,
-        RawAmount::Number(t) => money::parse_amount_number(t),
-        RawAmount::Text(t) => money::parse_amount_text(t),
-    };
-    parsed.ok().map(money::format_sum)
+    money::parse_raw(raw)?.ok().map(money::format_sum)
 }
 
 fn split_name(order: &Order) -> (Option<&str>, Option<&str>) {
