@@ -7,7 +7,7 @@
 //! (`exchange_rate_USD`, else `payment.actual_exchange_rate`, amount × rate); a conversion it gives
 //! no rate for is skipped, never guessed.
 
-use crate::conversion::classify::Conversion;
+use crate::conversion::rules::Conversion;
 use crate::inbound::lenient::RawAmount;
 use crate::inbound::money;
 use crate::inbound::webhook::Order;

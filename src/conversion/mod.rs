@@ -4,5 +4,7 @@
 
 pub mod classify;
 pub mod currency;
+pub mod fields;
 pub mod normalize;
 pub mod phone;
+pub mod rules;

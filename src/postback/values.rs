@@ -2,7 +2,8 @@
 //! per postback: the conversion's own amount and products, the order's customer (normalised for
 //! matching unless turned off), checkout parameters and dates.
 
-use crate::conversion::classify::{Conversion, Kind, click_id, status};
+use crate::conversion::fields::click_id;
+use crate::conversion::rules::{Conversion, Kind, status};
 use crate::conversion::normalize;
 use crate::inbound::datetime;
 use crate::inbound::lenient::{RawAmount, Text};

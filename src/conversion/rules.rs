@@ -1,0 +1,227 @@
+//! The rules and vocabulary of classification: which events map to which RedTrack conversion
+//! types, what counts as a test order, the kinds of conversion and their RedTrack status, the
+//! [`Conversion`] itself, and why a delivery is skipped ([`Skip`]) or refused ([`Reject`]).
+//! Pure: no I/O, no clock.
+
+use crate::inbound::money::AmountError;
+use crate::inbound::webhook::{LineItem, Order};
+use rust_decimal::Decimal;
+
+/// Line items accepted in one order; more is refused as not a real order.
+pub const MAX_LINE_ITEMS: usize = 500;
+/// Upsell or refund conversions produced by one delivery at most.
+pub const MAX_CONVERSIONS: usize = 50;
+/// Longest click ID accepted.
+pub const MAX_CLICK_ID: usize = 128;
+
+/// The default event → RedTrack conversion type map.
+pub const DEFAULT_CONVERSION_TYPES: &str =
+    "order.paid=Purchase,order.upsell=Upsell,order.refunded=Refund,order.chargeback=Chargeback";
+
+/// Which Cartpanda events become which RedTrack conversion types (case-sensitive names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionTypes(Vec<(String, String)>);
+
+impl ConversionTypes {
+    /// Parses `event=Type,event=Type`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (event, kind) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("entry `{entry}` is not of the form event=Type"))?;
+            let (event, kind) = (event.trim(), kind.trim());
+            if event.is_empty() || kind.is_empty() {
+                return Err(format!("entry `{entry}` has an empty event or type"));
+            }
+            if !kind
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
+            {
+                return Err(format!(
+                    "type `{kind}` may only hold letters, digits, space, `_`, `-`, `.`"
+                ));
+            }
+            if out.iter().any(|(e, _)| e == event) {
+                return Err(format!("event `{event}` is listed twice"));
+            }
+            out.push((event.to_owned(), kind.to_owned()));
+        }
+        if out.is_empty() {
+            return Err("no event is mapped".to_owned());
+        }
+        Ok(ConversionTypes(out))
+    }
+
+    pub fn get(&self, event: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(e, _)| e == event)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+impl Default for ConversionTypes {
+    fn default() -> Self {
+        ConversionTypes::parse(DEFAULT_CONVERSION_TYPES).expect("default conversion types parse")
+    }
+}
+
+/// What kind of conversion, which decides the event ID, amount and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Purchase,
+    Upsell,
+    Refund,
+    Chargeback,
+    /// Another event the merchant mapped (e.g. `order.created=Pending`).
+    Other,
+}
+
+/// One conversion to send to RedTrack.
+#[derive(Debug)]
+pub struct Conversion<'a> {
+    pub kind: Kind,
+    pub event_id: String,
+    pub conversion_type: String,
+    pub amount: Decimal,
+    pub items: Vec<&'a LineItem>,
+    pub upsell_no: Option<String>,
+    pub downsell: bool,
+    /// The currency of `amount` as sent (after any `SUM_CURRENCY` conversion).
+    pub currency: Option<String>,
+    /// Sent as a test order (`{is_test}` = 1): the order is a test by [`Rules::is_test`] and
+    /// `SEND_TEST_ORDERS` let it through.
+    pub test: bool,
+}
+
+/// Why a well-formed delivery produces no conversion (answered 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    EventNotMapped,
+    NotAChargeback,
+    TestOrder,
+    NoClickId,
+    NoUpsellItems,
+    NoExchangeRate,
+}
+
+impl Skip {
+    pub fn code(self) -> &'static str {
+        match self {
+            Skip::EventNotMapped => "event_not_mapped",
+            Skip::NotAChargeback => "not_a_conversion",
+            Skip::TestOrder => "test_order",
+            Skip::NoClickId => "no_click_id",
+            Skip::NoUpsellItems => "no_upsell_items",
+            Skip::NoExchangeRate => "no_exchange_rate",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Skip::EventNotMapped => {
+                "this event is not mapped to a RedTrack conversion type (CONVERSION_TYPES)"
+            }
+            Skip::NotAChargeback => "order.updated carries no chargeback; nothing to convert",
+            Skip::TestOrder => "test order; set SEND_TEST_ORDERS=true to send test orders",
+            Skip::NoClickId => {
+                "order has no RedTrack click ID (checkout_params.cid); RedTrack cannot attribute it"
+            }
+            Skip::NoExchangeRate => {
+                "the payload gives no exchange rate into SUM_CURRENCY (or no currency at all); an amount is never guessed"
+            }
+            Skip::NoUpsellItems => {
+                "order.upsell carries no upsell line item (up_sell_id other than 0)"
+            }
+        }
+    }
+}
+
+/// Why a delivery is refused. Messages name fields, never their values (they may be PII).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("`order` is missing")]
+    OrderMissing,
+    #[error("`order` must be an object, got {0}")]
+    OrderNotObject(&'static str),
+    #[error("`order.id` is missing")]
+    OrderIdMissing,
+    #[error("`order.id` {0}")]
+    OrderIdInvalid(&'static str),
+    #[error("`{field}` {error}")]
+    Amount { field: String, error: AmountError },
+    #[error("`{field}` is missing")]
+    AmountMissing { field: String },
+    #[error("`checkout_params.cid` {0}")]
+    ClickIdInvalid(&'static str),
+    #[error("order has {0} line items; at most {MAX_LINE_ITEMS} are accepted")]
+    TooManyLineItems(usize),
+    #[error("delivery would produce {0} conversions; at most {MAX_CONVERSIONS} are accepted")]
+    TooManyConversions(usize),
+}
+
+/// What to do with an order whose only test mark is `is_cartx_test` = 1 (`test` = 0):
+/// `CARTX_TEST_ORDERS`. The flag has been seen on real sales, so by default they are sales.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CartxTestOrders {
+    /// A sale like any other (the default).
+    #[default]
+    Send,
+    /// A test order, skipped unless `SEND_TEST_ORDERS` is on.
+    Skip,
+}
+
+impl CartxTestOrders {
+    /// Parses `send` or `skip` (any case).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "send" => Ok(CartxTestOrders::Send),
+            "skip" => Ok(CartxTestOrders::Skip),
+            _ => Err(format!("must be `send` or `skip`, got `{}`", text.trim())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartxTestOrders::Send => "send",
+            CartxTestOrders::Skip => "skip",
+        }
+    }
+}
+
+/// The rules that decide what converts.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub conversion_types: ConversionTypes,
+    pub send_test_orders: bool,
+    /// Orders marked only by `is_cartx_test`: sales (default) or test orders.
+    pub cartx_test_orders: CartxTestOrders,
+    /// Convert every sum into this currency (`SUM_CURRENCY`); `None` sends amounts as charged.
+    pub sum_currency: Option<String>,
+}
+
+
+impl Rules {
+    /// Whether the order is a test order: `test` = 1 (or S2S `is_test` = 1) always; `is_cartx_test`
+    /// = 1 alone only when `CARTX_TEST_ORDERS=skip`.
+    pub fn is_test(&self, order: &Order) -> bool {
+        order.test.0
+            || order.is_test.0
+            || (is_cartx_test(order) && self.cartx_test_orders == CartxTestOrders::Skip)
+    }
+}
+
+/// Whether the order's only test mark is `is_cartx_test` = 1: a flag seen on sandbox orders and on
+/// real sales alike, marked in logs and metrics (`cartx_test`) whatever the setting.
+pub fn is_cartx_test(order: &Order) -> bool {
+    order.is_cartx_test.0 && !order.test.0 && !order.is_test.0
+}
+
+/// RedTrack's status for a conversion kind: sales are approved, refunds and chargebacks declined.
+pub fn status(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Purchase | Kind::Upsell | Kind::Other => "approved",
+        Kind::Refund | Kind::Chargeback => "declined",
+    }
+}
