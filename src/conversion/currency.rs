@@ -13,6 +13,15 @@ use crate::inbound::money;
 use crate::inbound::webhook::Order;
 use rust_decimal::Decimal;
 
+/// The currencies a sum may be sent in (`SUM_CURRENCY`, a shop's sum currency), as Cartpanda's
+/// S2S form offers; without one, amounts are sent as charged.
+pub const SUM_CURRENCIES: [&str; 3] = ["USD", "EUR", "BRL"];
+
+/// Whether `code` (upper case) is one of the [`SUM_CURRENCIES`].
+pub fn is_sum_currency(code: &str) -> bool {
+    SUM_CURRENCIES.contains(&code)
+}
+
 /// The currency the order's amounts are in: the store's base currency first (a BRL store selling
 /// in USD reports `order.currency = "USD"` with every amount in BRL), then the payment's, then the
 /// order's.

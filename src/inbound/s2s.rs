@@ -56,99 +56,151 @@ pub fn paste_query() -> String {
 
 /// Reads the S2S query into a delivery. A macro Cartpanda left unfilled (`{cid}`) reads as absent.
 pub fn delivery(query: &HashMap<String, String>) -> Delivery {
-    let get = |k: &str| -> Option<String> {
-        query
+    let q = Query(query);
+    let sale = Sale::of(&q);
+    let order = Order {
+        line_items: vec![sale.line_item(&q)],
+        ..order(&q)
+    };
+    let event = if sale.upsell { "order.upsell" } else { "order.paid" };
+    Delivery {
+        event: EventField::Name(event.to_owned()),
+        order: OrderField::Object(Box::new(order)),
+    }
+}
+
+/// The S2S query, read leniently.
+struct Query<'a>(&'a HashMap<String, String>);
+
+impl Query<'_> {
+    /// A parameter's value, trimmed and capped; an empty or unfilled macro (`{cid}`) is absent.
+    fn get(&self, k: &str) -> Option<String> {
+        self.0
             .get(k)
             .map(|v| v.trim())
             .filter(|v| !(v.is_empty() || (v.starts_with('{') && v.ends_with('}'))))
             .map(|v| v.chars().take(512).collect())
-    };
-    let text = |k: &str| Text(get(k));
-    let amount = |k: &str| get(k).map_or(RawAmount::Absent, RawAmount::Text);
-    let order_type = get("order_type").unwrap_or_default().to_ascii_lowercase();
-    let upsell_no: u32 = get("upsell_no").and_then(|n| n.parse().ok()).unwrap_or(0);
-    let upsell = upsell_no > 0 || order_type.contains("upsell") || order_type.contains("downsell");
-    let number = upsell_no.max(1);
-    let label = if order_type.contains("downsell") {
-        format!("Downsell {number}")
-    } else {
-        format!("Upsell {number}")
-    };
-    let line = LineItem {
-        id: Text(Some(if upsell {
-            format!("s2s-{number}")
+    }
+
+    fn text(&self, k: &str) -> Text {
+        Text(self.get(k))
+    }
+
+    fn amount(&self, k: &str) -> RawAmount {
+        self.get(k).map_or(RawAmount::Absent, RawAmount::Text)
+    }
+}
+
+/// Which sale the postback reports: the main sale, or upsell/downsell number `number`.
+struct Sale {
+    upsell: bool,
+    number: u32,
+    downsell: bool,
+}
+
+impl Sale {
+    fn of(q: &Query<'_>) -> Sale {
+        let order_type = q.get("order_type").unwrap_or_default().to_ascii_lowercase();
+        let upsell_no: u32 = q.get("upsell_no").and_then(|n| n.parse().ok()).unwrap_or(0);
+        Sale {
+            upsell: upsell_no > 0
+                || order_type.contains("upsell")
+                || order_type.contains("downsell"),
+            number: upsell_no.max(1),
+            downsell: order_type.contains("downsell"),
+        }
+    }
+
+    /// The one line item the postback describes.
+    fn line_item(&self, q: &Query<'_>) -> LineItem {
+        let number = self.number;
+        let label = if self.downsell {
+            format!("Downsell {number}")
         } else {
-            "s2s-main".to_owned()
-        })),
-        product_id: text("product_id"),
-        name: text("product_name"),
-        price: amount("total_price"),
-        quantity: Text(Some("1".to_owned())),
-        up_sell_id: Text(Some(if upsell {
-            number.to_string()
-        } else {
-            "0".to_owned()
-        })),
-        up_sell_type: Text(upsell.then_some(label)),
-        ..LineItem::default()
-    };
-    let country = get("country");
-    let created = get("datetime_full")
-        .or_else(|| get("datetime_utc"))
-        .or_else(|| {
-            get("datetime_unix")
-                .and_then(|u| u.parse::<i64>().ok())
-                .map(crate::inbound::datetime::format_full)
-        });
-    let order = Order {
-        id: get("order_id").map_or(RawId::Absent, RawId::Text),
-        is_test: Flag(matches!(get("is_test").as_deref(), Some("1" | "true"))),
-        email: text("email"),
-        phone: text("phone_number"),
-        currency: text("currency"),
-        total_price: amount("total_price"),
-        amount_net: amount("amount_net"),
-        affiliate_amount: amount("amount_affiliate"),
-        afid: text("afid"),
-        affiliate_slug: text("affiliate_slug"),
-        created_at: Text(created),
-        checkout_params: Some(CheckoutParams {
-            cid: text("cid"),
-            src: text("src"),
-            sck: text("sck"),
-            utm_source: text("utm_source"),
-            utm_medium: text("utm_medium"),
-            utm_campaign: text("utm_campaign"),
-            utm_term: text("utm_term"),
-            utm_content: text("utm_content"),
-            gclid: text("gclid"),
-            campaignkey: text("campaignkey"),
-            adclid: text("adclid"),
-            adclida: text("adclida"),
-            ..CheckoutParams::default()
-        }),
+            format!("Upsell {number}")
+        };
+        LineItem {
+            id: Text(Some(if self.upsell {
+                format!("s2s-{number}")
+            } else {
+                "s2s-main".to_owned()
+            })),
+            product_id: q.text("product_id"),
+            name: q.text("product_name"),
+            price: q.amount("total_price"),
+            quantity: Text(Some("1".to_owned())),
+            up_sell_id: Text(Some(if self.upsell {
+                number.to_string()
+            } else {
+                "0".to_owned()
+            })),
+            up_sell_type: Text(self.upsell.then_some(label)),
+            ..LineItem::default()
+        }
+    }
+}
+
+/// The order the query describes, line items aside.
+fn order(q: &Query<'_>) -> Order {
+    let country = q.get("country");
+    Order {
+        id: q.get("order_id").map_or(RawId::Absent, RawId::Text),
+        is_test: Flag(matches!(q.get("is_test").as_deref(), Some("1" | "true"))),
+        email: q.text("email"),
+        phone: q.text("phone_number"),
+        currency: q.text("currency"),
+        total_price: q.amount("total_price"),
+        amount_net: q.amount("amount_net"),
+        affiliate_amount: q.amount("amount_affiliate"),
+        afid: q.text("afid"),
+        affiliate_slug: q.text("affiliate_slug"),
+        created_at: Text(created(q)),
+        checkout_params: Some(checkout_params(q)),
         shop: Some(Shop {
-            slug: text("shop_slug"),
+            slug: q.text("shop_slug"),
             ..Shop::default()
         }),
         customer: Some(Customer {
-            email: text("email"),
-            first_name: text("first_name"),
-            last_name: text("last_name"),
-            phone: text("phone_number"),
+            email: q.text("email"),
+            first_name: q.text("first_name"),
+            last_name: q.text("last_name"),
+            phone: q.text("phone_number"),
             ..Customer::default()
         }),
         address: Some(Address {
             country_code: Text(country.clone().filter(|c| c.len() == 2)),
             country: Text(country),
         }),
-        line_items: vec![line],
         ..Order::default()
-    };
-    let event = if upsell { "order.upsell" } else { "order.paid" };
-    Delivery {
-        event: EventField::Name(event.to_owned()),
-        order: OrderField::Object(Box::new(order)),
+    }
+}
+
+/// When the sale happened: the full date, else the UTC one, else the Unix time.
+fn created(q: &Query<'_>) -> Option<String> {
+    q.get("datetime_full")
+        .or_else(|| q.get("datetime_utc"))
+        .or_else(|| {
+            q.get("datetime_unix")
+                .and_then(|u| u.parse::<i64>().ok())
+                .map(crate::inbound::datetime::format_full)
+        })
+}
+
+fn checkout_params(q: &Query<'_>) -> CheckoutParams {
+    CheckoutParams {
+        cid: q.text("cid"),
+        src: q.text("src"),
+        sck: q.text("sck"),
+        utm_source: q.text("utm_source"),
+        utm_medium: q.text("utm_medium"),
+        utm_campaign: q.text("utm_campaign"),
+        utm_term: q.text("utm_term"),
+        utm_content: q.text("utm_content"),
+        gclid: q.text("gclid"),
+        campaignkey: q.text("campaignkey"),
+        adclid: q.text("adclid"),
+        adclida: q.text("adclida"),
+        ..CheckoutParams::default()
     }
 }
 

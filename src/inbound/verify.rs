@@ -30,7 +30,7 @@ pub fn check_order_url(template: &str) -> Result<(), String> {
         return Err("may only use the placeholders {shop_slug} and {order_id}".to_owned());
     }
     let url = url::Url::parse(&probe).map_err(|e| format!("is not a valid URL ({e})"))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let loopback = crate::postback::template::is_loopback(&url);
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Err("must use https".to_owned());
     }

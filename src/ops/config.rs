@@ -4,6 +4,7 @@
 use crate::conversion::classify::{
     CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
 };
+use crate::conversion::currency::is_sum_currency;
 use crate::inbound::auth::{Secret, Tokens};
 use crate::postback::template::PostbackTemplate;
 use std::time::Duration;
@@ -74,83 +75,96 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    /// Reads configuration through `lookup` (the environment, or a map in tests). Variables are
+    /// checked in this order, so with several wrong the first is the one reported.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = trimmed(&lookup);
         let dry_run = flag(&get("DRY_RUN"), "DRY_RUN", false)?;
-
-        let raw_url = get("REDTRACK_POSTBACK_URL").ok_or_else(|| {
-            err(
-                "REDTRACK_POSTBACK_URL",
-                "is not set: paste the postback URL RedTrack shows",
-            )
-        })?;
-        let postback = PostbackTemplate::parse(&raw_url, dry_run)
-            .map_err(|e| err("REDTRACK_POSTBACK_URL", e.to_string()))?;
-
+        let postback = postback(&get, dry_run)?;
         let raw_token =
             lookup("WEBHOOK_TOKEN").ok_or_else(|| err("WEBHOOK_TOKEN", "is not set"))?;
         let tokens = Tokens::parse(&Secret::new(raw_token)).map_err(|p| err("WEBHOOK_TOKEN", p))?;
-
         let table = table(&get)?;
         let ttl_days = ttl_days(&get)?;
-
-        let types_text =
-            get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
-        let conversion_types =
-            ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
-        let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
-        let cartx_test_orders = match get("CARTX_TEST_ORDERS") {
-            None => CartxTestOrders::default(),
-            Some(v) => CartxTestOrders::parse(&v).map_err(|p| err("CARTX_TEST_ORDERS", p))?,
-        };
+        let rules = rules(&get)?;
         let normalize_pii = flag(&get("NORMALIZE_PII"), "NORMALIZE_PII", true)?;
-        let sum_currency = sum_currency(&get)?;
-
-        let redtrack_timeout = redtrack_timeout(&get)?;
-        let redrive_queue_url = get("REDRIVE_QUEUE_URL");
-        let redrive_delay_s = match get("REDRIVE_DELAY_S") {
-            None => 60,
-            Some(v) => match v.parse::<u32>() {
-                Ok(s @ 0..=900) => s,
-                _ => {
-                    return Err(err(
-                        "REDRIVE_DELAY_S",
-                        format!("must be seconds from 0 to 900, got `{v}`"),
-                    ));
-                }
-            },
+        let rules = Rules {
+            sum_currency: sum_currency(&get)?,
+            ..rules
         };
-
-        let cartpanda_api_token = get("CARTPANDA_API_TOKEN").map(crate::inbound::auth::Secret::new);
-        let cartpanda_order_url = get("CARTPANDA_ORDER_URL")
-            .unwrap_or_else(|| crate::inbound::verify::DEFAULT_ORDER_URL.to_owned());
-        crate::inbound::verify::check_order_url(&cartpanda_order_url)
-            .map_err(|p| err("CARTPANDA_ORDER_URL", p))?;
-
+        let profile = Profile {
+            shop: None,
+            tokens,
+            postback,
+            rules,
+            normalize_pii,
+            cartpanda_api_token: get("CARTPANDA_API_TOKEN").map(Secret::new),
+        };
         Ok(Config {
-            profile: std::sync::Arc::new(Profile {
-                shop: None,
-                tokens,
-                postback,
-                rules: Rules {
-                    conversion_types,
-                    send_test_orders,
-                    cartx_test_orders,
-                    sum_currency,
-                },
-                normalize_pii,
-                cartpanda_api_token,
-            }),
+            profile: std::sync::Arc::new(profile),
             table,
             ttl_days,
             dry_run,
-            cartpanda_order_url,
-            redtrack_timeout,
-            redrive_queue_url,
-            redrive_delay_s,
+            redtrack_timeout: redtrack_timeout(&get)?,
+            redrive_queue_url: get("REDRIVE_QUEUE_URL"),
+            redrive_delay_s: redrive_delay_s(&get)?,
+            cartpanda_order_url: cartpanda_order_url(&get)?,
         })
     }
+}
+
+/// `REDTRACK_POSTBACK_URL`, parsed (plain http allowed in dry runs).
+fn postback(
+    get: &impl Fn(&str) -> Option<String>,
+    dry_run: bool,
+) -> Result<PostbackTemplate, ConfigError> {
+    let raw_url = get("REDTRACK_POSTBACK_URL").ok_or_else(|| {
+        err(
+            "REDTRACK_POSTBACK_URL",
+            "is not set: paste the postback URL RedTrack shows",
+        )
+    })?;
+    PostbackTemplate::parse(&raw_url, dry_run)
+        .map_err(|e| err("REDTRACK_POSTBACK_URL", e.to_string()))
+}
+
+/// `CONVERSION_TYPES`, `SEND_TEST_ORDERS` and `CARTX_TEST_ORDERS` (the sum currency aside).
+fn rules(get: &impl Fn(&str) -> Option<String>) -> Result<Rules, ConfigError> {
+    let types_text =
+        get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
+    let conversion_types =
+        ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
+    let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;
+    let cartx_test_orders = match get("CARTX_TEST_ORDERS") {
+        None => CartxTestOrders::default(),
+        Some(v) => CartxTestOrders::parse(&v).map_err(|p| err("CARTX_TEST_ORDERS", p))?,
+    };
+    Ok(Rules {
+        conversion_types,
+        send_test_orders,
+        cartx_test_orders,
+        sum_currency: None,
+    })
+}
+
+fn redrive_delay_s(get: &impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    match get("REDRIVE_DELAY_S") {
+        None => Ok(60),
+        Some(v) => match v.parse::<u32>() {
+            Ok(s @ 0..=900) => Ok(s),
+            _ => Err(err(
+                "REDRIVE_DELAY_S",
+                format!("must be seconds from 0 to 900, got `{v}`"),
+            )),
+        },
+    }
+}
+
+fn cartpanda_order_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let url = get("CARTPANDA_ORDER_URL")
+        .unwrap_or_else(|| crate::inbound::verify::DEFAULT_ORDER_URL.to_owned());
+    crate::inbound::verify::check_order_url(&url).map_err(|p| err("CARTPANDA_ORDER_URL", p))?;
+    Ok(url)
 }
 
 /// `lookup` with values trimmed and an empty value read as unset.
@@ -202,7 +216,7 @@ pub fn sum_currency(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Stri
     match get("SUM_CURRENCY").map(|v| v.to_ascii_uppercase()) {
         None => Ok(None),
         Some(v) if v == "NONE" || v == "AS_CHARGED" => Ok(None),
-        Some(v) if matches!(v.as_str(), "USD" | "EUR" | "BRL") => Ok(Some(v)),
+        Some(v) if is_sum_currency(&v) => Ok(Some(v)),
         Some(v) => Err(err(
             "SUM_CURRENCY",
             format!("must be USD, EUR, BRL or none, got `{v}`"),

@@ -206,7 +206,9 @@ pub fn redact(url: &Url) -> String {
     format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"))
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL's host is a loopback address (`localhost`, 127.0.0.0/8, `::1`): the one
+/// rule for where plain http is accepted (postback templates, Cartpanda's order URL).
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

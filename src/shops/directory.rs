@@ -6,6 +6,7 @@
 use crate::conversion::classify::{
     CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
 };
+use crate::conversion::currency::is_sum_currency;
 use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::claim::LedgerError;
 use crate::ops::clock::Clock;
@@ -80,7 +81,7 @@ impl ShopRecord {
         let conversion_types =
             ConversionTypes::parse(types).map_err(|e| format!("conversion types: {e}"))?;
         if let Some(c) = &self.sum_currency {
-            if !matches!(c.as_str(), "USD" | "EUR" | "BRL") {
+            if !is_sum_currency(c) {
                 return Err(format!("sum currency `{c}` must be USD, EUR or BRL"));
             }
         }
