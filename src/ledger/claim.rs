@@ -129,13 +129,11 @@ pub struct Record {
 
 impl Record {
     /// Whether a new claim for a conversion with `fingerprint` may replace this record at
-    /// `now_ms`: the record expired, its attempt's lease is over, or it waits for a re-send of
-    /// the same conversion.
+    /// `now_ms`: one of the [`CLAIM_CONDITION`]'s clauses holds.
     pub fn claimable(&self, now_ms: i64, fingerprint: &str) -> bool {
-        self.expires_at_s * 1000 < now_ms
-            || (self.status == STATUS_IN_PROGRESS && self.lease_until_ms < now_ms)
-            || ((self.status == STATUS_QUEUED || self.status == STATUS_FAILED)
-                && self.fingerprint == fingerprint)
+        CLAIM_CONDITION
+            .iter()
+            .any(|clause| clause.holds(Some(self), now_ms, fingerprint))
     }
 
     /// What a claim that lost to this record reports.
@@ -149,6 +147,50 @@ impl Record {
         } else {
             ClaimOutcome::InProgress {
                 lease_until_ms: self.lease_until_ms,
+            }
+        }
+    }
+}
+
+/// One clause of the claim condition: a case in which a new claim may take a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimable {
+    /// No record under the key.
+    NoRecord,
+    /// The record expired: `expires_at` (seconds) is before the claim's second.
+    Expired,
+    /// An `IN_PROGRESS` record whose attempt's lease is over (it crashed or timed out).
+    LeaseOver,
+    /// A `QUEUED` or `FAILED` record of the same conversion (fingerprint), waiting for a re-send.
+    AwaitingResend,
+}
+
+/// The claim condition, the one description both ledgers follow: a claim takes the key when any
+/// clause holds. [`MemoryLedger`] evaluates it with [`Claimable::holds`]; the DynamoDB ledger
+/// writes each clause as a condition expression (`crate::ledger::dynamo::claim_condition`), and
+/// `tests/ledger_agreement.rs` runs both on the same records.
+pub const CLAIM_CONDITION: [Claimable; 4] = [
+    Claimable::NoRecord,
+    Claimable::Expired,
+    Claimable::LeaseOver,
+    Claimable::AwaitingResend,
+];
+
+impl Claimable {
+    /// Whether the clause holds for `record` (`None`: no record) and a claim at `now_ms` of a
+    /// conversion with `fingerprint`. Times compare as DynamoDB compares them: expiry in whole
+    /// seconds, leases in milliseconds.
+    pub fn holds(self, record: Option<&Record>, now_ms: i64, fingerprint: &str) -> bool {
+        let Some(r) = record else {
+            return self == Claimable::NoRecord;
+        };
+        match self {
+            Claimable::NoRecord => false,
+            Claimable::Expired => r.expires_at_s < now_ms / 1000,
+            Claimable::LeaseOver => r.status == STATUS_IN_PROGRESS && r.lease_until_ms < now_ms,
+            Claimable::AwaitingResend => {
+                (r.status == STATUS_QUEUED || r.status == STATUS_FAILED)
+                    && r.fingerprint == fingerprint
             }
         }
     }

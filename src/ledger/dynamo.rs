@@ -3,8 +3,8 @@
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
 
 use crate::ledger::claim::{
-    Claim, ClaimOutcome, Finish, IN_PROGRESS_GRACE_S, Ledger, LedgerError, Record, STATUS_FAILED,
-    STATUS_IN_PROGRESS, STATUS_QUEUED,
+    CLAIM_CONDITION, Claim, ClaimOutcome, Claimable, Finish, IN_PROGRESS_GRACE_S, Ledger,
+    LedgerError, Record, STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
 use crate::shops::directory::{ShopDirectory, ShopRecord};
 use async_trait::async_trait;
@@ -83,6 +83,29 @@ fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> L
     }
 }
 
+/// One clause of the claim condition as a DynamoDB condition expression, over `#status` and the
+/// values a claim binds (`:now_s`, `:now_ms`, `:in_progress`, `:queued`, `:failed`,
+/// `:fingerprint`).
+fn clause(clause: Claimable) -> &'static str {
+    match clause {
+        Claimable::NoRecord => "attribute_not_exists(pk)",
+        Claimable::Expired => "expires_at < :now_s",
+        Claimable::LeaseOver => "(#status = :in_progress AND lease_until_ms < :now_ms)",
+        Claimable::AwaitingResend => {
+            "(#status IN (:queued, :failed) AND fingerprint = :fingerprint)"
+        }
+    }
+}
+
+/// The claim condition ([`CLAIM_CONDITION`]) as the PutItem's condition expression.
+pub fn claim_condition() -> String {
+    CLAIM_CONDITION
+        .iter()
+        .map(|c| clause(*c))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
@@ -105,11 +128,7 @@ impl Ledger for DynamoLedger {
                     "expires_at",
                     n(claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S),
                 )
-                .condition_expression(
-                    "attribute_not_exists(pk) OR expires_at < :now_s \
-                     OR (#status = :in_progress AND lease_until_ms < :now_ms) \
-                     OR (#status IN (:queued, :failed) AND fingerprint = :fingerprint)",
-                )
+                .condition_expression(claim_condition())
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":now_s", n(claim.now_ms / 1000))
                 .expression_attribute_values(":now_ms", n(claim.now_ms))
@@ -341,5 +360,20 @@ impl DynamoLedger {
             .await
             .map_err(store_error)?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_condition_is_the_expression_deployed_so_far() {
+        assert_eq!(
+            claim_condition(),
+            "attribute_not_exists(pk) OR expires_at < :now_s \
+             OR (#status = :in_progress AND lease_until_ms < :now_ms) \
+             OR (#status IN (:queued, :failed) AND fingerprint = :fingerprint)"
+        );
     }
 }
