@@ -37,7 +37,14 @@ impl Bridge {
             (Decision::Convert(conversions), Some(order)) => {
                 let order_id = classified.order_id.as_deref().unwrap_or_default();
                 let report = self
-                    .convert(profile, classified.event, order_id, order, conversions, options)
+                    .convert(
+                        profile,
+                        classified.event,
+                        order_id,
+                        order,
+                        conversions,
+                        options,
+                    )
                     .await?;
                 Handled::Converted(report)
             }
@@ -79,7 +86,14 @@ impl Bridge {
                 .await?;
         }
         Ok(self
-            .process(profile, event, order_id, order, conversions, options.deadline_ms)
+            .process(
+                profile,
+                event,
+                order_id,
+                order,
+                conversions,
+                options.deadline_ms,
+            )
             .await)
     }
 

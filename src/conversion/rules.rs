@@ -201,7 +201,6 @@ pub struct Rules {
     pub sum_currency: Option<String>,
 }
 
-
 impl Rules {
     /// Whether the order is a test order: `test` = 1 (or S2S `is_test` = 1) always; `is_cartx_test`
     /// = 1 alone only when `CARTX_TEST_ORDERS=skip`.

@@ -62,7 +62,11 @@ pub fn delivery(query: &HashMap<String, String>) -> Delivery {
         line_items: vec![sale.line_item(&q)],
         ..order(&q)
     };
-    let event = if sale.upsell { "order.upsell" } else { "order.paid" };
+    let event = if sale.upsell {
+        "order.upsell"
+    } else {
+        "order.paid"
+    };
     Delivery {
         event: EventField::Name(event.to_owned()),
         order: OrderField::Object(Box::new(order)),

@@ -130,8 +130,7 @@ fn postback(
 
 /// `CONVERSION_TYPES`, `SEND_TEST_ORDERS` and `CARTX_TEST_ORDERS` (the sum currency aside).
 fn rules(get: &impl Fn(&str) -> Option<String>) -> Result<Rules, ConfigError> {
-    let types_text =
-        get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
+    let types_text = get("CONVERSION_TYPES").unwrap_or_else(|| DEFAULT_CONVERSION_TYPES.to_owned());
     let conversion_types =
         ConversionTypes::parse(&types_text).map_err(|p| err("CONVERSION_TYPES", p))?;
     let send_test_orders = flag(&get("SEND_TEST_ORDERS"), "SEND_TEST_ORDERS", false)?;

@@ -126,7 +126,8 @@ impl Redriver {
             self.to_dlq(message).await;
             return Disposition::Done;
         };
-        let log = |outcome, attempts, status| log(message, outcome, receive_count, attempts, status);
+        let log =
+            |outcome, attempts, status| log(message, outcome, receive_count, attempts, status);
         match self.courier().send(claim, &url, deadline).await {
             SendOutcome::Accepted(accepted) => {
                 log("sent", Some(accepted.attempts), Some(accepted.status));
@@ -325,19 +326,32 @@ mod tests {
         let template = include_str!("../../template.yaml");
         assert_eq!(template_max_receive_counts(template), vec![MAX_RECEIVES]);
         let changed = template.replace("maxReceiveCount: 16", "maxReceiveCount: 5");
-        assert_eq!(template_max_receive_counts(&changed), vec![5], "the scan reads the value");
+        assert_eq!(
+            template_max_receive_counts(&changed),
+            vec![5],
+            "the scan reads the value"
+        );
     }
 
     /// Every `maxReceiveCount` under the `RedriveQueue` resource's `RedrivePolicy`.
     fn template_max_receive_counts(template: &str) -> Vec<u32> {
         let indent = |l: &str| l.len() - l.trim_start().len();
-        let mut lines = template.lines().skip_while(|l| l.trim_end() != "  RedriveQueue:");
-        lines.next().expect("template.yaml has a RedriveQueue resource");
+        let mut lines = template
+            .lines()
+            .skip_while(|l| l.trim_end() != "  RedriveQueue:");
+        lines
+            .next()
+            .expect("template.yaml has a RedriveQueue resource");
         lines
             .take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) > 2)
             .filter_map(|l| l.trim().strip_prefix("maxReceiveCount:"))
             .map(|v| {
-                let v = v.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']);
+                let v = v
+                    .split('#')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\'']);
                 v.parse().expect("maxReceiveCount is a number")
             })
             .collect()
