@@ -422,7 +422,7 @@ async fn the_store_cli_puts_lists_and_deletes() {
                 "--postback-url",
                 "https://t.example/p?clickid={cid}",
             ],
-            "store name",
+            "shop name",
         ),
         (
             vec![

@@ -17,7 +17,12 @@ const NOW_MS: i64 = 1_800_000_000_500;
 /// expired, expiring within the claim's own second or later, same conversion or another.
 fn records() -> Vec<Option<Record>> {
     let mut out = vec![None];
-    for status in [STATUS_IN_PROGRESS, STATUS_SENT, STATUS_QUEUED, STATUS_FAILED] {
+    for status in [
+        STATUS_IN_PROGRESS,
+        STATUS_SENT,
+        STATUS_QUEUED,
+        STATUS_FAILED,
+    ] {
         for lease_until_ms in [NOW_MS - 1, NOW_MS, NOW_MS + 60_000] {
             for expires_at_s in [NOW_MS / 1000 - 1, NOW_MS / 1000, NOW_MS / 1000 + 3600] {
                 for fingerprint in ["fp-same", "fp-other"] {
@@ -45,7 +50,11 @@ async fn memory_and_dynamodb_ledgers_claim_the_same_records() {
         let key = format!("evt#agree-{n}");
         let memory = MemoryLedger::default();
         if let Some(r) = &record {
-            memory.records.lock().unwrap().insert(key.clone(), r.clone());
+            memory
+                .records
+                .lock()
+                .unwrap()
+                .insert(key.clone(), r.clone());
             let mut put = client
                 .put_item()
                 .table_name(&table)
@@ -53,7 +62,10 @@ async fn memory_and_dynamodb_ledgers_claim_the_same_records() {
                 .item("status", AttributeValue::S(r.status.clone()))
                 .item("fingerprint", AttributeValue::S(r.fingerprint.clone()))
                 .item("attempt", AttributeValue::S(r.attempt.clone()))
-                .item("lease_until_ms", AttributeValue::N(r.lease_until_ms.to_string()))
+                .item(
+                    "lease_until_ms",
+                    AttributeValue::N(r.lease_until_ms.to_string()),
+                )
                 .item("expires_at", AttributeValue::N(r.expires_at_s.to_string()));
             if let Some(sent) = r.sent_at_ms {
                 put = put.item("sent_at_ms", AttributeValue::N(sent.to_string()));

@@ -1,8 +1,8 @@
 //! The currency of the amounts, and their conversion into the currency RedTrack expects
 //! (`SUM_CURRENCY`, as Cartpanda's S2S form offers: USD, EUR, BRL, or as charged).
 //!
-//! The trap: a store whose base currency is BRL but sells in USD reports `order.currency = "USD"`
-//! while every amount in the payload is in BRL. The amounts' currency is the store's base currency,
+//! The trap: a shop whose base currency is BRL but sells in USD reports `order.currency = "USD"`
+//! while every amount in the payload is in BRL. The amounts' currency is the shop's base currency,
 //! then the payment's, then the order's. The payload carries only a rate into USD
 //! (`exchange_rate_USD`, else `payment.actual_exchange_rate`, amount × rate); a conversion it gives
 //! no rate for is skipped, never guessed.
@@ -22,7 +22,7 @@ pub fn is_sum_currency(code: &str) -> bool {
     SUM_CURRENCIES.contains(&code)
 }
 
-/// The currency the order's amounts are in: the store's base currency first (a BRL store selling
+/// The currency the order's amounts are in: the shop's base currency first (a BRL shop selling
 /// in USD reports `order.currency = "USD"` with every amount in BRL), then the payment's, then the
 /// order's.
 pub fn currency(order: &Order) -> Option<&str> {

@@ -75,7 +75,7 @@ const fn plan(min: usize, max: usize, trunk: Option<&'static str>) -> Plan {
 }
 
 /// Per-code rules where the generic ones (6–13 digits, trunk `0`) would accept a wrong number
-/// for a country Cartpanda stores commonly sell to.
+/// for a country Cartpanda shops commonly sell to.
 fn plan_for(code: &str) -> Plan {
     match code {
         "1" => plan(10, 10, Some("1")),

@@ -11,7 +11,7 @@ use crate::ledger::claim::LedgerError;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(
-        "no such route: POST /cartpanda, GET /cartpanda/s2s, POST /cartpanda/<store>, GET /cartpanda/<store>/s2s"
+        "no such route: POST /cartpanda, GET /cartpanda/s2s, POST /cartpanda/<shop>, GET /cartpanda/<shop>/s2s"
     )]
     NotFound,
     #[error(transparent)]
@@ -30,8 +30,9 @@ pub enum AppError {
     Reject(#[from] Reject),
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    #[error("the store settings could not be read; redeliver later")]
-    Store(#[from] LedgerError),
+    /// The ledger (DynamoDB) could not be read for a named shop's settings.
+    #[error("the shop settings could not be read; redeliver later")]
+    Ledger(#[from] LedgerError),
 }
 
 impl AppError {
@@ -47,7 +48,7 @@ impl AppError {
             AppError::Reject(Reject::OrderMissing | Reject::OrderNotObject(_)) => 400,
             AppError::Reject(_) => 422,
             AppError::Verify(e) => e.status(),
-            AppError::Store(_) => 503,
+            AppError::Ledger(_) => 503,
         }
     }
 
@@ -75,7 +76,8 @@ impl AppError {
             AppError::Reject(_) => "unprocessable_order",
             AppError::Verify(VerifyError::Unavailable(_)) => "verification_unavailable",
             AppError::Verify(_) => "order_not_verified",
-            AppError::Store(_) => "store_unavailable",
+            // Frozen: metrics and alarms use the value.
+            AppError::Ledger(_) => "store_unavailable",
         }
     }
 }

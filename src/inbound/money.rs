@@ -41,7 +41,7 @@ pub enum AmountError {
 ///
 /// Accepted: `7`, `7.5`, `7,50`, `1.234,56`, `1,234.56`, `1.234.567`, `R$ 7,50`, ` 97.00 `.
 /// Where both separators appear, the last one is the decimal separator and the other must group
-/// digits by three. A lone comma is a decimal comma (Brazilian stores); a lone dot is a decimal
+/// digits by three. A lone comma is a decimal comma (Brazilian shops); a lone dot is a decimal
 /// point; repeated identical separators are thousands separators.
 pub fn parse_amount_text(raw: &str) -> Result<Decimal, AmountError> {
     let text = raw.trim();

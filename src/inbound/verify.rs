@@ -1,5 +1,5 @@
-//! Optional order verification. Cartpanda signs nothing, so a store that sets a Cartpanda API
-//! token (`CARTPANDA_API_TOKEN`, or per store) has each order re-read from Cartpanda's API before
+//! Optional order verification. Cartpanda signs nothing, so a shop that sets a Cartpanda API
+//! token (`CARTPANDA_API_TOKEN`, or per shop) has each order re-read from Cartpanda's API before
 //! anything is sent, and a delivery whose order does not exist there, or whose total or status
 //! disagrees, is refused (422).
 //!

@@ -1,4 +1,4 @@
-//! The dedup store: one record per conversion event ID, claimed before anything is sent.
+//! The ledger: one record per conversion event ID, claimed before anything is sent.
 //!
 //! A port of AWS Lambda Powertools' idempotency design. A claim is a conditional write of an
 //! `IN_PROGRESS` record whose lease ends with the invocation's deadline; it succeeds when no
@@ -199,7 +199,7 @@ impl Claimable {
 /// How long an `IN_PROGRESS` record outlives its lease before DynamoDB's TTL may remove it.
 pub const IN_PROGRESS_GRACE_S: i64 = 24 * 3600;
 
-/// An in-memory store, for unit tests of the logic above the store.
+/// An in-memory ledger, for unit tests of the logic above the ledger.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     pub records: Mutex<HashMap<String, Record>>,
@@ -208,7 +208,7 @@ pub struct MemoryLedger {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
-        let mut records = self.records.lock().expect("memory store lock");
+        let mut records = self.records.lock().expect("memory ledger lock");
         if let Some(old) = records.get(&claim.key) {
             if !old.claimable(claim.now_ms, &claim.fingerprint) {
                 return Ok(old.outcome_for(&claim.fingerprint));
@@ -235,7 +235,7 @@ impl Ledger for MemoryLedger {
         now_ms: i64,
         expires_at_s: i64,
     ) -> Result<bool, LedgerError> {
-        let mut records = self.records.lock().expect("memory store lock");
+        let mut records = self.records.lock().expect("memory ledger lock");
         match records.get_mut(&claim.key) {
             Some(r) if r.attempt == claim.attempt => {
                 r.status = finish.status().to_owned();
@@ -251,7 +251,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError> {
-        let mut records = self.records.lock().expect("memory store lock");
+        let mut records = self.records.lock().expect("memory ledger lock");
         if records
             .get(&claim.key)
             .is_some_and(|r| r.attempt == claim.attempt && r.status == STATUS_IN_PROGRESS)

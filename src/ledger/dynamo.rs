@@ -1,4 +1,4 @@
-//! The dedup store on DynamoDB: table with string partition key `pk`, TTL attribute `expires_at`.
+//! The ledger on DynamoDB: table with string partition key `pk`, TTL attribute `expires_at`.
 //! One conditional PutItem per claim (a lost race reads the old record from the failure itself,
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD`), one UpdateItem when sent.
 
@@ -61,7 +61,7 @@ pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Record {
     }
 }
 
-fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> LedgerError {
+fn ledger_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> LedgerError {
     let code = err
         .as_service_error()
         .and_then(|e| e.code())
@@ -153,7 +153,7 @@ impl Ledger for DynamoLedger {
                         None
                     }
                 }
-                _ => return Err(store_error(err)),
+                _ => return Err(ledger_error(err)),
             };
             let old = match old {
                 Some(item) => Some(item),
@@ -204,7 +204,7 @@ impl Ledger for DynamoLedger {
             {
                 Ok(false)
             }
-            Err(err) => Err(store_error(err)),
+            Err(err) => Err(ledger_error(err)),
         }
     }
 
@@ -229,7 +229,7 @@ impl Ledger for DynamoLedger {
             {
                 Ok(())
             }
-            Err(err) => Err(store_error(err)),
+            Err(err) => Err(ledger_error(err)),
         }
     }
 }
@@ -247,11 +247,12 @@ impl DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(store_error)?;
+            .map_err(ledger_error)?;
         Ok(out.item)
     }
 }
 
+/// Frozen: the key prefix of shop records already in deployed tables.
 const SHOP_PREFIX: &str = "store#";
 
 fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
@@ -292,13 +293,14 @@ impl ShopDirectory for DynamoLedger {
 }
 
 impl DynamoLedger {
-    /// Creates or replaces a store (`cartpanda-redtrack store put`).
+    /// Creates or replaces a shop's record (the admin command `store put`).
     pub async fn put_shop(&self, record: &ShopRecord, now_ms: i64) -> Result<(), LedgerError> {
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(&format!("{SHOP_PREFIX}{}", record.name)))
+            // Frozen attribute value of shop records.
             .item("kind", s("store"))
             .item(
                 "token_digests",
@@ -319,11 +321,11 @@ impl DynamoLedger {
         if let Some(t) = &record.cartpanda_api_token {
             put = put.item("cartpanda_api_token", s(t));
         }
-        put.send().await.map_err(store_error)?;
+        put.send().await.map_err(ledger_error)?;
         Ok(())
     }
 
-    /// Every store, by name.
+    /// Every shop's record, by name.
     pub async fn list_shops(&self) -> Result<Vec<ShopRecord>, LedgerError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -337,7 +339,7 @@ impl DynamoLedger {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(store_error)?;
+                .map_err(ledger_error)?;
             out.extend(page.items().iter().filter_map(record_of));
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -348,7 +350,7 @@ impl DynamoLedger {
         Ok(out)
     }
 
-    /// Deletes a store; returns whether it existed.
+    /// Deletes a shop's record; returns whether it existed.
     pub async fn delete_shop(&self, name: &str) -> Result<bool, LedgerError> {
         let out = self
             .client
@@ -358,7 +360,7 @@ impl DynamoLedger {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(store_error)?;
+            .map_err(ledger_error)?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }

@@ -24,12 +24,12 @@ fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// What differs between stores: who may call, where to send, and how to convert. The
-/// environment configures the default store (`POST /cartpanda`); named stores
-/// (`POST /cartpanda/{store}`) live in the DynamoDB table (see [`crate::shops::directory`]).
+/// What differs between shops: who may call, where to send, and how to convert. The
+/// environment configures the default shop (`POST /cartpanda`); named shops
+/// (`POST /cartpanda/{shop}`) live in the ledger's table (see [`crate::shops::directory`]).
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// `None` for the default store.
+    /// `None` for the default shop.
     pub shop: Option<String>,
     pub tokens: Tokens,
     pub postback: PostbackTemplate,
@@ -41,12 +41,12 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The dedup record key of a conversion of this store.
+    /// The ledger's record key of a conversion of this shop.
     pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
         let space = if dry_run { "dry" } else { "evt" };
         match &self.shop {
             None => format!("{space}#{event_id}"),
-            Some(store) => format!("{space}#{store}#{event_id}"),
+            Some(shop) => format!("{space}#{shop}#{event_id}"),
         }
     }
 }
@@ -54,7 +54,7 @@ impl Profile {
 /// Everything the bridge needs to know, parsed.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The default store's profile, from the environment.
+    /// The default shop's profile, from the environment.
     pub profile: std::sync::Arc<Profile>,
     pub table: String,
     pub ttl_days: u32,

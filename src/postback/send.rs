@@ -23,7 +23,7 @@ pub enum SendOutcome {
     Retryable(SendError),
 }
 
-/// The store, tracker and clock a send needs.
+/// The ledger, tracker and clock a send needs.
 pub struct Courier<'a> {
     pub ledger: &'a dyn Ledger,
     pub tracker: &'a dyn Tracker,

@@ -1,7 +1,8 @@
-//! Several Cartpanda stores on one deployment. Each named store (`POST /cartpanda/{store}`) has
-//! its own token(s), postback template, conversion types and test-order settings, kept in the dedup
-//! table as a `store#<name>` item (tokens stored as SHA-256 digests), read on first use and cached
-//! for a short time. The environment keeps configuring the default store (`POST /cartpanda`).
+//! Several Cartpanda shops on one deployment. Each named shop (`POST /cartpanda/{shop}`) has
+//! its own token(s), postback template, conversion types and test-order settings, kept in the
+//! ledger's table as a `store#<name>` item (a frozen key; tokens stored as SHA-256 digests), read on
+//! first use and cached for a short time. The environment keeps configuring the default shop
+//! (`POST /cartpanda`).
 
 use crate::conversion::classify::{
     CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
@@ -16,10 +17,10 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// How long a store's settings are cached before they are read again.
+/// How long a shop's settings are cached before they are read again.
 pub const CACHE_TTL_MS: i64 = 60_000;
 
-/// A store as kept in the table.
+/// A shop as kept in the ledger's table.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ShopRecord {
     pub name: String,
@@ -50,7 +51,7 @@ impl std::fmt::Debug for ShopRecord {
     }
 }
 
-/// Checks a store name: 1–64 of `a-z 0-9 - _`, and not a route word.
+/// Checks a shop name: 1–64 of `a-z 0-9 - _`, and not a route word.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -58,10 +59,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !ok {
-        return Err(format!("store name `{name}` must be 1-64 of a-z 0-9 - _"));
+        return Err(format!("shop name `{name}` must be 1-64 of a-z 0-9 - _"));
     }
     if name == "s2s" {
-        return Err("`s2s` is a route, not a store name".to_owned());
+        return Err("`s2s` is a route, not a shop name".to_owned());
     }
     Ok(())
 }
@@ -110,10 +111,10 @@ pub trait ShopDirectory: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<ShopRecord>, LedgerError>;
 }
 
-/// A cached profile (`None`: no such store) and when it was read.
+/// A cached profile (`None`: no such shop) and when it was read.
 type Cached = (Option<Arc<Profile>>, i64);
 
-/// The profiles of named stores, each read on first use and kept [`CACHE_TTL_MS`] (unknown names
+/// The profiles of named shops, each read on first use and kept [`CACHE_TTL_MS`] (unknown names
 /// too, so probing the URL cannot hammer the table).
 pub struct ShopCache {
     directory: Arc<dyn ShopDirectory>,
@@ -128,7 +129,7 @@ impl ShopCache {
         }
     }
 
-    /// The store's profile; `Ok(None)` when there is no such (valid) store.
+    /// The shop's profile; `Ok(None)` when there is no such (valid) shop.
     pub async fn profile(
         &self,
         name: &str,
@@ -138,7 +139,7 @@ impl ShopCache {
             return Ok(None);
         }
         let now = clock.now_ms();
-        if let Some((profile, at)) = self.entries.lock().expect("store cache lock").get(name) {
+        if let Some((profile, at)) = self.entries.lock().expect("shop cache lock").get(name) {
             if now - at < CACHE_TTL_MS {
                 return Ok(profile.clone());
             }
@@ -155,7 +156,7 @@ impl ShopCache {
         };
         self.entries
             .lock()
-            .expect("store cache lock")
+            .expect("shop cache lock")
             .insert(name.to_owned(), (profile.clone(), now));
         Ok(profile)
     }
