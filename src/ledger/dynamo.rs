@@ -6,7 +6,6 @@ use crate::ledger::claim::{
     CLAIM_CONDITION, Claim, ClaimOutcome, Claimable, Finish, IN_PROGRESS_GRACE_S, Ledger,
     LedgerError, Record, STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
-use crate::shops::directory::{ShopDirectory, ShopRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -15,8 +14,8 @@ use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl DynamoLedger {
@@ -28,15 +27,15 @@ impl DynamoLedger {
     }
 }
 
-fn s(v: &str) -> AttributeValue {
+pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(crate) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
+pub(crate) fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
     item.get(k)
         .and_then(|v| v.as_s().ok())
         .cloned()
@@ -61,7 +60,9 @@ pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Record {
     }
 }
 
-fn ledger_error<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> LedgerError {
+pub(crate) fn ledger_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    err: SdkError<E>,
+) -> LedgerError {
     let code = err
         .as_service_error()
         .and_then(|e| e.code())
@@ -235,7 +236,8 @@ impl Ledger for DynamoLedger {
 }
 
 impl DynamoLedger {
-    async fn read(
+    /// The item under `key`, read consistently.
+    pub(crate) async fn read(
         &self,
         key: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>, LedgerError> {
@@ -249,119 +251,6 @@ impl DynamoLedger {
             .await
             .map_err(ledger_error)?;
         Ok(out.item)
-    }
-}
-
-/// Frozen: the key prefix of shop records already in deployed tables.
-const SHOP_PREFIX: &str = "store#";
-
-fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
-    let name = get_s(item, "pk").strip_prefix(SHOP_PREFIX)?.to_owned();
-    let opt = |k: &str| Some(get_s(item, k)).filter(|v| !v.is_empty());
-    let flag = |k: &str, default: bool| {
-        item.get(k)
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(default)
-    };
-    Some(ShopRecord {
-        name,
-        token_digests: item
-            .get("token_digests")
-            .and_then(|v| v.as_ss().ok())
-            .cloned()
-            .unwrap_or_default(),
-        postback_url: get_s(item, "postback_url"),
-        conversion_types: get_s(item, "conversion_types"),
-        send_test_orders: flag("send_test_orders", false),
-        cartx_test_orders: get_s(item, "cartx_test_orders"),
-        sum_currency: opt("sum_currency"),
-        normalize_pii: flag("normalize_pii", true),
-        cartpanda_api_token: opt("cartpanda_api_token"),
-    })
-}
-
-#[async_trait]
-impl ShopDirectory for DynamoLedger {
-    async fn get(&self, name: &str) -> Result<Option<ShopRecord>, LedgerError> {
-        Ok(self
-            .read(&format!("{SHOP_PREFIX}{name}"))
-            .await?
-            .as_ref()
-            .and_then(record_of))
-    }
-}
-
-impl DynamoLedger {
-    /// Creates or replaces a shop's record (the admin command `store put`).
-    pub async fn put_shop(&self, record: &ShopRecord, now_ms: i64) -> Result<(), LedgerError> {
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(&format!("{SHOP_PREFIX}{}", record.name)))
-            // Frozen attribute value of shop records.
-            .item("kind", s("store"))
-            .item(
-                "token_digests",
-                AttributeValue::Ss(record.token_digests.clone()),
-            )
-            .item("postback_url", s(&record.postback_url))
-            .item("conversion_types", s(&record.conversion_types))
-            .item(
-                "send_test_orders",
-                AttributeValue::Bool(record.send_test_orders),
-            )
-            .item("cartx_test_orders", s(record.cartx_test_orders.as_str()))
-            .item("normalize_pii", AttributeValue::Bool(record.normalize_pii))
-            .item("updated_at_ms", n(now_ms));
-        if let Some(c) = &record.sum_currency {
-            put = put.item("sum_currency", s(c));
-        }
-        if let Some(t) = &record.cartpanda_api_token {
-            put = put.item("cartpanda_api_token", s(t));
-        }
-        put.send().await.map_err(ledger_error)?;
-        Ok(())
-    }
-
-    /// Every shop's record, by name.
-    pub async fn list_shops(&self) -> Result<Vec<ShopRecord>, LedgerError> {
-        let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(pk, :prefix)")
-                .expression_attribute_values(":prefix", s(SHOP_PREFIX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(ledger_error)?;
-            out.extend(page.items().iter().filter_map(record_of));
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    /// Deletes a shop's record; returns whether it existed.
-    pub async fn delete_shop(&self, name: &str) -> Result<bool, LedgerError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(&format!("{SHOP_PREFIX}{name}")))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(ledger_error)?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Shops: a merchant's Cartpanda shop served on its own route (`/cartpanda/{shop}`), with its own
 //! tokens, postback template and rules, kept in the ledger's table as `store#<name>` records and
-//! cached ([`directory`]).
+//! cached ([`directory`]), read and written in DynamoDB ([`dynamo`]).
 
 pub mod directory;
+#[cfg(feature = "runtime")]
+pub mod dynamo;
