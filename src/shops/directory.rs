@@ -14,8 +14,7 @@ use crate::ops::clock::Clock;
 use crate::ops::config::Profile;
 use crate::postback::template::PostbackTemplate;
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// How long a shop's settings are cached before they are read again.
 pub const CACHE_TTL_MS: i64 = 60_000;
@@ -114,19 +113,34 @@ pub trait ShopDirectory: Send + Sync {
 /// A cached profile (`None`: no such shop) and when it was read.
 type Cached = (Option<Arc<Profile>>, i64);
 
+/// Most shop names remembered at once, known and unknown alike: far above any agency's shops, and
+/// a bound on what requests for made-up names can make a warm instance hold.
+pub const CACHE_CAPACITY: usize = 1024;
+
 /// The profiles of named shops, each read on first use and kept [`CACHE_TTL_MS`] (unknown names
-/// too, so probing the URL cannot hammer the table).
+/// too, so probing the URL costs at most one read per name and TTL), in a cache of at most
+/// [`CACHE_CAPACITY`] names. Concurrent requests for a name not cached share one read.
 pub struct ShopCache {
     directory: Arc<dyn ShopDirectory>,
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: quick_cache::sync::Cache<String, Cached>,
 }
 
 impl ShopCache {
     pub fn new(directory: Arc<dyn ShopDirectory>) -> Self {
         ShopCache {
             directory,
-            entries: Mutex::new(HashMap::new()),
+            entries: quick_cache::sync::Cache::new(CACHE_CAPACITY),
         }
+    }
+
+    /// How many names are cached now (at most [`CACHE_CAPACITY`]).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no name is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The shop's profile; `Ok(None)` when there is no such (valid) shop.
@@ -139,12 +153,24 @@ impl ShopCache {
             return Ok(None);
         }
         let now = clock.now_ms();
-        if let Some((profile, at)) = self.entries.lock().expect("shop cache lock").get(name) {
-            if now - at < CACHE_TTL_MS {
-                return Ok(profile.clone());
+        match self.entries.get(name) {
+            Some((profile, at)) if now - at < CACHE_TTL_MS => return Ok(profile),
+            Some(_) => {
+                self.entries.remove(name);
             }
+            None => {}
         }
-        let profile = match self.directory.get(name).await? {
+        let guard = match self.entries.get_value_or_guard_async(name).await {
+            Ok((profile, _)) => return Ok(profile),
+            Err(guard) => guard,
+        };
+        let profile = self.read(name).await?;
+        let _ = guard.insert((profile.clone(), now));
+        Ok(profile)
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Arc<Profile>>, LedgerError> {
+        Ok(match self.directory.get(name).await? {
             None => None,
             Some(record) => match record.profile() {
                 Ok(p) => Some(Arc::new(p)),
@@ -153,11 +179,6 @@ impl ShopCache {
                     None
                 }
             },
-        };
-        self.entries
-            .lock()
-            .expect("shop cache lock")
-            .insert(name.to_owned(), (profile.clone(), now));
-        Ok(profile)
+        })
     }
 }
