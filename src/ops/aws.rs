@@ -1,5 +1,6 @@
-//! AWS SDK configuration shared by both functions: loaded once at cold start, with timeouts so a
-//! hanging DynamoDB or SQS cannot eat the invocation (the handler then answers 503).
+//! AWS SDK configuration shared by both functions: loaded once at cold start, with the timeouts of
+//! [`crate::ops::budget`] so a hanging DynamoDB or SQS cannot eat the invocation (the handler then
+//! answers 503) and the step after RedTrack always fits before the deadline.
 //!
 //! Two choices keep cold start and each call cheap (docs/performance.md):
 //! - the HTTPS client trusts the Amazon Trust Services roots, which every AWS endpoint chains to,
@@ -8,10 +9,10 @@
 //! - stalled-stream protection is off: a throughput watchdog polled on every request and response
 //!   body, redundant with the connect, attempt and operation timeouts below.
 
+use crate::ops::budget;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use std::time::Duration;
 
 /// Amazon Root CA 1–4 and Starfield Services Root G2 (PEM).
 const AMAZON_ROOTS: &[u8] = include_bytes!("amazon_trust_services_roots.pem");
@@ -51,9 +52,9 @@ pub async fn load() -> aws_config::SdkConfig {
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(1000))
-                .operation_attempt_timeout(Duration::from_millis(1500))
-                .operation_timeout(Duration::from_millis(4000))
+                .connect_timeout(budget::SDK_CONNECT)
+                .operation_attempt_timeout(budget::SDK_ATTEMPT)
+                .operation_timeout(budget::SDK_OPERATION)
                 .build(),
         )
         .load()

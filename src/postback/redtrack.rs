@@ -62,7 +62,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// Time kept free before the deadline for recording the outcome.
+    /// Time kept free before the deadline for the calls after RedTrack (queue or release and the
+    /// record): [`crate::ops::budget::AFTER_SEND`] by default.
     pub margin: Duration,
 }
 
@@ -72,7 +73,7 @@ impl Default for RetryPolicy {
             max_attempts: 3,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
-            margin: Duration::from_millis(1500),
+            margin: crate::ops::budget::AFTER_SEND,
         }
     }
 }

@@ -1,0 +1,38 @@
+//! One time budget for every AWS call of an invocation, so the step after RedTrack always fits
+//! before the deadline.
+//!
+//! When RedTrack stays down, the conversion is queued (an SQS call) and its record set `QUEUED`
+//! (a DynamoDB call), or, without a queue, released (one DynamoDB call). Each SDK call may take up
+//! to [`SDK_OPERATION`] with its retries; RedTrack's retries therefore stop [`AFTER_SEND`] before
+//! the invocation's deadline: the SDK calls that follow plus some slack. Were the margin shorter
+//! than those calls, a slow DynamoDB would run them past the deadline and leave the claim in
+//! progress with nothing queued.
+
+use std::time::Duration;
+
+/// Longest wait for a TCP connection to an AWS endpoint.
+pub const SDK_CONNECT: Duration = Duration::from_millis(500);
+/// Longest single attempt of an SDK call (DynamoDB answers in milliseconds).
+pub const SDK_ATTEMPT: Duration = Duration::from_millis(800);
+/// Longest SDK call, all attempts included.
+pub const SDK_OPERATION: Duration = Duration::from_millis(1600);
+/// SDK calls made after RedTrack gives up: enqueue and the `QUEUED` record (or one release).
+pub const CALLS_AFTER_SEND: u32 = 2;
+/// Room for the work between those calls and for answering.
+pub const SLACK: Duration = Duration::from_millis(400);
+/// Time kept free before the deadline when RedTrack is retried.
+pub const AFTER_SEND: Duration = Duration::from_millis(
+    SDK_OPERATION.as_millis() as u64 * CALLS_AFTER_SEND as u64 + SLACK.as_millis() as u64,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_step_after_redtrack_fits_in_the_margin() {
+        assert!(SDK_CONNECT <= SDK_ATTEMPT && SDK_ATTEMPT <= SDK_OPERATION);
+        assert!(AFTER_SEND >= SDK_OPERATION * CALLS_AFTER_SEND + SLACK);
+        assert_eq!(AFTER_SEND, Duration::from_millis(3600));
+    }
+}
