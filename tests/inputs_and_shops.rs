@@ -514,6 +514,33 @@ async fn cartpanda_has(server: &MockServer, order_id: u64, status: u16, order: V
 }
 
 #[tokio::test]
+async fn an_oversized_answer_of_cartpandas_api_is_not_read_and_nothing_is_sent() {
+    let cartpanda = MockServer::start().await;
+    let h = verifying_harness(&cartpanda).await;
+    // A real order, padded past the 1 MiB cap.
+    let padding = "x".repeat(cartpanda_redtrack::inbound::verify::MAX_ANSWER_BYTES);
+    cartpanda_has(
+        &cartpanda,
+        8101,
+        200,
+        json!({"id": 8101, "total_price": "1234.56", "status_id": "New", "note": padding}),
+    )
+    .await;
+    let answer = deliver(&h, &paid_order(8101)).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{}",
+        answer.body
+    );
+    assert!(sent_to(&h.redtrack).await.is_empty());
+    assert_eq!(items(&h).await, 0);
+}
+
+#[tokio::test]
 async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
     let cartpanda = MockServer::start().await;
     let h = verifying_harness(&cartpanda).await;

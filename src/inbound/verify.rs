@@ -135,6 +135,9 @@ pub fn compare(
 }
 
 /// Cartpanda's API over HTTPS (reqwest, bearer token).
+/// Largest answer of Cartpanda's API read for one order (real ones are a few KiB).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 #[cfg(feature = "runtime")]
 pub struct CartpandaApi {
     pub http: reqwest::Client,
@@ -181,10 +184,9 @@ impl OrderSource for CartpandaApi {
         if !(200..300).contains(&status) {
             return Err(VerifyError::Unavailable(format!("HTTP {status}")));
         }
-        let bytes = response
-            .bytes()
+        let bytes = crate::postback::redtrack::read_capped(response, MAX_ANSWER_BYTES)
             .await
-            .map_err(|_| VerifyError::Unavailable("unreadable answer".to_owned()))?;
+            .map_err(VerifyError::Unavailable)?;
         let mut value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| VerifyError::Unavailable("answer is not JSON".to_owned()))?;
         let order = if let Some(inner) = value.get_mut("order") {

@@ -180,6 +180,28 @@ async fn drain(mut response: reqwest::Response) {
     }
 }
 
+/// Reads a reply's body, refusing one over `cap` bytes without reading more than `cap` (the
+/// declared length is checked first): the clients of Cartpanda's API read JSON they interpret.
+#[cfg(feature = "runtime")]
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {cap} bytes");
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| "the answer could not be read".to_owned())?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Exponential backoff with full jitter.
 pub fn backoff(retry: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
     let exp = retry.base_delay.saturating_mul(1u32 << attempt.min(16));
