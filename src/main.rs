@@ -1,4 +1,5 @@
 use cartpanda_redtrack::inbound::verify::CartpandaApi;
+use cartpanda_redtrack::ops::secrets::SsmSecrets;
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
 use cartpanda_redtrack::shops::directory::ShopCache;
@@ -16,8 +17,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         std::process::exit(cartpanda_redtrack::ops::admin::main(&args).await);
     }
     cartpanda_redtrack::ops::logging::init();
-    let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
     let aws = cartpanda_redtrack::ops::aws::load().await;
+    let secrets = Arc::new(SsmSecrets::new(aws_sdk_ssm::Client::new(&aws)));
+    let config = Config::from_env_with(secrets.as_ref())
+        .await
+        .inspect_err(|e| tracing::error!("{e}"))?;
     let ledger = Arc::new(DynamoLedger::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.table.clone(),
@@ -33,7 +37,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         tracker: Arc::new(tracker),
         clock: Arc::new(SystemClock),
         queue,
-        shops: Some(ShopCache::new(ledger)),
+        shops: Some(ShopCache::new(ledger).with_secrets(secrets)),
         orders: Some(Arc::new(orders)),
     };
     runtime::run(Arc::new(bridge)).await

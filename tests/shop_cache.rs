@@ -72,6 +72,7 @@ impl ShopDirectory for CountingDirectory {
             sum_currency: None,
             normalize_pii: true,
             cartpanda_api_token: None,
+            cartpanda_api_token_parameter: None,
         }))
     }
 }

@@ -97,6 +97,7 @@ pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
         sum_currency: value(args, "--sum-currency").map(str::to_ascii_uppercase),
         normalize_pii: boolean(args, "--normalize-pii", true)?,
         cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
+        cartpanda_api_token_parameter: None,
     };
     record
         .profile()

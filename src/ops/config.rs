@@ -9,6 +9,43 @@ use crate::inbound::auth::{Secret, Tokens};
 use crate::postback::template::PostbackTemplate;
 use std::time::Duration;
 
+/// Secrets the deployment may give as the name of an SSM SecureString instead of a value:
+/// (the value's variable, the parameter's variable).
+pub const SECRET_PARAMETERS: [(&str, &str); 2] = [
+    ("WEBHOOK_TOKEN", "WEBHOOK_TOKEN_PARAMETER"),
+    ("CARTPANDA_API_TOKEN", "CARTPANDA_API_TOKEN_PARAMETER"),
+];
+
+/// The secrets named by `*_PARAMETER` variables, read from `secrets`: (value's variable, value).
+/// A parameter must lie under the deployment's path ([`crate::ops::secrets::prefix`]), and a
+/// secret may be given one way only.
+pub async fn resolve_secret_parameters(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    secrets: &dyn crate::ops::secrets::SecretStore,
+) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let get = trimmed(&lookup);
+    let mut resolved = Vec::new();
+    for (value_var, parameter_var) in SECRET_PARAMETERS {
+        let Some(name) = get(parameter_var) else {
+            continue;
+        };
+        if get(value_var).is_some() {
+            return Err(err(
+                parameter_var,
+                format!("and {value_var} are both set: give the secret one way"),
+            ));
+        }
+        let table = table(&get)?;
+        crate::ops::secrets::check_parameter(&name, &table).map_err(|p| err(parameter_var, p))?;
+        let value = secrets
+            .get(&name)
+            .await
+            .map_err(|e| err(parameter_var, format!("could not be read: {e}")))?;
+        resolved.push((value_var, value.expose().to_owned()));
+    }
+    Ok(resolved)
+}
+
 /// A configuration error: which variable, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error: {var} {problem}")]
@@ -73,6 +110,19 @@ impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the process environment, each secret given as an SSM parameter name
+    /// ([`SECRET_PARAMETERS`]) read from `secrets` first.
+    pub async fn from_env_with(
+        secrets: &dyn crate::ops::secrets::SecretStore,
+    ) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let resolved = resolve_secret_parameters(&env, secrets).await?;
+        Self::from_lookup(|name| match resolved.iter().find(|(var, _)| *var == name) {
+            Some((_, value)) => Some(value.clone()),
+            None => env(name),
+        })
     }
 
     /// Reads configuration through `lookup` (the environment, or a map in tests). Variables are

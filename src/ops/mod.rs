@@ -12,3 +12,4 @@ pub mod config;
 #[cfg(feature = "runtime")]
 pub mod logging;
 pub mod metrics;
+pub mod secrets;

@@ -12,6 +12,7 @@ use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::claim::LedgerError;
 use crate::ops::clock::Clock;
 use crate::ops::config::Profile;
+use crate::ops::secrets::{SecretError, SecretStore};
 use crate::postback::template::PostbackTemplate;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -32,7 +33,10 @@ pub struct ShopRecord {
     pub cartx_test_orders: String,
     pub sum_currency: Option<String>,
     pub normalize_pii: bool,
+    /// A token kept in the record by an older version (`shop migrate-secrets` moves it to SSM).
     pub cartpanda_api_token: Option<String>,
+    /// The SSM SecureString holding the shop's Cartpanda API token.
+    pub cartpanda_api_token_parameter: Option<String>,
 }
 
 impl std::fmt::Debug for ShopRecord {
@@ -45,7 +49,11 @@ impl std::fmt::Debug for ShopRecord {
             .field("cartx_test_orders", &self.cartx_test_orders)
             .field("sum_currency", &self.sum_currency)
             .field("normalize_pii", &self.normalize_pii)
-            .field("verified", &self.cartpanda_api_token.is_some())
+            .field(
+                "verified",
+                &(self.cartpanda_api_token.is_some()
+                    || self.cartpanda_api_token_parameter.is_some()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +131,8 @@ pub const CACHE_CAPACITY: usize = 1024;
 pub struct ShopCache {
     directory: Arc<dyn ShopDirectory>,
     entries: quick_cache::sync::Cache<String, Cached>,
+    /// Where shops' Cartpanda API tokens are kept (SSM).
+    secrets: Option<Arc<dyn SecretStore>>,
 }
 
 impl ShopCache {
@@ -130,6 +140,15 @@ impl ShopCache {
         ShopCache {
             directory,
             entries: quick_cache::sync::Cache::new(CACHE_CAPACITY),
+            secrets: None,
+        }
+    }
+
+    /// Reads shops' Cartpanda API tokens from `secrets` (cached with the rest of the profile).
+    pub fn with_secrets(self, secrets: Arc<dyn SecretStore>) -> Self {
+        ShopCache {
+            secrets: Some(secrets),
+            ..self
         }
     }
 
@@ -170,15 +189,39 @@ impl ShopCache {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Arc<Profile>>, LedgerError> {
-        Ok(match self.directory.get(name).await? {
-            None => None,
-            Some(record) => match record.profile() {
-                Ok(p) => Some(Arc::new(p)),
-                Err(problem) => {
-                    tracing::error!(shop = name, problem = %problem, "shop settings are invalid; deliveries refused");
-                    None
+        let Some(record) = self.directory.get(name).await? else {
+            return Ok(None);
+        };
+        let mut profile = match record.profile() {
+            Ok(p) => p,
+            Err(problem) => {
+                tracing::error!(shop = name, problem = %problem, "shop settings are invalid; deliveries refused");
+                return Ok(None);
+            }
+        };
+        if let Some(parameter) = &record.cartpanda_api_token_parameter {
+            match self.api_token(parameter).await {
+                Ok(token) => profile.cartpanda_api_token = Some(token),
+                Err(SecretError::NotFound(_)) => {
+                    tracing::error!(
+                        shop = name,
+                        "the shop's Cartpanda API token parameter does not exist; deliveries refused"
+                    );
+                    return Ok(None);
                 }
-            },
-        })
+                Err(e) => return Err(LedgerError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(Some(Arc::new(profile)))
+    }
+
+    async fn api_token(&self, parameter: &str) -> Result<Secret, SecretError> {
+        match &self.secrets {
+            Some(secrets) => secrets.get(parameter).await,
+            None => Err(SecretError::Unavailable {
+                name: parameter.to_owned(),
+                reason: "no secret store configured".to_owned(),
+            }),
+        }
     }
 }

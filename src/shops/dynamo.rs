@@ -35,6 +35,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
         sum_currency: opt("sum_currency"),
         normalize_pii: flag("normalize_pii", true),
         cartpanda_api_token: opt("cartpanda_api_token"),
+        cartpanda_api_token_parameter: opt("cartpanda_api_token_parameter"),
     })
 }
 
@@ -77,6 +78,9 @@ impl DynamoLedger {
         }
         if let Some(t) = &record.cartpanda_api_token {
             put = put.item("cartpanda_api_token", s(t));
+        }
+        if let Some(p) = &record.cartpanda_api_token_parameter {
+            put = put.item("cartpanda_api_token_parameter", s(p));
         }
         put.send().await.map_err(ledger_error)?;
         Ok(())

@@ -2,6 +2,8 @@
 //! tokens, postback template and rules, kept in the ledger's table as `store#<name>` records and
 //! cached ([`directory`]), read and written in DynamoDB ([`dynamo`]).
 
+#[cfg(feature = "runtime")]
+pub mod api_token;
 pub mod directory;
 #[cfg(feature = "runtime")]
 pub mod dynamo;
