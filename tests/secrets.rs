@@ -15,6 +15,9 @@ use common::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Environment variables set for one case.
+type Overrides = Vec<(&'static str, String)>;
+
 fn ssm() -> SsmSecrets {
     let conf = aws_sdk_ssm::Config::builder()
         .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
@@ -210,7 +213,7 @@ async fn the_deployments_secrets_may_be_ssm_parameter_names() {
     );
 
     // Wrong ways to give them: each stops cold start naming the variable.
-    let cases: Vec<(Vec<(&str, String)>, &str, &str)> = vec![
+    let cases: Vec<(Overrides, &str, &str)> = vec![
         (
             vec![("WEBHOOK_TOKEN", "also-a-value-0123456789".to_owned())],
             "WEBHOOK_TOKEN_PARAMETER",
