@@ -293,6 +293,8 @@ impl Bridge {
             order_id: order_id.to_owned(),
             event: event.to_owned(),
             conversion_type: conversion.conversion_type.clone(),
+            amount: Some(crate::inbound::money::format_sum(conversion.amount)),
+            currency: conversion.currency.clone(),
             now_ms,
             lease_until_ms: deadline_ms.max(now_ms + 1000),
         };
@@ -379,6 +381,8 @@ impl Bridge {
                     conversion_type: conversion.conversion_type.clone(),
                     postback: url.into(),
                     first_failure_ms: self.clock.now_ms(),
+                    amount: claim.amount.clone(),
+                    currency: claim.currency.clone(),
                 };
                 let queued = match &self.queue {
                     Some(queue) => match queue.enqueue(&message, self.config.redrive_delay_s).await

@@ -3,6 +3,7 @@
 //! clock; it may call [`crate::inbound`]'s readers, never a client.
 
 pub mod classify;
+pub mod clickid;
 pub mod currency;
 pub mod normalize;
 pub mod phone;

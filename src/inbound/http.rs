@@ -96,11 +96,12 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
             .ok_or(AppError::Auth(crate::inbound::auth::AuthError::Invalid))?,
     };
     authenticate(&profile, req)?;
-    let delivery = if route.s2s {
+    let mut delivery = if route.s2s {
         s2s_delivery(req)?
     } else {
         webhook_delivery(req)?
     };
+    crate::conversion::clickid::apply_to_delivery(&mut delivery, &profile.click_id_sources);
     respond(bridge, &profile, req, &delivery).await
 }
 
@@ -177,6 +178,16 @@ async fn respond(
                 "delivery skipped"
             );
             crate::ops::metrics::skipped(reason.code());
+            if reason == Skip::NoClickId && !order_id.is_empty() {
+                let note = crate::ledger::notes::Note::no_click_id(
+                    shop,
+                    order_id,
+                    event,
+                    bridge.clock.now_ms(),
+                    bridge.config.ttl_days,
+                );
+                crate::ledger::notes::leave(bridge.ledger.as_ref(), &note).await;
+            }
             // A test order is answered with what would have been sent.
             let preview = match reason {
                 Skip::TestOrder => {

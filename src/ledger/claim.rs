@@ -22,6 +22,9 @@ pub struct Claim {
     pub order_id: String,
     pub event: String,
     pub conversion_type: String,
+    /// The sum sent (`1234.56`) and its currency, recorded for the report; never PII.
+    pub amount: Option<String>,
+    pub currency: Option<String>,
     pub now_ms: i64,
     /// When this attempt's lease ends (the invocation's deadline), in epoch milliseconds.
     pub lease_until_ms: i64,
@@ -83,6 +86,11 @@ pub trait Ledger: Send + Sync {
     ) -> Result<bool, LedgerError>;
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError>;
+    /// Leaves a "needs a look" note ([`crate::ledger::notes`]); the first note of an order and
+    /// reason is kept. Ledgers without notes ignore it.
+    async fn note(&self, _note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";

@@ -26,6 +26,16 @@ impl DynamoLedger {
             table: table.into(),
         }
     }
+
+    /// The DynamoDB client, for the other record kinds kept in the table (notes, watermarks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
 }
 
 fn s(v: &str) -> AttributeValue {
@@ -88,7 +98,7 @@ impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         // A record whose every retry vanished between our write and our read is retried once.
         for _ in 0..3 {
-            let result = self
+            let mut put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
@@ -119,9 +129,15 @@ impl Ledger for DynamoLedger {
                 .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
+                );
+            // For the report (`crate::report`): the conversion's sum and currency, never PII.
+            if let Some(amount) = &claim.amount {
+                put = put.item("amount", s(amount));
+            }
+            if let Some(currency) = &claim.currency {
+                put = put.item("currency", s(currency));
+            }
+            let result = put.send().await;
             let err = match result {
                 Ok(_) => return Ok(ClaimOutcome::Claimed),
                 Err(err) => err,
@@ -213,6 +229,10 @@ impl Ledger for DynamoLedger {
             Err(err) => Err(store_error(err)),
         }
     }
+
+    async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
+        crate::ledger::notes::put(&self.client, &self.table, note).await
+    }
 }
 
 impl DynamoLedger {
@@ -258,6 +278,11 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
         sum_currency: opt("sum_currency"),
         normalize_pii: flag("normalize_pii", true),
         cartpanda_api_token: opt("cartpanda_api_token"),
+        click_id_sources: get_s(item, "click_id_sources"),
+        reconcile: flag("reconcile", false),
+        shop_slug: opt("shop_slug"),
+        s2s: flag("s2s", false),
+        verify_orders: flag("verify_orders", true),
     })
 }
 
@@ -293,7 +318,14 @@ impl DynamoLedger {
             )
             .item("cartx_test_orders", s(record.cartx_test_orders.as_str()))
             .item("normalize_pii", AttributeValue::Bool(record.normalize_pii))
+            .item("click_id_sources", s(&record.click_id_sources))
+            .item("reconcile", AttributeValue::Bool(record.reconcile))
+            .item("s2s", AttributeValue::Bool(record.s2s))
+            .item("verify_orders", AttributeValue::Bool(record.verify_orders))
             .item("updated_at_ms", n(now_ms));
+        if let Some(slug) = &record.shop_slug {
+            put = put.item("shop_slug", s(slug));
+        }
         if let Some(c) = &record.sum_currency {
             put = put.item("sum_currency", s(c));
         }

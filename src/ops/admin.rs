@@ -21,7 +21,8 @@ pub const USAGE: &str = "usage:
       [--conversion-types <event=Type,...>] [--send-test-orders true|false]
       [--cartx-test-orders send|skip]
       [--sum-currency USD|EUR|BRL] [--normalize-pii true|false] [--cartpanda-api-token <token>]
-      [--table <table>]
+      [--clickid-sources <source,...>] [--reconcile true|false] [--shop-slug <slug>]
+      [--s2s true|false] [--verify-orders true|false] [--table <table>]
   cartpanda-redtrack store list [--table <table>]
   cartpanda-redtrack store delete <name> [--table <table>]
   cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
@@ -97,6 +98,11 @@ pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
         sum_currency: value(args, "--sum-currency").map(str::to_ascii_uppercase),
         normalize_pii: boolean(args, "--normalize-pii", true)?,
         cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
+        click_id_sources: value(args, "--clickid-sources").unwrap_or("").to_owned(),
+        reconcile: boolean(args, "--reconcile", false)?,
+        shop_slug: value(args, "--shop-slug").map(str::to_owned),
+        s2s: boolean(args, "--s2s", false)?,
+        verify_orders: boolean(args, "--verify-orders", true)?,
     };
     record
         .profile()

@@ -37,6 +37,8 @@ pub struct Profile {
     pub normalize_pii: bool,
     /// Re-read each order from Cartpanda's API before sending (see [`crate::inbound::verify`]).
     pub cartpanda_api_token: Option<crate::inbound::auth::Secret>,
+    /// Where the click ID is looked for (`CLICKID_SOURCES`, see [`crate::conversion::clickid`]).
+    pub click_id_sources: crate::conversion::clickid::ClickIdSources,
 }
 
 impl Profile {
@@ -122,7 +124,17 @@ impl Config {
             },
         };
 
-        let cartpanda_api_token = get("CARTPANDA_API_TOKEN").map(crate::inbound::auth::Secret::new);
+        // Verification keeps its own trigger (the token); `VERIFY_ORDERS=false` opts out while a
+        // token is set for reconciliation (see `crate::reconcile`).
+        let verify_orders = flag(&get("VERIFY_ORDERS"), "VERIFY_ORDERS", true)?;
+        let cartpanda_api_token = get("CARTPANDA_API_TOKEN")
+            .filter(|_| verify_orders)
+            .map(crate::inbound::auth::Secret::new);
+        let click_id_sources = match get("CLICKID_SOURCES") {
+            None => crate::conversion::clickid::ClickIdSources::default(),
+            Some(v) => crate::conversion::clickid::ClickIdSources::parse(&v)
+                .map_err(|p| err("CLICKID_SOURCES", p))?,
+        };
         let cartpanda_order_url = get("CARTPANDA_ORDER_URL")
             .unwrap_or_else(|| crate::inbound::verify::DEFAULT_ORDER_URL.to_owned());
         crate::inbound::verify::check_order_url(&cartpanda_order_url)
@@ -141,6 +153,7 @@ impl Config {
                 },
                 normalize_pii,
                 cartpanda_api_token,
+                click_id_sources,
             }),
             table,
             ttl_days,
@@ -370,6 +383,12 @@ mod tests {
                 "`send` or `skip`",
             ),
             (&[("DRY_RUN", "2")], "DRY_RUN", "true or false"),
+            (&[("VERIFY_ORDERS", "2")], "VERIFY_ORDERS", "true or false"),
+            (
+                &[("CLICKID_SOURCES", "utm_term")],
+                "CLICKID_SOURCES",
+                "checkout_params.<key>",
+            ),
             (
                 &[("REDTRACK_TIMEOUT_MS", "5")],
                 "REDTRACK_TIMEOUT_MS",
@@ -409,5 +428,12 @@ mod tests {
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
         let verified = config(&[("CARTPANDA_API_TOKEN", "cp-api-secret-value")]).unwrap();
         assert!(!format!("{verified:?}").contains("cp-api-secret-value"));
+        assert!(verified.profile.cartpanda_api_token.is_some());
+        let opted_out = config(&[
+            ("CARTPANDA_API_TOKEN", "cp-api-secret-value"),
+            ("VERIFY_ORDERS", "false"),
+        ])
+        .unwrap();
+        assert!(opted_out.profile.cartpanda_api_token.is_none());
     }
 }

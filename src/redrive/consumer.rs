@@ -70,6 +70,8 @@ impl Redriver {
             order_id: message.order_id.clone(),
             event: message.event.clone(),
             conversion_type: message.conversion_type.clone(),
+            amount: message.amount.clone(),
+            currency: message.currency.clone(),
             now_ms,
             lease_until_ms: deadline_ms.max(now_ms + 1000),
         };
