@@ -7,6 +7,7 @@
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
 //! - `store list` · `store delete <name>`
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
+//! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
 
@@ -26,6 +27,7 @@ pub const USAGE: &str = "usage:
   cartpanda-redtrack store list [--table <table>]
   cartpanda-redtrack store delete <name> [--table <table>]
   cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
+  cartpanda-redtrack reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]
 The table defaults to $DEDUP_TABLE.";
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
@@ -179,6 +181,20 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             Ok(format!(
                 "moved {moved} message(s) from the DLQ back to the redrive queue"
             ))
+        }
+        // Thin wiring until the CLI moves to clap: the commands are library functions.
+        ["reconcile", ..] => {
+            let since = value(args, "--since").ok_or(USAGE)?;
+            let reconciler = crate::reconcile::from_env(aws).await?;
+            let summary = crate::reconcile::command(
+                &reconciler,
+                since,
+                value(args, "--shop"),
+                args.iter().any(|a| a == "--dry-run"),
+                now_ms + crate::reconcile::run::CLI_BUDGET_MS,
+            )
+            .await?;
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
         }
         _ => Err(USAGE.to_owned()),
     }
