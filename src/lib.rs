@@ -28,4 +28,6 @@ pub mod postback;
 #[cfg(feature = "runtime")]
 pub mod reconcile;
 pub mod redrive;
+#[cfg(feature = "runtime")]
+pub mod report;
 pub mod shops;

@@ -8,6 +8,7 @@
 //! - `store list` · `store delete <name>`
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
+//! - `report [--since 7d] [--shop <name>] [--format table|csv|json]` ([`crate::report`])
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
 
@@ -28,6 +29,7 @@ pub const USAGE: &str = "usage:
   cartpanda-redtrack store delete <name> [--table <table>]
   cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
   cartpanda-redtrack reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]
+  cartpanda-redtrack report [--since 7d] [--shop <name>] [--format table|csv|json] [--table <table>]
 The table defaults to $DEDUP_TABLE.";
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
@@ -195,6 +197,18 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             )
             .await?;
             serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
+        }
+        ["report", ..] => {
+            let ledger = table()?;
+            crate::report::command(
+                ledger.client(),
+                ledger.table(),
+                value(args, "--since").unwrap_or("7d"),
+                value(args, "--shop"),
+                value(args, "--format").unwrap_or("table"),
+                now_ms,
+            )
+            .await
         }
         _ => Err(USAGE.to_owned()),
     }
