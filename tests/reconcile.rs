@@ -219,7 +219,7 @@ async fn an_order_delivered_by_webhook_during_the_run_is_sent_once() {
     serve_page(
         &s,
         2,
-        page(vec![listed(paid_order(202))], 2, 2).set_delay(Duration::from_millis(1500)),
+        page(vec![listed(paid_order(202))], 2, 2).set_delay(Duration::from_millis(3000)),
     )
     .await;
     let webhook = async {
@@ -241,11 +241,11 @@ async fn an_order_delivered_by_webhook_during_the_run_is_sent_once() {
 
 #[tokio::test]
 async fn a_run_cut_by_its_deadline_resumes_from_where_it_stopped() {
-    let s = setup(&[], &[("CARTPANDA_API_MIN_INTERVAL_MS", "1500")]).await;
+    let s = setup(&[], &[("CARTPANDA_API_MIN_INTERVAL_MS", "4000")]).await;
     serve_page(&s, 1, page(vec![listed(paid_order(301))], 1, 2)).await;
     serve_page(&s, 2, page(vec![listed(paid_order(302))], 2, 2)).await;
     // Budget: the first page, then the rate limit's wait ends past the stop time.
-    let cut = run(&s, 1_200).await;
+    let cut = run(&s, 2_500).await;
     assert!(!cut.complete);
     assert_eq!(cut.stopped.as_deref(), Some("deadline"));
     assert_eq!(cut.sent, 1);
