@@ -10,8 +10,6 @@
 //! refusals are recorded the same way (`refused_422`, …). The first note of an order and reason
 //! is kept (a redelivery does not move it to another day).
 
-use crate::ledger::claim::LedgerError;
-
 /// The key prefix of notes.
 pub const NOTE_PREFIX: &str = "note#";
 /// The reason of an order without a usable click ID.
@@ -91,7 +89,7 @@ pub async fn put(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     note: &Note,
-) -> Result<(), LedgerError> {
+) -> Result<(), crate::ledger::claim::LedgerError> {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     let mut put = client
         .put_item()
@@ -117,7 +115,7 @@ pub async fn put(
         {
             Ok(())
         }
-        Err(err) => Err(LedgerError::Unavailable(
+        Err(err) => Err(crate::ledger::claim::LedgerError::Unavailable(
             aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
                 .unwrap_or("request failed")
                 .to_owned(),
