@@ -333,3 +333,54 @@ async fn refunds_are_reconciled_only_with_the_updated_filter() {
         .expect("an updated-since request");
     assert!(!updated.contains_key("payment_status"));
 }
+
+#[tokio::test]
+async fn a_dry_run_back_fill_counts_what_it_would_send_and_writes_nothing() {
+    let s = setup(&[], &[]).await;
+    assert_eq!(deliver(&s.h, &paid_order(601)).await.status, 200);
+    serve_page(
+        &s,
+        1,
+        page(vec![listed(paid_order(601)), listed(paid_order(602))], 1, 1),
+    )
+    .await;
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let summary =
+        cartpanda_redtrack::reconcile::command(&s.reconciler, "48h", None, true, deadline_ms)
+            .await
+            .unwrap();
+    assert_eq!(
+        (summary.would_send, summary.already_sent),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(summary.sent, 0);
+    assert_eq!(postbacks(&s.h).await.len(), 1, "only the webhook's");
+    assert_eq!(
+        record_keys(&s.h).await,
+        ["evt#601-purchase"],
+        "no claim, no watermark"
+    );
+    let from = &list_requests(&s).await[0]["created_at_min"];
+    let from_s = cartpanda_redtrack::inbound::datetime::parse_unix(from).unwrap();
+    assert!(
+        (from_s - (SystemClock.now_ms() / 1000 - 48 * 3600)).abs() < 60,
+        "the window starts at --since: {from}"
+    );
+    // A named shop that does not exist, and a bad --since, are refused precisely.
+    let unknown = cartpanda_redtrack::reconcile::command(
+        &s.reconciler,
+        "48h",
+        Some("nope"),
+        true,
+        deadline_ms,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(unknown, "no shop `nope`");
+    let bad =
+        cartpanda_redtrack::reconcile::command(&s.reconciler, "soon", None, true, deadline_ms)
+            .await
+            .unwrap_err();
+    assert!(bad.starts_with("--since `soon`"), "{bad}");
+}
