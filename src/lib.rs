@@ -12,6 +12,9 @@
 //!    its macros, **send** it with the RedTrack client, and **record** the outcome in the ledger;
 //! 5. [`redrive`]: what RedTrack could not take waits in a queue for the consumer, then the DLQ.
 //!
+//! [`reconcile`] finds what never arrived: it lists Cartpanda's paid orders on a schedule and sends
+//! their missing conversions through the same claim → send path.
+//!
 //! [`bridge`] is the service that drives one delivery through these steps; [`inbound::http`] is
 //! the thin adapter in front of it. [`shops`] holds the settings of named shops, [`ops`] the
 //! configuration, logging, metrics, clock, AWS set-up and operator commands.
@@ -22,5 +25,9 @@ pub mod inbound;
 pub mod ledger;
 pub mod ops;
 pub mod postback;
+#[cfg(feature = "runtime")]
+pub mod reconcile;
 pub mod redrive;
+#[cfg(feature = "runtime")]
+pub mod report;
 pub mod shops;

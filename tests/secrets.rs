@@ -44,6 +44,11 @@ fn shop(name: &str, plain_token: Option<&str>) -> ShopRecord {
         normalize_pii: true,
         cartpanda_api_token: plain_token.map(str::to_owned),
         cartpanda_api_token_parameter: None,
+        click_id_sources: String::new(),
+        reconcile: false,
+        shop_slug: None,
+        s2s: false,
+        verify_orders: true,
     }
 }
 

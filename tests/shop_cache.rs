@@ -73,6 +73,11 @@ impl ShopDirectory for CountingDirectory {
             normalize_pii: true,
             cartpanda_api_token: None,
             cartpanda_api_token_parameter: None,
+            click_id_sources: String::new(),
+            reconcile: false,
+            shop_slug: None,
+            s2s: false,
+            verify_orders: true,
         }))
     }
 }

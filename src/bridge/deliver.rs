@@ -5,8 +5,10 @@
 use super::report::{Answer, Handled};
 use super::{Bridge, ConversionReport, Report};
 use crate::conversion::classify::{self, Classified, Conversion, Decision, Rules, Skip};
+use crate::conversion::clickid;
 use crate::inbound::error::AppError;
 use crate::inbound::webhook::{Delivery, Order, ParseError};
+use crate::ledger::notes;
 use crate::ops::config::Profile;
 
 /// What the request asks beside its delivery.
@@ -24,16 +26,23 @@ impl Bridge {
     pub async fn deliver(
         &self,
         profile: &Profile,
-        delivery: &Delivery,
+        mut delivery: Delivery,
         options: DeliveryOptions,
     ) -> Result<Answer, AppError> {
+        clickid::apply_to_delivery(&mut delivery, &profile.click_id_sources);
+        let delivery = &delivery;
         let classified = classify::classify(delivery, &profile.rules)?;
         count_cartx_test(&classified, &profile.rules);
         let result = match (&classified.decision, classified.order) {
-            (Decision::Skip(reason), _) => Handled::Skipped {
-                reason: *reason,
-                preview: self.skip(profile, delivery, &classified, *reason),
-            },
+            (Decision::Skip(reason), _) => {
+                if *reason == Skip::NoClickId {
+                    self.note_no_click_id(profile, &classified).await;
+                }
+                Handled::Skipped {
+                    reason: *reason,
+                    preview: self.skip(profile, delivery, &classified, *reason),
+                }
+            }
             (Decision::Convert(conversions), Some(order)) => {
                 let order_id = classified.order_id.as_deref().unwrap_or_default();
                 let report = self
@@ -95,6 +104,21 @@ impl Bridge {
                 options.deadline_ms,
             )
             .await)
+    }
+
+    /// Leaves a note of an order without a click ID, so the report lists it (never sent).
+    async fn note_no_click_id(&self, profile: &Profile, classified: &Classified<'_>) {
+        let Some(order_id) = classified.order_id.as_deref() else {
+            return;
+        };
+        let note = notes::Note::no_click_id(
+            profile.shop.as_deref(),
+            order_id,
+            classified.event,
+            self.clock.now_ms(),
+            self.config.ttl_days,
+        );
+        notes::leave(self.ledger.as_ref(), &note).await;
     }
 
     /// Logs and counts a skipped delivery; a test order is answered with the postbacks it would

@@ -99,6 +99,10 @@ impl Bridge {
             &conversion.conversion_type,
             self.clock.now_ms(),
             job.deadline_ms,
+        )
+        .with_sum(
+            Some(crate::inbound::money::format_sum(conversion.amount)),
+            conversion.currency.clone(),
         );
         let order_id = job.order_id;
         let mut entry = entry(conversion, Outcome::NotAttempted);
@@ -227,6 +231,8 @@ impl Bridge {
             conversion_type: conversion.conversion_type.clone(),
             postback: url.into(),
             first_failure_ms: self.clock.now_ms(),
+            amount: claim.amount.clone(),
+            currency: claim.currency.clone(),
         };
         let Some(queue) = &self.queue else {
             return false;

@@ -5,6 +5,7 @@
 //! [`normalize`] and [`phone`] prepare the PII.
 
 pub mod classify;
+pub mod clickid;
 pub mod currency;
 pub mod fields;
 pub mod normalize;

@@ -109,7 +109,7 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
             .map(|c| c.deadline as i64)
             .filter(|d| *d > 0),
     };
-    let answer = bridge.deliver(&profile, &delivery, options).await?;
+    let answer = bridge.deliver(&profile, delivery, options).await?;
     Ok(answer_response(&answer))
 }
 

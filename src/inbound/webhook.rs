@@ -83,6 +83,8 @@ pub struct Order {
     pub created_at: Text,
     pub processed_at: Text,
     pub updated_at: Text,
+    /// The buyer's thank-you page URL; a click ID source (see [`crate::conversion::clickid`]).
+    pub thank_you_page: Text,
     #[serde(deserialize_with = "checkout_params")]
     pub checkout_params: Option<CheckoutParams>,
     #[serde(deserialize_with = "lenient::object")]
@@ -120,7 +122,13 @@ pub struct CheckoutParams {
     pub campaignkey: Text,
     pub adclid: Text,
     pub adclida: Text,
+    /// Any other parameter, for `CLICKID_SOURCES` (see [`crate::conversion::clickid`]).
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, Text>,
 }
+
+/// Most other checkout parameters kept from a query-string `checkout_params`.
+const MAX_OTHER_PARAMS: usize = 64;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -448,7 +456,14 @@ impl CheckoutParams {
                 "campaignkey" => &mut out.campaignkey,
                 "adclid" => &mut out.adclid,
                 "adclida" => &mut out.adclida,
-                _ => continue,
+                other => {
+                    if out.other.len() < MAX_OTHER_PARAMS {
+                        out.other
+                            .entry(other.to_owned())
+                            .or_insert_with(|| Text(Some(value.trim().to_owned())));
+                    }
+                    continue;
+                }
             };
             if slot.0.is_none() {
                 *slot = Text(Some(value.trim().to_owned()));

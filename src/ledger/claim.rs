@@ -22,6 +22,9 @@ pub struct Claim {
     pub order_id: String,
     pub event: String,
     pub conversion_type: String,
+    /// The sum sent (`1234.56`) and its currency, recorded for the report; never PII.
+    pub amount: Option<String>,
+    pub currency: Option<String>,
     pub now_ms: i64,
     /// When this attempt's lease ends (the invocation's deadline), in epoch milliseconds.
     pub lease_until_ms: i64,
@@ -47,8 +50,19 @@ impl Claim {
             order_id: order_id.to_owned(),
             event: event.to_owned(),
             conversion_type: conversion_type.to_owned(),
+            amount: None,
+            currency: None,
             now_ms,
             lease_until_ms: deadline_ms.max(now_ms + 1000),
+        }
+    }
+
+    /// The same claim recording the sum sent and its currency (for the report).
+    pub fn with_sum(self, amount: Option<String>, currency: Option<String>) -> Claim {
+        Claim {
+            amount,
+            currency,
+            ..self
         }
     }
 }
@@ -109,6 +123,11 @@ pub trait Ledger: Send + Sync {
     ) -> Result<bool, LedgerError>;
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError>;
+    /// Leaves a "needs a look" note ([`crate::ledger::notes`]); the first note of an order and
+    /// reason is kept. Ledgers without notes ignore it.
+    async fn note(&self, _note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";

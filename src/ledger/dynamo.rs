@@ -25,6 +25,16 @@ impl DynamoLedger {
             table: table.into(),
         }
     }
+
+    /// The DynamoDB client, for the other record kinds kept in the table (notes, watermarks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
 }
 
 pub(crate) fn s(v: &str) -> AttributeValue {
@@ -112,7 +122,7 @@ impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         // A record whose every retry vanished between our write and our read is retried once.
         for _ in 0..3 {
-            let result = self
+            let mut put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
@@ -139,9 +149,15 @@ impl Ledger for DynamoLedger {
                 .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
+                );
+            // For the report (`crate::report`): the conversion's sum and currency, never PII.
+            if let Some(amount) = &claim.amount {
+                put = put.item("amount", s(amount));
+            }
+            if let Some(currency) = &claim.currency {
+                put = put.item("currency", s(currency));
+            }
+            let result = put.send().await;
             let err = match result {
                 Ok(_) => return Ok(ClaimOutcome::Claimed),
                 Err(err) => err,
@@ -232,6 +248,10 @@ impl Ledger for DynamoLedger {
             }
             Err(err) => Err(ledger_error(err)),
         }
+    }
+
+    async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
+        crate::ledger::notes::put(&self.client, &self.table, note).await
     }
 }
 

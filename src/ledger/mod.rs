@@ -1,7 +1,8 @@
 //! Ledger: the DynamoDB table that records every conversion, and the claim protocol that makes
 //! each one sent once ([`claim`]: records, states, the in-memory ledger for tests), with its
-//! DynamoDB implementation ([`dynamo`]).
+//! DynamoDB implementation ([`dynamo`]), and the "needs a look" notes kept next to them ([`notes`]).
 
 pub mod claim;
 #[cfg(feature = "runtime")]
 pub mod dynamo;
+pub mod notes;

@@ -7,6 +7,8 @@
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
 //! - `store list` · `store delete <name>`
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
+//! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
+//! - `report [--since 7d] [--shop <name>] [--format table|csv|json]` ([`crate::report`])
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
 
@@ -21,10 +23,13 @@ pub const USAGE: &str = "usage:
       [--conversion-types <event=Type,...>] [--send-test-orders true|false]
       [--cartx-test-orders send|skip]
       [--sum-currency USD|EUR|BRL] [--normalize-pii true|false] [--cartpanda-api-token <token>]
-      [--table <table>]
+      [--clickid-sources <source,...>] [--reconcile true|false] [--shop-slug <slug>]
+      [--s2s true|false] [--verify-orders true|false] [--table <table>]
   cartpanda-redtrack store list [--table <table>]
   cartpanda-redtrack store delete <name> [--table <table>]
   cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
+  cartpanda-redtrack reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]
+  cartpanda-redtrack report [--since 7d] [--shop <name>] [--format table|csv|json] [--table <table>]
 The table defaults to $DEDUP_TABLE.";
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
@@ -98,6 +103,11 @@ pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
         normalize_pii: boolean(args, "--normalize-pii", true)?,
         cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
         cartpanda_api_token_parameter: None,
+        click_id_sources: value(args, "--clickid-sources").unwrap_or("").to_owned(),
+        reconcile: boolean(args, "--reconcile", false)?,
+        shop_slug: value(args, "--shop-slug").map(str::to_owned),
+        s2s: boolean(args, "--s2s", false)?,
+        verify_orders: boolean(args, "--verify-orders", true)?,
     };
     record
         .profile()
@@ -174,6 +184,32 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             Ok(format!(
                 "moved {moved} message(s) from the DLQ back to the redrive queue"
             ))
+        }
+        // Thin wiring until the CLI moves to clap: the commands are library functions.
+        ["reconcile", ..] => {
+            let since = value(args, "--since").ok_or(USAGE)?;
+            let reconciler = crate::reconcile::from_env(aws).await?;
+            let summary = crate::reconcile::command(
+                &reconciler,
+                since,
+                value(args, "--shop"),
+                args.iter().any(|a| a == "--dry-run"),
+                now_ms + crate::reconcile::run::CLI_BUDGET_MS,
+            )
+            .await?;
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
+        }
+        ["report", ..] => {
+            let ledger = table()?;
+            crate::report::command(
+                ledger.client(),
+                ledger.table(),
+                value(args, "--since").unwrap_or("7d"),
+                value(args, "--shop"),
+                value(args, "--format").unwrap_or("table"),
+                now_ms,
+            )
+            .await
         }
         _ => Err(USAGE.to_owned()),
     }

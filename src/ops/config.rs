@@ -75,6 +75,8 @@ pub struct Profile {
     pub normalize_pii: bool,
     /// Re-read each order from Cartpanda's API before sending (see [`crate::inbound::verify`]).
     pub cartpanda_api_token: Option<crate::inbound::auth::Secret>,
+    /// Where the click ID is looked for (`CLICKID_SOURCES`, see [`crate::conversion::clickid`]).
+    pub click_id_sources: crate::conversion::clickid::ClickIdSources,
 }
 
 impl Profile {
@@ -142,13 +144,19 @@ impl Config {
             sum_currency: sum_currency(&get)?,
             ..rules
         };
+        // Verification keeps its own trigger (the token); `VERIFY_ORDERS=false` opts out while a
+        // token is set for reconciliation (see `crate::reconcile`).
+        let verify_orders = flag(&get("VERIFY_ORDERS"), "VERIFY_ORDERS", true)?;
         let profile = Profile {
             shop: None,
             tokens,
             postback,
             rules,
             normalize_pii,
-            cartpanda_api_token: get("CARTPANDA_API_TOKEN").map(Secret::new),
+            cartpanda_api_token: get("CARTPANDA_API_TOKEN")
+                .filter(|_| verify_orders)
+                .map(Secret::new),
+            click_id_sources: click_id_sources(&get)?,
         };
         Ok(Config {
             profile: std::sync::Arc::new(profile),
@@ -217,6 +225,16 @@ fn cartpanda_order_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, 
 }
 
 /// `lookup` with values trimmed and an empty value read as unset.
+fn click_id_sources(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::conversion::clickid::ClickIdSources, ConfigError> {
+    match get("CLICKID_SOURCES") {
+        None => Ok(crate::conversion::clickid::ClickIdSources::default()),
+        Some(v) => crate::conversion::clickid::ClickIdSources::parse(&v)
+            .map_err(|p| err("CLICKID_SOURCES", p)),
+    }
+}
+
 fn trimmed(lookup: &impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| {
         lookup(name)
@@ -433,6 +451,12 @@ mod tests {
                 "`send` or `skip`",
             ),
             (&[("DRY_RUN", "2")], "DRY_RUN", "true or false"),
+            (&[("VERIFY_ORDERS", "2")], "VERIFY_ORDERS", "true or false"),
+            (
+                &[("CLICKID_SOURCES", "utm_term")],
+                "CLICKID_SOURCES",
+                "checkout_params.<key>",
+            ),
             (
                 &[("REDTRACK_TIMEOUT_MS", "5")],
                 "REDTRACK_TIMEOUT_MS",
@@ -472,5 +496,12 @@ mod tests {
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
         let verified = config(&[("CARTPANDA_API_TOKEN", "cp-api-secret-value")]).unwrap();
         assert!(!format!("{verified:?}").contains("cp-api-secret-value"));
+        assert!(verified.profile.cartpanda_api_token.is_some());
+        let opted_out = config(&[
+            ("CARTPANDA_API_TOKEN", "cp-api-secret-value"),
+            ("VERIFY_ORDERS", "false"),
+        ])
+        .unwrap();
+        assert!(opted_out.profile.cartpanda_api_token.is_none());
     }
 }

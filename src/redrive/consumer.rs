@@ -71,7 +71,8 @@ impl Redriver {
             &message.conversion_type,
             now_ms,
             deadline_ms,
-        );
+        )
+        .with_sum(message.amount.clone(), message.currency.clone());
         match self.claim(message, &claim, receive_count).await {
             Some(disposition) => disposition,
             None => self.send(message, &claim, receive_count, deadline).await,

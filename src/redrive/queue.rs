@@ -19,6 +19,11 @@ pub struct RedriveMessage {
     pub postback: String,
     /// When the first attempt failed, epoch milliseconds.
     pub first_failure_ms: i64,
+    /// The sum and currency, kept on the record when the consumer claims again (the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 impl std::fmt::Debug for RedriveMessage {

@@ -37,6 +37,16 @@ pub struct ShopRecord {
     pub cartpanda_api_token: Option<String>,
     /// The SSM SecureString holding the shop's Cartpanda API token.
     pub cartpanda_api_token_parameter: Option<String>,
+    /// `CLICKID_SOURCES` of this shop; empty means the default.
+    pub click_id_sources: String,
+    /// Reconciled against Cartpanda's order list (`--reconcile`, see [`crate::reconcile`]).
+    pub reconcile: bool,
+    /// The shop's Cartpanda slug, for the order list (required with `reconcile`).
+    pub shop_slug: Option<String>,
+    /// Fed by Cartpanda's S2S postback rather than webhooks: reconciled with the S2S event IDs.
+    pub s2s: bool,
+    /// `false` keeps the API token for reconciliation only (`--verify-orders false`).
+    pub verify_orders: bool,
 }
 
 impl std::fmt::Debug for ShopRecord {
@@ -54,6 +64,11 @@ impl std::fmt::Debug for ShopRecord {
                 &(self.cartpanda_api_token.is_some()
                     || self.cartpanda_api_token_parameter.is_some()),
             )
+            .field("click_id_sources", &self.click_id_sources)
+            .field("reconcile", &self.reconcile)
+            .field("shop_slug", &self.shop_slug)
+            .field("s2s", &self.s2s)
+            .field("verify_orders", &self.verify_orders)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +112,16 @@ impl ShopRecord {
             "" => CartxTestOrders::default(),
             text => CartxTestOrders::parse(text).map_err(|e| format!("cartx test orders {e}"))?,
         };
+        let click_id_sources = match self.click_id_sources.trim() {
+            "" => crate::conversion::clickid::ClickIdSources::default(),
+            text => crate::conversion::clickid::ClickIdSources::parse(text)
+                .map_err(|e| format!("click ID sources {e}"))?,
+        };
+        if self.reconcile && (self.shop_slug.is_none() || self.cartpanda_api_token.is_none()) {
+            return Err(
+                "reconcile needs the shop's Cartpanda slug and a Cartpanda API token".to_owned(),
+            );
+        }
         Ok(Profile {
             shop: Some(self.name.clone()),
             tokens,
@@ -108,7 +133,12 @@ impl ShopRecord {
                 sum_currency: self.sum_currency.clone(),
             },
             normalize_pii: self.normalize_pii,
-            cartpanda_api_token: self.cartpanda_api_token.clone().map(Secret::new),
+            cartpanda_api_token: self
+                .cartpanda_api_token
+                .clone()
+                .filter(|_| self.verify_orders)
+                .map(Secret::new),
+            click_id_sources,
         })
     }
 }

@@ -36,6 +36,11 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
         normalize_pii: flag("normalize_pii", true),
         cartpanda_api_token: opt("cartpanda_api_token"),
         cartpanda_api_token_parameter: opt("cartpanda_api_token_parameter"),
+        click_id_sources: get_s(item, "click_id_sources"),
+        reconcile: flag("reconcile", false),
+        shop_slug: opt("shop_slug"),
+        s2s: flag("s2s", false),
+        verify_orders: flag("verify_orders", true),
     })
 }
 
@@ -72,7 +77,14 @@ impl DynamoLedger {
             )
             .item("cartx_test_orders", s(record.cartx_test_orders.as_str()))
             .item("normalize_pii", AttributeValue::Bool(record.normalize_pii))
+            .item("click_id_sources", s(&record.click_id_sources))
+            .item("reconcile", AttributeValue::Bool(record.reconcile))
+            .item("s2s", AttributeValue::Bool(record.s2s))
+            .item("verify_orders", AttributeValue::Bool(record.verify_orders))
             .item("updated_at_ms", n(now_ms));
+        if let Some(slug) = &record.shop_slug {
+            put = put.item("shop_slug", s(slug));
+        }
         if let Some(c) = &record.sum_currency {
             put = put.item("sum_currency", s(c));
         }

@@ -326,6 +326,23 @@ pub async fn items(h: &Harness) -> usize {
         .len()
 }
 
+/// The keys of every record in the table, sorted.
+pub async fn record_keys(h: &Harness) -> Vec<String> {
+    let mut keys: Vec<String> = h
+        .dynamo
+        .scan()
+        .table_name(&h.table)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .iter()
+        .filter_map(|i| i.get("pk").and_then(|v| v.as_s().ok()).cloned())
+        .collect();
+    keys.sort();
+    keys
+}
+
 pub async fn item(
     h: &Harness,
     key: &str,
