@@ -1,36 +1,124 @@
-//! Operator commands, run from a workstation with AWS credentials (`cartpanda-redtrack <command>`
-//! or `cartpanda-redtrack-admin <command>`):
+//! Operator commands, run from a workstation with AWS credentials
+//! (`cartpanda-redtrack-admin <command>`; `--help` on every command):
 //!
-//! - `store put <name> --token <secret> [--token <next secret>] --postback-url <url>
+//! - `shop put <name> --token <secret> [--token <next secret>] --postback-url <url>
 //!   [--conversion-types <event=Type,…>] [--send-test-orders true|false]
 //!   [--cartx-test-orders send|skip] [--sum-currency USD|EUR|BRL]
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
-//! - `store list` · `store delete <name>`
+//! - `shop list` · `shop delete <name>` (`store` is the same command, its old name)
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
+//! [`run`] takes the words after the program name, so tests run a command without a process.
 
 use crate::conversion::classify::CartxTestOrders;
 use crate::inbound::auth::Tokens;
 use crate::ledger::dynamo::DynamoLedger;
 use crate::redrive::consumer::move_messages;
 use crate::shops::directory::{ShopRecord, check_name};
+use clap::{Args, Parser, Subcommand};
 
-pub const USAGE: &str = "usage:
-  cartpanda-redtrack store put <name> --token <secret> [--token <next secret>] --postback-url <url>
-      [--conversion-types <event=Type,...>] [--send-test-orders true|false]
-      [--cartx-test-orders send|skip]
-      [--sum-currency USD|EUR|BRL] [--normalize-pii true|false] [--cartpanda-api-token <token>]
-      [--table <table>]
-  cartpanda-redtrack store list [--table <table>]
-  cartpanda-redtrack store delete <name> [--table <table>]
-  cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
-The table defaults to $DEDUP_TABLE.";
+/// The program name commands are parsed and shown under.
+pub const PROGRAM: &str = "cartpanda-redtrack-admin";
+
+/// Operator commands for cartpanda-redtrack: named shops in the ledger table, and moving
+/// dead-lettered postbacks back to the redrive queue.
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub table: TableArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Named shops: each its own webhook URL, tokens and postback settings.
+    #[command(subcommand, alias = "store")]
+    Shop(ShopCommand),
+    /// Moves messages from the dead-letter queue back to the redrive queue.
+    Redrive {
+        /// URL of the dead-letter queue.
+        #[arg(long, value_name = "DLQ URL")]
+        from: String,
+        /// URL of the redrive queue.
+        #[arg(long, value_name = "queue URL")]
+        to: String,
+        /// Most messages to move.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        max: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShopCommand {
+    /// Saves a shop (creates it or replaces its settings).
+    Put(ShopPut),
+    /// Lists the shops, without their secrets.
+    List,
+    /// Deletes a shop.
+    Delete {
+        /// The shop's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TableArg {
+    /// The ledger table (shops are records in it).
+    #[arg(
+        long = "table",
+        env = "DEDUP_TABLE",
+        value_name = "table",
+        global = true
+    )]
+    pub name: Option<String>,
+}
+
+/// The settings `shop put` saves.
+#[derive(Debug, Args)]
+pub struct ShopPut {
+    /// The shop's name, the last segment of its webhook URL (`/cartpanda/<name>`).
+    pub name: String,
+    /// Its webhook token (twice while rotating: the old and the new).
+    #[arg(long = "token", value_name = "secret", required = true)]
+    pub tokens: Vec<String>,
+    /// Its RedTrack postback URL template.
+    #[arg(long, value_name = "url")]
+    pub postback_url: String,
+    /// Conversion type per event.
+    #[arg(long, value_name = "event=Type,...", default_value = "")]
+    pub conversion_types: String,
+    /// Send test orders too.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "false")]
+    pub send_test_orders: bool,
+    /// What an order flagged `is_cartx_test` is.
+    #[arg(long, value_name = "send|skip")]
+    pub cartx_test_orders: Option<String>,
+    /// Report sums in this currency.
+    #[arg(long, value_name = "USD|EUR|BRL")]
+    pub sum_currency: Option<String>,
+    /// Normalise email, phone and names for matching.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "true")]
+    pub normalize_pii: bool,
+    /// Verify its orders against Cartpanda's API with this token.
+    #[arg(long, value_name = "token")]
+    pub cartpanda_api_token: Option<String>,
+}
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
 pub async fn main(args: &[String]) -> i32 {
+    let cli = match Cli::try_parse_from(command_line(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` to stdout with 0, mistakes to stderr with 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
     let aws = crate::ops::aws::load().await;
-    match run(args, &aws).await {
+    match execute(cli, &aws).await {
         Ok(message) => {
             println!("{message}");
             0
@@ -42,87 +130,98 @@ pub async fn main(args: &[String]) -> i32 {
     }
 }
 
-/// The values of a repeated flag.
-fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-    args.windows(2)
-        .filter(|w| w[0] == flag)
-        .map(|w| w[1].as_str())
-        .collect()
+fn command_line(args: &[String]) -> impl Iterator<Item = &str> {
+    std::iter::once(PROGRAM).chain(args.iter().map(String::as_str))
 }
 
-fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    values(args, flag).into_iter().last()
+/// Reads the command line after the program name; a mistake reads as clap's message with usage.
+pub fn parse(args: &[String]) -> Result<Cli, String> {
+    Cli::try_parse_from(command_line(args)).map_err(|e| e.render().to_string())
 }
 
-fn boolean(args: &[String], flag: &str, default: bool) -> Result<bool, String> {
-    match value(args, flag) {
-        None => Ok(default),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some("false" | "0" | "no") => Ok(false),
-        Some(other) => Err(format!("{flag} must be true or false, got `{other}`")),
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("must be true or false, got `{other}`")),
     }
 }
 
-/// Builds and checks the record `store put` writes.
-pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
-    check_name(name)?;
-    let tokens = values(args, "--token");
-    if tokens.is_empty() || tokens.len() > 2 {
-        return Err("give one --token (two while rotating)".to_owned());
+/// Builds and checks the record a `shop put …` command line writes.
+pub fn shop_record(args: &[String]) -> Result<ShopRecord, String> {
+    match parse(args)?.command {
+        Command::Shop(ShopCommand::Put(put)) => put.record(),
+        _ => Err(format!("not a `shop put` command: {args:?}")),
     }
-    if let Some(t) = tokens
-        .iter()
-        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
-    {
-        return Err(format!(
-            "a token must be at least 16 characters without spaces ({} given)",
-            t.len()
-        ));
-    }
-    let record = ShopRecord {
-        name: name.to_owned(),
-        token_digests: tokens.iter().map(|t| Tokens::hex_digest(t)).collect(),
-        postback_url: value(args, "--postback-url")
-            .ok_or("--postback-url is required")?
-            .to_owned(),
-        conversion_types: value(args, "--conversion-types").unwrap_or("").to_owned(),
-        send_test_orders: boolean(args, "--send-test-orders", false)?,
-        cartx_test_orders: match value(args, "--cartx-test-orders") {
-            None => CartxTestOrders::default().as_str().to_owned(),
-            Some(v) => CartxTestOrders::parse(v)
-                .map_err(|e| format!("--cartx-test-orders {e}"))?
-                .as_str()
-                .to_owned(),
-        },
-        sum_currency: value(args, "--sum-currency").map(str::to_ascii_uppercase),
-        normalize_pii: boolean(args, "--normalize-pii", true)?,
-        cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
-    };
-    record
-        .profile()
-        .map_err(|problem| format!("store `{name}`: {problem}"))?;
-    Ok(record)
 }
 
-/// Runs one command.
-pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String, String> {
-    let table = || -> Result<DynamoLedger, String> {
-        let name = value(args, "--table")
-            .map(str::to_owned)
-            .or_else(|| std::env::var("DEDUP_TABLE").ok())
+impl ShopPut {
+    /// The record this command writes, checked.
+    pub fn record(&self) -> Result<ShopRecord, String> {
+        let name = self.name.as_str();
+        check_name(name)?;
+        let tokens = &self.tokens;
+        if tokens.is_empty() || tokens.len() > 2 {
+            return Err("give one --token (two while rotating)".to_owned());
+        }
+        if let Some(t) = tokens
+            .iter()
+            .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+        {
+            return Err(format!(
+                "a token must be at least 16 characters without spaces ({} given)",
+                t.len()
+            ));
+        }
+        let record = ShopRecord {
+            name: name.to_owned(),
+            token_digests: tokens.iter().map(|t| Tokens::hex_digest(t)).collect(),
+            postback_url: self.postback_url.clone(),
+            conversion_types: self.conversion_types.clone(),
+            send_test_orders: self.send_test_orders,
+            cartx_test_orders: match &self.cartx_test_orders {
+                None => CartxTestOrders::default().as_str().to_owned(),
+                Some(v) => CartxTestOrders::parse(v)
+                    .map_err(|e| format!("--cartx-test-orders {e}"))?
+                    .as_str()
+                    .to_owned(),
+            },
+            sum_currency: self.sum_currency.as_deref().map(str::to_ascii_uppercase),
+            normalize_pii: self.normalize_pii,
+            cartpanda_api_token: self.cartpanda_api_token.clone(),
+        };
+        record
+            .profile()
+            .map_err(|problem| format!("store `{name}`: {problem}"))?;
+        Ok(record)
+    }
+}
+
+impl TableArg {
+    fn ledger(&self, aws: &aws_config::SdkConfig) -> Result<DynamoLedger, String> {
+        let name = self
+            .name
+            .clone()
             .ok_or("name the table with --table or DEDUP_TABLE")?;
         Ok(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), name))
-    };
+    }
+}
+
+/// Reads and runs one command line (the words after the program name).
+pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String, String> {
+    execute(parse(args)?, aws).await
+}
+
+/// Runs one parsed command.
+pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, String> {
     let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["store", "put", name, ..] => {
-            let record = shop_record(name, args)?;
-            table()?
+    let table = &cli.table;
+    match cli.command {
+        Command::Shop(ShopCommand::Put(put)) => {
+            let record = put.record()?;
+            let name = &put.name;
+            table
+                .ledger(aws)?
                 .put_shop(&record, now_ms)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -130,8 +229,12 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
                 "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
             ))
         }
-        ["store", "list", ..] => {
-            let stores = table()?.list_shops().await.map_err(|e| e.to_string())?;
+        Command::Shop(ShopCommand::List) => {
+            let stores = table
+                .ledger(aws)?
+                .list_shops()
+                .await
+                .map_err(|e| e.to_string())?;
             let mut out = format!("{} store(s)", stores.len());
             for s in stores {
                 let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
@@ -149,31 +252,23 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
             }
             Ok(out)
         }
-        ["store", "delete", name, ..] => match table()?
-            .delete_shop(name)
+        Command::Shop(ShopCommand::Delete { name }) => match table
+            .ledger(aws)?
+            .delete_shop(&name)
             .await
             .map_err(|e| e.to_string())?
         {
             true => Ok(format!("store `{name}` deleted")),
             false => Err(format!("no store `{name}`")),
         },
-        ["redrive", ..] => {
-            let from = value(args, "--from").ok_or(USAGE)?;
-            let to = value(args, "--to").ok_or(USAGE)?;
-            let max = match value(args, "--max") {
-                None => 10_000,
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| format!("--max must be a number, got `{v}`"))?,
-            };
+        Command::Redrive { from, to, max } => {
             let sqs = aws_sdk_sqs::Client::new(aws);
-            let moved = move_messages(&sqs, from, to, max)
+            let moved = move_messages(&sqs, &from, &to, max)
                 .await
                 .map_err(|e| format!("redrive stopped: {e}"))?;
             Ok(format!(
                 "moved {moved} message(s) from the DLQ back to the redrive queue"
             ))
         }
-        _ => Err(USAGE.to_owned()),
     }
 }
