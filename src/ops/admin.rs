@@ -28,8 +28,6 @@ pub const PROGRAM: &str = "cartpanda-redtrack-admin";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    #[command(flatten)]
-    pub table: TableArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,24 +54,24 @@ pub enum ShopCommand {
     /// Saves a shop (creates it or replaces its settings).
     Put(ShopPut),
     /// Lists the shops, without their secrets.
-    List,
+    List {
+        #[command(flatten)]
+        table: TableArg,
+    },
     /// Deletes a shop.
     Delete {
         /// The shop's name.
         name: String,
+        #[command(flatten)]
+        table: TableArg,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct TableArg {
     /// The ledger table (shops are records in it).
-    #[arg(
-        long = "table",
-        env = "DEDUP_TABLE",
-        value_name = "table",
-        global = true
-    )]
-    pub name: Option<String>,
+    #[arg(long = "table", env = "DEDUP_TABLE", value_name = "table")]
+    pub table: Option<String>,
 }
 
 /// The settings `shop put` saves.
@@ -105,6 +103,8 @@ pub struct ShopPut {
     /// Verify its orders against Cartpanda's API with this token.
     #[arg(long, value_name = "token")]
     pub cartpanda_api_token: Option<String>,
+    #[command(flatten)]
+    pub table: TableArg,
 }
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
@@ -200,7 +200,7 @@ impl ShopPut {
 impl TableArg {
     fn ledger(&self, aws: &aws_config::SdkConfig) -> Result<DynamoLedger, String> {
         let name = self
-            .name
+            .table
             .clone()
             .ok_or("name the table with --table or DEDUP_TABLE")?;
         Ok(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), name))
@@ -215,12 +215,11 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
 /// Runs one parsed command.
 pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, String> {
     let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
-    let table = &cli.table;
     match cli.command {
         Command::Shop(ShopCommand::Put(put)) => {
             let record = put.record()?;
             let name = &put.name;
-            table
+            put.table
                 .ledger(aws)?
                 .put_shop(&record, now_ms)
                 .await
@@ -229,7 +228,7 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
                 "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
             ))
         }
-        Command::Shop(ShopCommand::List) => {
+        Command::Shop(ShopCommand::List { table }) => {
             let stores = table
                 .ledger(aws)?
                 .list_shops()
@@ -252,7 +251,7 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
             }
             Ok(out)
         }
-        Command::Shop(ShopCommand::Delete { name }) => match table
+        Command::Shop(ShopCommand::Delete { name, table }) => match table
             .ledger(aws)?
             .delete_shop(&name)
             .await
@@ -270,5 +269,14 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
                 "moved {moved} message(s) from the DLQ back to the redrive queue"
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
