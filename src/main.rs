@@ -9,12 +9,15 @@ use cartpanda_redtrack::{
 };
 use std::sync::Arc;
 
+/// The answer to a command line: the operator commands are `cartpanda-redtrack-admin`'s.
+const COMMANDS_MOVED: &str = "cartpanda-redtrack runs only as the Lambda function; the operator commands are `cartpanda-redtrack-admin shop …` and `cartpanda-redtrack-admin redrive …` (`--help`)";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    // `cartpanda-redtrack store put|list|delete …` from a workstation; no arguments under Lambda.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.is_empty() {
-        std::process::exit(cartpanda_redtrack::ops::admin::main(&args).await);
+    // No arguments under Lambda; the operator commands are another binary, without clap in this one.
+    if std::env::args_os().len() > 1 {
+        eprintln!("{COMMANDS_MOVED}");
+        std::process::exit(2);
     }
     cartpanda_redtrack::ops::logging::init();
     let aws = cartpanda_redtrack::ops::aws::load().await;

@@ -256,6 +256,19 @@ fn catalogue() -> Vec<Case> {
             400,
             "request body is nested too deeply",
         ),
+        // serde_json's own recursion limit (128) does not apply to fields it skips (`ignore_value`
+        // is iterative), so the depth check of `webhook::parse` stays: this body would pass
+        // serde_json alone.
+        case(
+            "nested 10k deep in a field nobody reads",
+            raw(&format!(
+                "{{\"event\":\"order.paid\",\"order\":{{\"id\":1}},\"extra\":{}{}}}",
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            )),
+            400,
+            "request body is nested too deeply",
+        ),
         case(
             "duplicate keys",
             raw("{\"event\":\"order.paid\",\"order\":{\"id\":1,\"id\":2}}"),

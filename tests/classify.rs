@@ -364,6 +364,44 @@ fn macros_take_the_conversions_own_values_with_fallbacks() {
     assert_eq!(v(Macro::EventId), "20-upsell-90002");
 }
 
+/// Declared change of issue 13: a day that does not exist (31 February) counts as no date, so the
+/// `{datetime_*}` macros are empty, as for a missing date.
+#[test]
+fn an_impossible_date_leaves_the_datetime_macros_empty_like_a_missing_one() {
+    let values = |date: Value| {
+        let mut body = paid_order(21);
+        for field in ["processed_at", "created_at", "updated_at"] {
+            body["order"][field] = date.clone();
+        }
+        let text = body.to_string();
+        let delivery = webhook::parse(text.as_bytes()).unwrap();
+        let classified = classify::classify(&delivery, &rules()).unwrap();
+        let Decision::Convert(conversions) = &classified.decision else {
+            panic!()
+        };
+        let ctx = MacroContext {
+            order: classified.order.unwrap(),
+            order_id: "21",
+            conversion: &conversions[0],
+            random: 0,
+            normalize: true,
+        };
+        [Macro::DatetimeUnix, Macro::DatetimeUtc, Macro::DatetimeFull]
+            .map(|m| ctx.value(m).into_owned())
+    };
+    assert_eq!(values(json!(null)), ["", "", ""]);
+    assert_eq!(values(json!("2025-02-31 13:43:55")), ["", "", ""]);
+    assert_eq!(values(json!("2025-02-31T13:43:55.000000Z")), ["", "", ""]);
+    assert_eq!(
+        values(json!("2025-02-28 13:43:55")),
+        [
+            "1740750235",
+            "2025-02-28 13:43:55",
+            "2025-02-28T13:43:55+00:00"
+        ]
+    );
+}
+
 /// The multi-currency trap: a BRL store selling in USD says `currency: "USD"` while every amount
 /// is in BRL; the payload carries the BRL→USD rate.
 fn brl_store_selling_in_usd(id: u64) -> Value {

@@ -101,3 +101,62 @@ fn the_redrive_function_refuses_to_start_without_its_queue() {
         "{output}"
     );
 }
+
+fn run(bin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("DEDUP_TABLE")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Declared change of issue 13: the Lambda binary no longer carries the operator commands; given
+/// one, it says in one line where they went and exits 2.
+#[test]
+fn the_lambda_binary_points_operator_commands_to_the_admin_binary() {
+    for args in [
+        &["store", "put", "loja-x", "--token", "0123456789abcdef"][..],
+        &["shop", "list"],
+        &["redrive", "--from", "a", "--to", "b"],
+    ] {
+        let (code, stdout, stderr) = run(env!("CARGO_BIN_EXE_cartpanda-redtrack"), args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("`cartpanda-redtrack-admin shop …`"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_admin_command_has_help_and_store_is_still_the_shop_command() {
+    let admin = env!("CARGO_BIN_EXE_cartpanda-redtrack-admin");
+    for (args, shows) in [
+        (&["--help"][..], "redrive"),
+        (&["shop", "--help"], "delete"),
+        (&["shop", "put", "--help"], "--cartpanda-api-token"),
+        (&["store", "put", "--help"], "--cartx-test-orders"),
+        (&["shop", "list", "--help"], "--table"),
+        (&["shop", "delete", "--help"], "--table"),
+        (&["redrive", "--help"], "--max"),
+    ] {
+        let (code, stdout, stderr) = run(admin, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(stdout.contains(shows), "{args:?}: {stdout}");
+    }
+    let (code, _, stderr) = run(admin, &["shop", "dance"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("Usage:"), "{stderr}");
+    let (code, _, stderr) = run(admin, &["store", "list"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--table or DEDUP_TABLE"), "{stderr}");
+}

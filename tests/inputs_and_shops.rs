@@ -225,7 +225,7 @@ async fn put_shop_with(
     .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
-    let record = admin::shop_record(name, &args).expect("valid store");
+    let record = admin::shop_record(&args).expect("valid store");
     assert!(
         !format!("{record:?}").contains(token),
         "Debug hides the token"
@@ -367,7 +367,7 @@ async fn each_shop_chooses_what_is_cartx_test_alone_means() {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let err = admin::shop_record("loja-x", &bad).unwrap_err();
+    let err = admin::shop_record(&bad).unwrap_err();
     assert!(err.contains("--cartx-test-orders"), "{err}");
 }
 
@@ -402,7 +402,7 @@ async fn the_store_cli_puts_lists_and_deletes() {
     ])
     .await;
     assert!(put.unwrap().contains("/cartpanda/loja-x"));
-    let list = run(&["store", "list"]).await.unwrap();
+    let list = run(&["shop", "list"]).await.unwrap();
     assert!(
         list.starts_with("1 store(s)") && list.contains("loja-x\tpostback https://trk.example.com"),
         "{list}"
@@ -461,7 +461,7 @@ async fn the_store_cli_puts_lists_and_deletes() {
             ],
             "route",
         ),
-        (vec!["store", "dance"], "usage"),
+        (vec!["store", "dance"], "Usage:"),
     ] {
         let err = run(&args).await.unwrap_err();
         assert!(err.contains(problem), "{args:?}: {err}");

@@ -203,10 +203,17 @@ fn consumer(h: &Harness, dlq_url: Option<String>) -> Consumer {
 
 /// Receives the queued messages as the Lambda SQS trigger would hand them over.
 async fn sqs_event(h: &Harness) -> SqsEvent {
+    sqs_event_hidden_for(h, None).await
+}
+
+/// The messages as Lambda's SQS poller hands them over, received with `visibility` seconds of
+/// visibility timeout (the queue's default when `None`).
+async fn sqs_event_hidden_for(h: &Harness, visibility: Option<i32>) -> SqsEvent {
     let messages = h
         .sqs
         .receive_message()
         .queue_url(h.queue_url.as_ref().unwrap())
+        .set_visibility_timeout(visibility)
         .max_number_of_messages(10)
         .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
         .send()
@@ -316,7 +323,9 @@ async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_r
     assert_eq!(deliver(&h, &paid_order(90008)).await.status, 202);
     let dlq_url = create_queue(&h.sqs, "dlq").await;
     let c = consumer(&h, Some(dlq_url.clone()));
-    let event = sqs_event(&h).await;
+    // Received hidden for 1 s only, so the message stays hidden after that only if the consumer
+    // made its visibility grow (to `visibility_after(1)`, 60 s).
+    let event = sqs_event_hidden_for(&h, Some(1)).await;
     let id = event.records[0].message_id.clone().unwrap();
     let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
     assert_eq!(response.batch_item_failures.len(), 1, "retried later");
@@ -327,9 +336,10 @@ async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_r
             .unwrap(),
         "QUEUED"
     );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert!(
         peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty(),
-        "hidden for its visibility timeout"
+        "hidden for its visibility timeout, longer than the 1 s it was received with"
     );
 
     // RedTrack now refuses for good: the conversion goes to the DLQ at once, not 77 more hours.

@@ -1,4 +1,4 @@
-//! Operator commands (the same as `cartpanda-redtrack <command>`); see `cartpanda_redtrack::ops::admin`.
+//! Operator commands (`shop put|list|delete`, `redrive`); see `cartpanda_redtrack::ops::admin`.
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

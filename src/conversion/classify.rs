@@ -343,8 +343,5 @@ pub fn fingerprint(order: &Order, conversion: &Conversion<'_>) -> String {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..16])
 }

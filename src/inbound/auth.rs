@@ -97,13 +97,9 @@ impl Tokens {
         let mut digests = Vec::new();
         for h in hex {
             let h = h.trim();
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err("a stored token digest is not 64 hex digits".to_owned());
-            }
             let mut d = [0u8; 32];
-            for (i, byte) in d.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-            }
+            hex::decode_to_slice(h, &mut d)
+                .map_err(|_| "a stored token digest is not 64 hex digits".to_owned())?;
             digests.push(d);
         }
         if digests.is_empty() || digests.len() > MAX_SECRETS {
@@ -114,10 +110,7 @@ impl Tokens {
 
     /// The hex SHA-256 digest a token is stored as.
     pub fn hex_digest(token: &str) -> String {
-        digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(digest(token.as_bytes()))
     }
 
     /// Checks the tokens a request presented (query and header). Every configured secret is

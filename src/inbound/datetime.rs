@@ -1,7 +1,12 @@
 //! Cartpanda timestamps (`"2022-07-16 01:18:23"`, UTC without offset, or ISO 8601 with `Z` or an
-//! offset) read into Unix seconds, and written back in the forms the S2S macros use.
+//! offset) read into Unix seconds, and written back in the forms the S2S macros use. The calendar
+//! (which days exist, Unix seconds to a date and back) is the `time` crate's; this module only reads
+//! the fixed layout of the text.
 
-/// Reads a timestamp; `None` when it is not one of the known shapes.
+use time::{Date, Month, OffsetDateTime, Time};
+
+/// Reads a timestamp; `None` when it is not one of the known shapes or names a day that does not
+/// exist (31 February).
 pub fn parse_unix(text: &str) -> Option<i64> {
     let t = text.trim();
     let b = t.as_bytes();
@@ -19,12 +24,12 @@ pub fn parse_unix(text: &str) -> Option<i64> {
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    // A leap second (`:60`) reads as the next minute's first second, as before.
+    let time = Time::from_hms(u8::try_from(hour).ok()?, u8::try_from(minute).ok()?, 0).ok()?;
+    if second > 60 {
         return None;
     }
     let mut rest = &t[19..];
@@ -49,50 +54,30 @@ pub fn parse_unix(text: &str) -> Option<i64> {
             sign * (h * 3600 + m * 60)
         }
     };
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    let unix = date.with_time(time).assume_utc().unix_timestamp() + second - offset;
+    // Only instants the formatters below can write back.
+    OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    Some(unix)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC.
+/// `YYYY-MM-DD HH:MM:SS` in UTC; empty for an instant outside years -9999 to 9999.
 pub fn format_utc(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(unix);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    written(unix, ' ', "")
 }
 
-/// ISO 8601 in UTC with an explicit offset: `YYYY-MM-DDTHH:MM:SS+00:00`.
+/// ISO 8601 in UTC with an explicit offset: `YYYY-MM-DDTHH:MM:SS+00:00`; empty for an instant
+/// outside years -9999 to 9999.
 pub fn format_full(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(unix);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00")
+    written(unix, 'T', "+00:00")
 }
 
-fn civil(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-// Howard Hinnant's algorithms for the proleptic Gregorian calendar.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+fn written(unix: i64, separator: char, offset: &str) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp(unix) else {
+        return String::new();
+    };
+    let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+    let (h, mi, s) = (t.hour(), t.minute(), t.second());
+    format!("{y:04}-{mo:02}-{d:02}{separator}{h:02}:{mi:02}:{s:02}{offset}")
 }
 
 #[cfg(test)]
@@ -119,6 +104,26 @@ mod tests {
         ] {
             assert_eq!(parse_unix(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_day_that_does_not_exist_is_no_date() {
+        for impossible in [
+            "2023-02-31 10:00:00",
+            "2023-02-29T10:00:00Z",
+            "2024-04-31 00:00:00",
+            "2024-02-30T00:00:00.000000Z",
+            "2022-07-00 01:18:23",
+        ] {
+            assert_eq!(parse_unix(impossible), None, "{impossible}");
+        }
+        assert_eq!(parse_unix("2024-02-29 00:00:00"), Some(1_709_164_800));
+        assert_eq!(
+            parse_unix("2022-07-16T01:18:23.000000Z"),
+            Some(1_657_934_303)
+        );
+        // A leap second reads as the next minute's first second, as it always did.
+        assert_eq!(parse_unix("2016-12-31 23:59:60"), Some(1_483_228_800));
     }
 
     #[test]

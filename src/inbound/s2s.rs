@@ -214,9 +214,21 @@ mod tests {
 
     #[test]
     fn the_paste_query_carries_every_macro() {
+        // Read as a query string, the paste is each parameter once, in order, asking for its
+        // own macro: `&order_id={order_id}&…`.
         let q = paste_query();
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(q.strip_prefix('&').expect("starts with &").as_bytes())
+                .into_owned()
+                .collect();
+        let expected: Vec<(String, String)> = PARAMETERS
+            .iter()
+            .map(|p| ((*p).to_owned(), format!("{{{p}}}")))
+            .collect();
+        assert_eq!(pairs, expected);
+        let names: std::collections::HashSet<_> = PARAMETERS.iter().collect();
+        assert_eq!(names.len(), PARAMETERS.len(), "no parameter twice");
         for p in PARAMETERS {
-            assert!(q.contains(&format!("&{p}={{{p}}}")), "{p}");
             assert!(
                 crate::postback::template::Macro::from_name(p).is_some(),
                 "{p} is a template macro too"

@@ -39,16 +39,14 @@ pub fn check_order_url(template: &str) -> Result<(), String> {
 
 /// The order's URL, with the values percent-encoded as path segments.
 pub fn order_url(template: &str, shop_slug: &str, order_id: &str) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // Everything but RFC 3986's unreserved characters.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let enc = |s: &str| utf8_percent_encode(s, SEGMENT).to_string();
     template
         .replace("{shop_slug}", &enc(shop_slug))
         .replace("{order_id}", &enc(order_id))

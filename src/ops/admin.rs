@@ -1,41 +1,183 @@
-//! Operator commands, run from a workstation with AWS credentials (`cartpanda-redtrack <command>`
-//! or `cartpanda-redtrack-admin <command>`):
+//! Operator commands, run from a workstation with AWS credentials
+//! (`cartpanda-redtrack-admin <command>`; `--help` on every command):
 //!
-//! - `store put <name> --token <secret> [--token <next secret>] --postback-url <url>
+//! - `shop put <name> --token <secret> [--token <next secret>] --postback-url <url>
 //!   [--conversion-types <event=Type,…>] [--send-test-orders true|false]
 //!   [--cartx-test-orders send|skip] [--sum-currency USD|EUR|BRL]
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
-//! - `store list` · `store delete <name>`
+//!   [--clickid-sources <source,…>] [--reconcile true|false] [--shop-slug <slug>]
+//!   [--s2s true|false] [--verify-orders true|false]`
+//! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
+//!   its old name)
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
 //! - `report [--since 7d] [--shop <name>] [--format table|csv|json]` ([`crate::report`])
 //!
-//! The table is `--table <name>` or `DEDUP_TABLE`. Tokens are stored as SHA-256 digests only.
+//! The table is `--table <name>` or `DEDUP_TABLE`. Webhook tokens are stored as SHA-256 digests
+//! only; a shop's Cartpanda API token as an SSM SecureString ([`crate::shops::api_token`]).
+//! [`run`] takes the words after the program name, so tests run a command without a process.
 
 use crate::conversion::classify::CartxTestOrders;
-use crate::inbound::auth::Tokens;
+use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::dynamo::DynamoLedger;
+use crate::ops::secrets::SsmSecrets;
 use crate::redrive::consumer::move_messages;
 use crate::shops::directory::{ShopRecord, check_name};
+use clap::{Args, Parser, Subcommand};
 
-pub const USAGE: &str = "usage:
-  cartpanda-redtrack store put <name> --token <secret> [--token <next secret>] --postback-url <url>
-      [--conversion-types <event=Type,...>] [--send-test-orders true|false]
-      [--cartx-test-orders send|skip]
-      [--sum-currency USD|EUR|BRL] [--normalize-pii true|false] [--cartpanda-api-token <token>]
-      [--clickid-sources <source,...>] [--reconcile true|false] [--shop-slug <slug>]
-      [--s2s true|false] [--verify-orders true|false] [--table <table>]
-  cartpanda-redtrack store list [--table <table>]
-  cartpanda-redtrack store delete <name> [--table <table>]
-  cartpanda-redtrack redrive --from <DLQ URL> --to <queue URL> [--max N]
-  cartpanda-redtrack reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]
-  cartpanda-redtrack report [--since 7d] [--shop <name>] [--format table|csv|json] [--table <table>]
-The table defaults to $DEDUP_TABLE.";
+/// The program name commands are parsed and shown under.
+pub const PROGRAM: &str = "cartpanda-redtrack-admin";
+
+/// Operator commands for cartpanda-redtrack: named shops in the ledger table, and moving
+/// dead-lettered postbacks back to the redrive queue.
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Named shops: each its own webhook URL, tokens and postback settings.
+    #[command(subcommand, alias = "store")]
+    Shop(ShopCommand),
+    /// Moves messages from the dead-letter queue back to the redrive queue.
+    /// Finds and sends the conversions webhooks never delivered, from Cartpanda's order list.
+    Reconcile {
+        /// Where to start: an RFC 3339 time or a duration back from now (`48h`, `7d`).
+        #[arg(long, value_name = "time|duration")]
+        since: String,
+        /// Only this named shop (default: the deployment's own shop and every shop with
+        /// reconciliation on).
+        #[arg(long, value_name = "name")]
+        shop: Option<String>,
+        /// Show what would be sent; claim and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Conversions per day and type from the ledger, then the orders that need a look.
+    Report {
+        /// How far back: a duration (`7d`, `48h`) or an RFC 3339 time.
+        #[arg(long, value_name = "time|duration", default_value = "7d")]
+        since: String,
+        /// Only this named shop.
+        #[arg(long, value_name = "name")]
+        shop: Option<String>,
+        /// Output format.
+        #[arg(long, value_name = "table|csv|json", default_value = "table")]
+        format: String,
+        #[command(flatten)]
+        table: TableArg,
+    },
+    Redrive {
+        /// URL of the dead-letter queue.
+        #[arg(long, value_name = "DLQ URL")]
+        from: String,
+        /// URL of the redrive queue.
+        #[arg(long, value_name = "queue URL")]
+        to: String,
+        /// Most messages to move.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        max: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShopCommand {
+    /// Saves a shop (creates it or replaces its settings).
+    Put(ShopPut),
+    /// Lists the shops, without their secrets.
+    List {
+        #[command(flatten)]
+        table: TableArg,
+    },
+    /// Deletes a shop.
+    Delete {
+        /// The shop's name.
+        name: String,
+        #[command(flatten)]
+        table: TableArg,
+    },
+    /// Moves Cartpanda API tokens that older versions kept in shop records into SSM.
+    MigrateSecrets {
+        #[command(flatten)]
+        table: TableArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TableArg {
+    /// The ledger table (shops are records in it).
+    #[arg(long = "table", env = "DEDUP_TABLE", value_name = "table")]
+    pub table: Option<String>,
+}
+
+/// The settings `shop put` saves.
+#[derive(Debug, Args)]
+pub struct ShopPut {
+    /// The shop's name, the last segment of its webhook URL (`/cartpanda/<name>`).
+    pub name: String,
+    /// Its webhook token (twice while rotating: the old and the new).
+    #[arg(long = "token", value_name = "secret", required = true)]
+    pub tokens: Vec<String>,
+    /// Its RedTrack postback URL template.
+    #[arg(long, value_name = "url")]
+    pub postback_url: String,
+    /// Conversion type per event.
+    #[arg(long, value_name = "event=Type,...", default_value = "")]
+    pub conversion_types: String,
+    /// Send test orders too.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "false")]
+    pub send_test_orders: bool,
+    /// What an order flagged `is_cartx_test` is.
+    #[arg(long, value_name = "send|skip")]
+    pub cartx_test_orders: Option<String>,
+    /// Report sums in this currency.
+    #[arg(long, value_name = "USD|EUR|BRL")]
+    pub sum_currency: Option<String>,
+    /// Normalise email, phone and names for matching.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "true")]
+    pub normalize_pii: bool,
+    /// Its Cartpanda API token (kept as an SSM SecureString): verifies its orders and lets
+    /// reconciliation read its order list.
+    #[arg(long, value_name = "token")]
+    pub cartpanda_api_token: Option<String>,
+    /// Where its click IDs are (`CLICKID_SOURCES`); default the deployment's.
+    #[arg(
+        long = "clickid-sources",
+        value_name = "source,...",
+        default_value = ""
+    )]
+    pub click_id_sources: String,
+    /// Reconcile it against Cartpanda's order list (needs --shop-slug and --cartpanda-api-token).
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "false")]
+    pub reconcile: bool,
+    /// Its Cartpanda slug (for the order list).
+    #[arg(long, value_name = "slug")]
+    pub shop_slug: Option<String>,
+    /// Fed by Cartpanda's S2S postback rather than webhooks.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "false")]
+    pub s2s: bool,
+    /// Verify its orders with the API token (false: the token serves reconciliation only).
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "true")]
+    pub verify_orders: bool,
+    #[command(flatten)]
+    pub table: TableArg,
+}
 
 /// Runs a command and returns the process exit code (0 ok, 2 usage or failure).
 pub async fn main(args: &[String]) -> i32 {
+    let cli = match Cli::try_parse_from(command_line(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` to stdout with 0, mistakes to stderr with 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
     let aws = crate::ops::aws::load().await;
-    match run(args, &aws).await {
+    match execute(cli, &aws).await {
         Ok(message) => {
             println!("{message}");
             0
@@ -47,102 +189,122 @@ pub async fn main(args: &[String]) -> i32 {
     }
 }
 
-/// The values of a repeated flag.
-fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-    args.windows(2)
-        .filter(|w| w[0] == flag)
-        .map(|w| w[1].as_str())
-        .collect()
+fn command_line(args: &[String]) -> impl Iterator<Item = &str> {
+    std::iter::once(PROGRAM).chain(args.iter().map(String::as_str))
 }
 
-fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    values(args, flag).into_iter().last()
+/// Reads the command line after the program name; a mistake reads as clap's message with usage.
+pub fn parse(args: &[String]) -> Result<Cli, String> {
+    Cli::try_parse_from(command_line(args)).map_err(|e| e.render().to_string())
 }
 
-fn boolean(args: &[String], flag: &str, default: bool) -> Result<bool, String> {
-    match value(args, flag) {
-        None => Ok(default),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some("false" | "0" | "no") => Ok(false),
-        Some(other) => Err(format!("{flag} must be true or false, got `{other}`")),
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("must be true or false, got `{other}`")),
     }
 }
 
-/// Builds and checks the record `store put` writes.
-pub fn shop_record(name: &str, args: &[String]) -> Result<ShopRecord, String> {
-    check_name(name)?;
-    let tokens = values(args, "--token");
-    if tokens.is_empty() || tokens.len() > 2 {
-        return Err("give one --token (two while rotating)".to_owned());
+/// Builds and checks the record a `shop put …` command line writes.
+pub fn shop_record(args: &[String]) -> Result<ShopRecord, String> {
+    match parse(args)?.command {
+        Command::Shop(ShopCommand::Put(put)) => put.record(),
+        _ => Err(format!("not a `shop put` command: {args:?}")),
     }
-    if let Some(t) = tokens
-        .iter()
-        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
-    {
-        return Err(format!(
-            "a token must be at least 16 characters without spaces ({} given)",
-            t.len()
-        ));
-    }
-    let record = ShopRecord {
-        name: name.to_owned(),
-        token_digests: tokens.iter().map(|t| Tokens::hex_digest(t)).collect(),
-        postback_url: value(args, "--postback-url")
-            .ok_or("--postback-url is required")?
-            .to_owned(),
-        conversion_types: value(args, "--conversion-types").unwrap_or("").to_owned(),
-        send_test_orders: boolean(args, "--send-test-orders", false)?,
-        cartx_test_orders: match value(args, "--cartx-test-orders") {
-            None => CartxTestOrders::default().as_str().to_owned(),
-            Some(v) => CartxTestOrders::parse(v)
-                .map_err(|e| format!("--cartx-test-orders {e}"))?
-                .as_str()
-                .to_owned(),
-        },
-        sum_currency: value(args, "--sum-currency").map(str::to_ascii_uppercase),
-        normalize_pii: boolean(args, "--normalize-pii", true)?,
-        cartpanda_api_token: value(args, "--cartpanda-api-token").map(str::to_owned),
-        cartpanda_api_token_parameter: None,
-        click_id_sources: value(args, "--clickid-sources").unwrap_or("").to_owned(),
-        reconcile: boolean(args, "--reconcile", false)?,
-        shop_slug: value(args, "--shop-slug").map(str::to_owned),
-        s2s: boolean(args, "--s2s", false)?,
-        verify_orders: boolean(args, "--verify-orders", true)?,
-    };
-    record
-        .profile()
-        .map_err(|problem| format!("store `{name}`: {problem}"))?;
-    Ok(record)
 }
 
-/// Runs one command.
-pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String, String> {
-    let table = || -> Result<DynamoLedger, String> {
-        let name = value(args, "--table")
-            .map(str::to_owned)
-            .or_else(|| std::env::var("DEDUP_TABLE").ok())
+impl ShopPut {
+    /// The record this command writes, checked.
+    pub fn record(&self) -> Result<ShopRecord, String> {
+        let name = self.name.as_str();
+        check_name(name)?;
+        let tokens = &self.tokens;
+        if tokens.is_empty() || tokens.len() > 2 {
+            return Err("give one --token (two while rotating)".to_owned());
+        }
+        if let Some(t) = tokens
+            .iter()
+            .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+        {
+            return Err(format!(
+                "a token must be at least 16 characters without spaces ({} given)",
+                t.len()
+            ));
+        }
+        let record = ShopRecord {
+            name: name.to_owned(),
+            token_digests: tokens.iter().map(|t| Tokens::hex_digest(t)).collect(),
+            postback_url: self.postback_url.clone(),
+            conversion_types: self.conversion_types.clone(),
+            send_test_orders: self.send_test_orders,
+            cartx_test_orders: match &self.cartx_test_orders {
+                None => CartxTestOrders::default().as_str().to_owned(),
+                Some(v) => CartxTestOrders::parse(v)
+                    .map_err(|e| format!("--cartx-test-orders {e}"))?
+                    .as_str()
+                    .to_owned(),
+            },
+            sum_currency: self.sum_currency.as_deref().map(str::to_ascii_uppercase),
+            normalize_pii: self.normalize_pii,
+            // The token itself goes to SSM when the record is saved (`execute`).
+            cartpanda_api_token: self.cartpanda_api_token.clone(),
+            cartpanda_api_token_parameter: None,
+            click_id_sources: self.click_id_sources.clone(),
+            reconcile: self.reconcile,
+            shop_slug: self.shop_slug.clone(),
+            s2s: self.s2s,
+            verify_orders: self.verify_orders,
+        };
+        record
+            .profile()
+            .map_err(|problem| format!("store `{name}`: {problem}"))?;
+        Ok(record)
+    }
+}
+
+impl TableArg {
+    fn ledger(&self, aws: &aws_config::SdkConfig) -> Result<DynamoLedger, String> {
+        let name = self
+            .table
+            .clone()
             .ok_or("name the table with --table or DEDUP_TABLE")?;
         Ok(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), name))
-    };
+    }
+}
+
+/// Reads and runs one command line (the words after the program name).
+pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String, String> {
+    execute(parse(args)?, aws).await
+}
+
+/// Runs one parsed command.
+pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, String> {
     let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["store", "put", name, ..] => {
-            let record = shop_record(name, args)?;
-            table()?
-                .put_shop(&record, now_ms)
-                .await
-                .map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Shop(ShopCommand::Put(put)) => {
+            let mut record = put.record()?;
+            let name = &put.name;
+            let token = record.cartpanda_api_token.take().map(Secret::new);
+            let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+            crate::shops::api_token::put_shop(
+                &put.table.ledger(aws)?,
+                &secrets,
+                record,
+                token.as_ref(),
+                now_ms,
+            )
+            .await?;
             Ok(format!(
                 "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
             ))
         }
-        ["store", "list", ..] => {
-            let stores = table()?.list_shops().await.map_err(|e| e.to_string())?;
+        Command::Shop(ShopCommand::List { table }) => {
+            let stores = table
+                .ledger(aws)?
+                .list_shops()
+                .await
+                .map_err(|e| e.to_string())?;
             let mut out = format!("{} store(s)", stores.len());
             for s in stores {
                 let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
@@ -155,62 +317,84 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
                     s.send_test_orders,
                     if s.cartx_test_orders.is_empty() { "send" } else { &s.cartx_test_orders },
                     s.sum_currency.as_deref().unwrap_or("as charged"),
-                    s.cartpanda_api_token.is_some(),
+                    s.cartpanda_api_token.is_some() || s.cartpanda_api_token_parameter.is_some(),
                 ));
             }
             Ok(out)
         }
-        ["store", "delete", name, ..] => match table()?
-            .delete_shop(name)
+        Command::Shop(ShopCommand::Delete { name, table }) => match table
+            .ledger(aws)?
+            .delete_shop(&name)
             .await
             .map_err(|e| e.to_string())?
         {
             true => Ok(format!("store `{name}` deleted")),
             false => Err(format!("no store `{name}`")),
         },
-        ["redrive", ..] => {
-            let from = value(args, "--from").ok_or(USAGE)?;
-            let to = value(args, "--to").ok_or(USAGE)?;
-            let max = match value(args, "--max") {
-                None => 10_000,
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| format!("--max must be a number, got `{v}`"))?,
-            };
+        Command::Shop(ShopCommand::MigrateSecrets { table }) => {
+            let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+            let moved = crate::shops::api_token::migrate_plain_tokens(
+                &table.ledger(aws)?,
+                &secrets,
+                now_ms,
+            )
+            .await?;
+            Ok(format!(
+                "moved the Cartpanda API token of {} shop(s) into SSM: {}",
+                moved.len(),
+                moved.join(", ")
+            ))
+        }
+        Command::Reconcile {
+            since,
+            shop,
+            dry_run,
+        } => {
+            let reconciler = crate::reconcile::from_env(aws).await?;
+            let summary = crate::reconcile::command(
+                &reconciler,
+                &since,
+                shop.as_deref(),
+                dry_run,
+                now_ms + crate::reconcile::run::CLI_BUDGET_MS,
+            )
+            .await?;
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
+        }
+        Command::Report {
+            since,
+            shop,
+            format,
+            table,
+        } => {
+            let ledger = table.ledger(aws)?;
+            crate::report::command(
+                ledger.client(),
+                ledger.table(),
+                &since,
+                shop.as_deref(),
+                &format,
+                now_ms,
+            )
+            .await
+        }
+        Command::Redrive { from, to, max } => {
             let sqs = aws_sdk_sqs::Client::new(aws);
-            let moved = move_messages(&sqs, from, to, max)
+            let moved = move_messages(&sqs, &from, &to, max)
                 .await
                 .map_err(|e| format!("redrive stopped: {e}"))?;
             Ok(format!(
                 "moved {moved} message(s) from the DLQ back to the redrive queue"
             ))
         }
-        // Thin wiring until the CLI moves to clap: the commands are library functions.
-        ["reconcile", ..] => {
-            let since = value(args, "--since").ok_or(USAGE)?;
-            let reconciler = crate::reconcile::from_env(aws).await?;
-            let summary = crate::reconcile::command(
-                &reconciler,
-                since,
-                value(args, "--shop"),
-                args.iter().any(|a| a == "--dry-run"),
-                now_ms + crate::reconcile::run::CLI_BUDGET_MS,
-            )
-            .await?;
-            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
-        }
-        ["report", ..] => {
-            let ledger = table()?;
-            crate::report::command(
-                ledger.client(),
-                ledger.table(),
-                value(args, "--since").unwrap_or("7d"),
-                value(args, "--shop"),
-                value(args, "--format").unwrap_or("table"),
-                now_ms,
-            )
-            .await
-        }
-        _ => Err(USAGE.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

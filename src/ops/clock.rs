@@ -39,15 +39,8 @@ impl Clock for FixedClock {
     }
 }
 
-/// 64 random bits from the standard library's per-process keyed hasher (no extra crate): enough
-/// for attempt identifiers, jitter and the `{random}` macro, not for secrets.
+/// 64 random bits (`fastrand`, seeded per thread): enough for attempt identifiers, jitter and the
+/// `{random}` macro, not for secrets.
 pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    fastrand::u64(..)
 }

@@ -58,6 +58,8 @@ pub fn init() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
 
     #[test]
     fn caps_never_make_a_crate_more_verbose_than_the_chosen_level() {
@@ -67,5 +69,77 @@ mod tests {
         assert_eq!(filter("warn").max_level_hint(), Some(LevelFilter::WARN));
         // At `trace` our code traces, the capped crates stop at their caps.
         assert_eq!(filter("trace").max_level_hint(), Some(LevelFilter::TRACE));
+    }
+
+    /// The most verbose level at which an event of `$target` is enabled under the current
+    /// subscriber (`tracing::enabled!` needs its target and level as constants).
+    macro_rules! most_verbose {
+        ($target:literal) => {
+            if tracing::enabled!(target: $target, Level::TRACE) {
+                LevelFilter::TRACE
+            } else if tracing::enabled!(target: $target, Level::DEBUG) {
+                LevelFilter::DEBUG
+            } else if tracing::enabled!(target: $target, Level::INFO) {
+                LevelFilter::INFO
+            } else if tracing::enabled!(target: $target, Level::WARN) {
+                LevelFilter::WARN
+            } else if tracing::enabled!(target: $target, Level::ERROR) {
+                LevelFilter::ERROR
+            } else {
+                LevelFilter::OFF
+            }
+        };
+    }
+
+    /// The most verbose level events of `target` (a module inside the crate, as the crates log)
+    /// pass `filter` at.
+    fn verbosity(filter: EnvFilter, target: &str) -> LevelFilter {
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || match target {
+            "aws_smithy_runtime" => most_verbose!("aws_smithy_runtime::client::orchestrator"),
+            "aws_smithy_runtime_api" => most_verbose!("aws_smithy_runtime_api::client::http"),
+            "aws_smithy_http_client" => most_verbose!("aws_smithy_http_client::hyper_impl"),
+            "aws_sigv4" => most_verbose!("aws_sigv4::http_request::sign"),
+            "aws_config" => most_verbose!("aws_config::meta::region"),
+            "hyper" => most_verbose!("hyper::proto::h1::io"),
+            "hyper_util" => most_verbose!("hyper_util::client::legacy::pool"),
+            "h2" => most_verbose!("h2::codec::framed_write"),
+            "reqwest" => most_verbose!("reqwest::connect"),
+            "rustls" => most_verbose!("rustls::client::hs"),
+            "cartpanda_redtrack" => most_verbose!("cartpanda_redtrack::bridge"),
+            other => panic!("add `{other}` to this test's targets"),
+        })
+    }
+
+    #[test]
+    fn each_capped_crate_stops_at_its_cap_and_our_code_at_the_chosen_level() {
+        for level in [
+            LevelFilter::TRACE,
+            LevelFilter::DEBUG,
+            LevelFilter::INFO,
+            LevelFilter::WARN,
+        ] {
+            let chosen = level.to_string().to_ascii_lowercase();
+            for (target, cap) in CAPS {
+                assert_eq!(
+                    verbosity(filter(&chosen), target),
+                    level.min(*cap),
+                    "{target} at `{chosen}` (cap {cap})"
+                );
+            }
+            assert_eq!(verbosity(filter(&chosen), "cartpanda_redtrack"), level);
+        }
+        // Directives the operator writes keep the caps too.
+        assert_eq!(
+            verbosity(filter("cartpanda_redtrack=trace,hyper=trace"), "hyper"),
+            LevelFilter::INFO
+        );
+        assert_eq!(
+            verbosity(
+                filter("cartpanda_redtrack=trace,hyper=trace"),
+                "cartpanda_redtrack"
+            ),
+            LevelFilter::TRACE
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! environment ([`config`]), the time budget of AWS calls ([`budget`]), logging, metrics, the clock, the AWS SDK set-up and the operator
 //! commands ([`admin`]).
 
-#[cfg(feature = "runtime")]
+#[cfg(feature = "cli")]
 pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod aws;
