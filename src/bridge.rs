@@ -90,6 +90,10 @@ pub struct ConversionReport {
     /// How long RedTrack took (all attempts), for the latency metric.
     #[serde(skip)]
     pub redtrack_ms: Option<u64>,
+    /// A duplicate answered from this instance's memory of sent conversions, without a DynamoDB
+    /// call (`crate::ledger::cache`): said by the decision log line and the metric only.
+    #[serde(skip)]
+    pub from_memory: bool,
 }
 
 /// Everything the delivery produced.
@@ -247,9 +251,14 @@ impl Bridge {
                     attempts = entry.attempts,
                     latency_ms = started.elapsed().as_millis() as u64,
                     cartx_test,
+                    from_memory = entry.from_memory.then_some(true),
                     "conversion"
                 );
-                crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+                if entry.from_memory {
+                    crate::ops::metrics::duplicate_from_memory();
+                } else {
+                    crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+                }
                 entry
             };
             ledger_down |= entry.outcome == Outcome::LedgerUnavailable;
@@ -270,6 +279,7 @@ impl Bridge {
             retry_after_s: None,
             message: None,
             redtrack_ms: None,
+            from_memory: false,
         }
     }
 
@@ -299,9 +309,10 @@ impl Bridge {
         let mut entry = self.entry(conversion, Outcome::NotAttempted);
         match self.ledger.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}
-            Ok(ClaimOutcome::AlreadySent { .. }) => {
+            Ok(ClaimOutcome::AlreadySent { from_memory, .. }) => {
                 entry.outcome = Outcome::Duplicate;
                 entry.replay = true;
+                entry.from_memory = from_memory;
                 return entry;
             }
             Ok(ClaimOutcome::InProgress { lease_until_ms }) => {

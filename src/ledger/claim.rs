@@ -32,8 +32,12 @@ pub struct Claim {
 pub enum ClaimOutcome {
     /// This attempt holds the claim and must send.
     Claimed,
-    /// Already sent (at `sent_at_ms`); nothing to do.
-    AlreadySent { sent_at_ms: Option<i64> },
+    /// Already sent (at `sent_at_ms`); nothing to do. `from_memory`: answered by this instance's
+    /// memory of sent conversions ([`crate::ledger::cache`]) without asking the table.
+    AlreadySent {
+        sent_at_ms: Option<i64>,
+        from_memory: bool,
+    },
     /// Another attempt holds a live lease until `lease_until_ms`.
     InProgress { lease_until_ms: i64 },
     /// The same event ID was claimed for a conversion with another fingerprint.
@@ -119,6 +123,7 @@ impl Record {
         } else if self.status == STATUS_SENT {
             ClaimOutcome::AlreadySent {
                 sent_at_ms: self.sent_at_ms,
+                from_memory: false,
             }
         } else {
             ClaimOutcome::InProgress {

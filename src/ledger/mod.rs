@@ -1,7 +1,9 @@
 //! Ledger: the DynamoDB table that records every conversion, and the claim protocol that makes
 //! each one sent once ([`claim`]: records, states, the in-memory ledger for tests), with its
-//! DynamoDB implementation ([`dynamo`]).
+//! DynamoDB implementation ([`dynamo`]), and the memory of sent conversions that answers their
+//! duplicates without a DynamoDB call ([`cache`]).
 
+pub mod cache;
 pub mod claim;
 #[cfg(feature = "runtime")]
 pub mod dynamo;
