@@ -38,7 +38,8 @@
 //! default `.tools/bin/python`), `BENCH_MOTO_URL` (use a running moto instead of starting one),
 //! `BENCH_JSON` (also write the figures as JSON to this file), `BENCH_FUNCTION_ENV` (more
 //! `NAME=value` pairs for the function, e.g. `NORMALIZE_PII=false`), `BENCH_PEER` (the peer's
-//! script, `none` to leave it out), `BENCH_ROUNDS`.
+//! script, `none` to leave it out), `BENCH_ROUNDS`, `BENCH_BASELINE` (the build before, e.g.
+//! main's: its cold starts alternate with the function's and its warm phases join the blocks).
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -71,6 +72,12 @@ fn mark(what: impl Into<String>) {
     let at = Instant::now();
     MARKS.lock().unwrap().push((at, what.into()));
 }
+
+/// Requests that carried an `Expect` header (`100-continue` would wait for an interim answer).
+static EXPECT_HEADERS: AtomicU64 = AtomicU64::new(0);
+
+/// Connections each stand-in accepted.
+static CONNECTIONS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 fn take_marks() -> Vec<(Instant, String)> {
     std::mem::take(&mut *MARKS.lock().unwrap())
@@ -177,6 +184,9 @@ fn read_request_marked(
     let Some((start, headers)) = read_head(reader)? else {
         return Ok(None);
     };
+    if find(&headers, "expect").is_some() {
+        EXPECT_HEADERS.fetch_add(1, Ordering::SeqCst);
+    }
     let label = label(&start, &headers);
     let has_body = find(&headers, "content-length").is_some_and(|l| l != "0")
         || find(&headers, "transfer-encoding").is_some();
@@ -223,17 +233,19 @@ fn serve(
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let handle = Arc::new(handle);
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_nodelay(true);
-                let handle = Arc::clone(&handle);
-                thread::spawn(move || {
-                    let _ = handle(stream);
-                });
-            }
-        })?;
+    let name = name.to_owned();
+    thread::Builder::new().name(name.clone()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            // A new connection inside an invocation shows in its breakdown.
+            mark(format!("{name} connection"));
+            *CONNECTIONS.lock().unwrap().entry(name.clone()).or_default() += 1;
+            let _ = stream.set_nodelay(true);
+            let handle = Arc::clone(&handle);
+            thread::spawn(move || {
+                let _ = handle(stream);
+            });
+        }
+    })?;
     Ok(port)
 }
 
@@ -890,6 +902,17 @@ fn tick_us() -> f64 {
         .map_or(10_000.0, |hz| 1_000_000.0 / hz)
 }
 
+impl Cold {
+    fn extend(&mut self, other: Cold) {
+        self.init_ms.extend(other.init_ms);
+        self.first_ms.extend(other.first_ms);
+        self.invoke_ms.extend(other.invoke_ms);
+        self.cpu_init_ms.extend(other.cpu_init_ms);
+        self.cpu_first_ms.extend(other.cpu_first_ms);
+        self.rss_kb.extend(other.rss_kb);
+    }
+}
+
 struct Cold {
     init_ms: Vec<f64>,
     first_ms: Vec<f64>,
@@ -1339,10 +1362,41 @@ fn versus_peer(phases: &[Phase]) -> Value {
     doc
 }
 
+/// The function against the build before it (`BENCH_BASELINE`), warm, same run.
+fn versus_before(phases: &[Phase], hwm: &str, base_hwm: &str) {
+    let pairs = [
+        ("new conversion", "before: new conversion"),
+        ("duplicate (from memory)", "before: duplicate"),
+        ("duplicate (from the table)", "before: duplicate"),
+        ("refused (401, no I/O)", "before: refused (401)"),
+    ];
+    println!(
+        "\nthe function against the build before (BENCH_BASELINE), same run, interleaved \
+         (ratio = this build / before):"
+    );
+    for (ours, before) in pairs {
+        let (Some(o), Some(b)) = (phase(phases, ours), phase(phases, before)) else {
+            continue;
+        };
+        println!(
+            "  {ours:<28} CPU {:>6.0} / {:>6.0} µs = {:.2}; wall p50 {:.2} / {:.2} ms = {:.2}",
+            o.cpu_us(),
+            b.cpu_us(),
+            o.cpu_us() / b.cpu_us(),
+            o.wall_p50_ms,
+            b.wall_p50_ms,
+            o.wall_p50_ms / b.wall_p50_ms
+        );
+    }
+    println!("  peak RSS (VmHWM) {hwm} / {base_hwm}");
+}
+
 /// Who works during a segment `from → to` of the marks.
 fn who(segment: &str) -> &'static str {
     let (from, to) = segment.split_once(" → ").unwrap_or(("", segment));
-    if to == "event out" {
+    if to.ends_with(" connection") {
+        "connect"
+    } else if to == "event out" {
         "Runtime API"
     } else if to == "RedTrack out" {
         "RedTrack"
@@ -1369,6 +1423,8 @@ fn print_breakdowns(phases: &[Phase]) {
         ("duplicate (from memory)", "peer: duplicate"),
         ("duplicate (from the table)", "peer: duplicate"),
         ("refused (401, no I/O)", "peer: refused (401)"),
+        ("before: new conversion", "peer: new conversion"),
+        ("before: duplicate", "peer: duplicate"),
     ];
     for (ours, peer) in pairs {
         let Some(ours) = phase(phases, ours) else {
@@ -1469,7 +1525,23 @@ fn run() -> Result<(), String> {
     );
 
     // Cold starts.
-    let mut cold = cold_starts(&setup, &events, starts, &mut next_id)?;
+    // With a baseline (`BENCH_BASELINE`: the build before, e.g. main's), its starts alternate
+    // with the function's.
+    let baseline = std::env::var("BENCH_BASELINE").ok().map(|b| Setup {
+        binary: b,
+        args: Vec::new(),
+        dynamo: setup.dynamo.clone(),
+        redtrack: setup.redtrack.clone(),
+        table: setup.table.clone(),
+    });
+    let mut cold = cold_starts(&setup, &events, 0, &mut next_id)?;
+    let mut cold_base = cold_starts(&setup, &events, 0, &mut next_id)?;
+    for _ in 0..starts {
+        cold.extend(cold_starts(&setup, &events, 1, &mut next_id)?);
+        if let Some(base) = &baseline {
+            cold_base.extend(cold_starts(base, &events, 1, &mut next_id)?);
+        }
+    }
     println!("\ncold start, {starts} starts (median / p90 / min):");
     let line = |label: &str, v: &mut Vec<f64>, unit: &str| {
         let (m, p, lo) = (
@@ -1506,6 +1578,43 @@ fn run() -> Result<(), String> {
         &mut cold.rss_kb,
         "kB",
     );
+    let mut before = BTreeMap::new();
+    if let Some(base) = &baseline {
+        println!("  before ({}):", base.binary);
+        for (label, v, unit) in [
+            (
+                "init (process start → first `next`)",
+                &mut cold_base.init_ms,
+                "ms",
+            ),
+            (
+                "first invocation (`next` → response)",
+                &mut cold_base.invoke_ms,
+                "ms",
+            ),
+            ("CPU of init", &mut cold_base.cpu_init_ms, "ms"),
+            (
+                "CPU of init + first invocation",
+                &mut cold_base.cpu_first_ms,
+                "ms",
+            ),
+            (
+                "peak RSS after the first invocation",
+                &mut cold_base.rss_kb,
+                "kB",
+            ),
+        ] {
+            before.insert(label, line(label, v, unit));
+        }
+        println!(
+            "  ratios (this build / before): init {:.2}, CPU of init {:.2}, CPU of init + first \
+             invocation {:.2}, peak RSS {:.2}",
+            init / before["init (process start → first `next`)"],
+            cpu_init / before["CPU of init"],
+            cpu_first / before["CPU of init + first invocation"],
+            rss_cold / before["peak RSS after the first invocation"],
+        );
+    }
 
     // Warm invocations: the function (A), a second instance of it (B: duplicates of what A
     // sent, which B has not seen: the table's answer, as for every duplicate before issue 16) and
@@ -1524,6 +1633,10 @@ fn run() -> Result<(), String> {
         Some(peer_setup) => Some(start(peer_setup)?),
         None => None,
     };
+    let base = match &baseline {
+        Some(base_setup) => Some(start(base_setup)?),
+        None => None,
+    };
     let mut warm = |api: &RuntimeApi, function: &Function| -> Result<(), String> {
         let warmup: Vec<String> = (0..20)
             .map(|_| {
@@ -1538,6 +1651,9 @@ fn run() -> Result<(), String> {
     if let Some((api_p, function_p)) = &peer {
         warm(api_p, function_p)?;
     }
+    if let Some((api_c, function_c)) = &base {
+        warm(api_c, function_c)?;
+    }
     let rounds = env_usize("BENCH_ROUNDS", 10).clamp(1, n.max(1));
     let mut new_a = Phase::new("new conversion");
     let mut dup_a = Phase::new("duplicate (from memory)");
@@ -1546,6 +1662,11 @@ fn run() -> Result<(), String> {
     let mut new_p = Phase::new("peer: new conversion");
     let mut dup_p = Phase::new("peer: duplicate");
     let mut refused_p = Phase::new("peer: refused (401)");
+    let mut new_c = Phase::new("before: new conversion");
+    let mut dup_c = Phase::new("before: duplicate");
+    let mut refused_c = Phase::new("before: refused (401)");
+    // The baseline's orders are others (the same keys would be duplicates of the function's).
+    const BASE_OFFSET: u64 = 10_000_000;
     let first_new = next_id + 1;
     for round in 0..rounds {
         let ids: Vec<u64> = (n * round / rounds..n * (round + 1) / rounds)
@@ -1553,6 +1674,37 @@ fn run() -> Result<(), String> {
             .collect();
         let paid =
             |token: &str| -> Vec<String> { ids.iter().map(|&id| events.paid(id, token)).collect() };
+        let paid_base = |token: &str| -> Vec<String> {
+            ids.iter()
+                .map(|&id| events.paid(id + BASE_OFFSET, token))
+                .collect()
+        };
+        if let Some((api_c, function_c)) = &base {
+            run_block(
+                &mut new_c,
+                api_c,
+                function_c,
+                paid_base(TOKEN),
+                (200, "sent"),
+                counters,
+            )?;
+            run_block(
+                &mut dup_c,
+                api_c,
+                function_c,
+                paid_base(TOKEN),
+                (200, "duplicate"),
+                counters,
+            )?;
+            run_block(
+                &mut refused_c,
+                api_c,
+                function_c,
+                paid_base("wrong-token"),
+                (401, "error"),
+                counters,
+            )?;
+        }
         // Who goes first alternates between rounds.
         let peer_first = round % 2 == 1;
         for step in 0..2 {
@@ -1635,11 +1787,16 @@ fn run() -> Result<(), String> {
     if peer.is_some() {
         phases.extend([new_p.finish(), dup_p.finish(), refused_p.finish()]);
     }
+    if base.is_some() {
+        phases.extend([new_c.finish(), dup_c.finish(), refused_c.finish()]);
+    }
     let hwm = function.status("VmHWM");
     let rss = function.status("VmRSS");
     let threads = function.status("Threads");
     let (rss_anon, rss_file) = (function.status("RssAnon"), function.status("RssFile"));
     let peer_hwm = peer.as_ref().map(|(_, f)| f.status("VmHWM"));
+    let base_hwm = base.as_ref().map(|(_, f)| f.status("VmHWM"));
+    drop(base);
     drop(function);
     drop(function_b);
     drop(peer);
@@ -1694,7 +1851,16 @@ fn run() -> Result<(), String> {
     if let Some(peer_hwm) = &peer_hwm {
         println!("  the peer's peak RSS (VmHWM) {peer_hwm}");
     }
+    println!(
+        "  connections the stand-ins accepted over the whole run (every process): {:?}; requests \
+         with an `Expect` header: {}",
+        CONNECTIONS.lock().unwrap(),
+        EXPECT_HEADERS.load(Ordering::SeqCst)
+    );
     let versus = versus_peer(&phases);
+    if let Some(base_hwm) = &base_hwm {
+        versus_before(&phases, &hwm, base_hwm);
+    }
     print_breakdowns(&phases);
 
     // The same clients in this process, without the runtime, the handler or moto: what one call
