@@ -29,7 +29,7 @@
 //!   (`../shared/peers/python/bootstrap`, run with `BENCH_PYTHON`) under the same stand-ins, in
 //!   `BENCH_ROUNDS` (10) interleaved blocks, with the function's figures as ratios to the peer's;
 //! - the phase breakdown of each invocation: every stand-in marks when it read a request (its head,
-//!   then its body) and wrote its answer, on one clock, so the time between marks splits an
+//!   then its body) and when its answer was ready to write, on one clock, so the time between marks splits an
 //!   invocation into the function's own segments (`next` → handler and SDK → DynamoDB request,
 //!   DynamoDB answer → RedTrack GET, …, → response POST) and the stand-ins' (moto, RedTrack).
 //!
@@ -412,6 +412,9 @@ fn runtime_connection(
                     .unwrap()
                     .as_millis()
                     + 15_000;
+                // Marked before the write: a mark after it could come after the function's
+                // reaction on a loaded machine (this thread preempted), and misorder the segments.
+                mark("event out");
                 respond(
                     &mut writer,
                     "200 OK",
@@ -430,7 +433,6 @@ fn runtime_connection(
                     ],
                     event.as_bytes(),
                 )?;
-                mark("event out");
             }
             ("POST", "init/error") => {
                 let _ = notes.send(Note::InitError(req.body));
@@ -468,13 +470,13 @@ fn start_redtrack(count: Arc<AtomicU64>) -> io::Result<u16> {
         let mut reader = BufReader::new(stream);
         while let Some(_req) = read_request_marked(&mut reader, |_, _| Some("RedTrack".into()))? {
             count.fetch_add(1, Ordering::SeqCst);
+            mark("RedTrack out");
             respond(
                 &mut writer,
                 "200 OK",
                 &[("content-type", "text/plain".to_owned())],
                 b"OK",
             )?;
-            mark("RedTrack out");
         }
         Ok(())
     })
@@ -513,8 +515,8 @@ fn start_dynamo_proxy(moto: String, counts: OpCounts) -> io::Result<u16> {
                 })
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
-            respond(&mut writer, &status, &keep, &body)?;
             mark(format!("{op} out"));
+            respond(&mut writer, &status, &keep, &body)?;
         }
         Ok(())
     })
@@ -994,6 +996,9 @@ struct Traced {
 /// stand-in answered) and ends at an `in` mark is the function's own time; one from an `in` to an
 /// `out` is the stand-in's.
 fn segments(started: Instant, marks: &[(Instant, String)]) -> Vec<(String, f64)> {
+    // Threads push their marks after taking the time: order by time.
+    let mut marks = marks.to_vec();
+    marks.sort_by_key(|(t, _)| *t);
     let mut out = Vec::with_capacity(marks.len());
     let (mut at, mut name) = (started, "queued".to_owned());
     for (t, what) in marks {
@@ -1001,7 +1006,7 @@ fn segments(started: Instant, marks: &[(Instant, String)]) -> Vec<(String, f64)>
             format!("{name} → {what}"),
             t.saturating_duration_since(at).as_secs_f64() * 1e6,
         ));
-        (at, name) = (*t, what.clone());
+        (at, name) = (t, what);
     }
     out
 }
@@ -1056,23 +1061,25 @@ impl Phase {
     /// The median of each segment over the invocations that had it, in the order they happen,
     /// with how many invocations had it.
     fn breakdown(&self) -> Vec<(String, f64, usize)> {
-        let mut order: Vec<String> = Vec::new();
-        let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut values: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
         for trace in &self.traces {
-            for (name, us) in trace {
-                if !values.contains_key(name) {
-                    order.push(name.clone());
-                }
-                values.entry(name.clone()).or_default().push(*us);
+            for (i, (name, us)) in trace.iter().enumerate() {
+                let entry = values.entry(name.clone()).or_default();
+                entry.0.push(*us);
+                entry.1 += i as f64;
             }
         }
-        order
+        // In the order they usually happen: by mean position in their invocation.
+        let mut rows: Vec<(f64, String, f64, usize)> = values
             .into_iter()
-            .map(|name| {
-                let v = values.get_mut(&name).unwrap();
+            .map(|(name, (mut v, positions))| {
                 let count = v.len();
-                (name, median(v), count)
+                (positions / count as f64, name, median(&mut v), count)
             })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        rows.into_iter()
+            .map(|(_, name, us, count)| (name, us, count))
             .collect()
     }
 }
@@ -1414,7 +1421,7 @@ fn who(segment: &str) -> &'static str {
 fn print_breakdowns(phases: &[Phase]) {
     println!(
         "\nphase breakdown: median µs per segment between what the stand-ins saw (`in`: a request \
-         fully read; `head in`: its head, when it has a body; `out`: the answer written). \
+         fully read; `head in`: its head, when it has a body; `out`: the answer ready to write). \
          `function` is the process's own time (runtime, decoding, handler, SDK, reqwest), `body` \
          a request body arriving after its head:"
     );
