@@ -6,7 +6,7 @@
 //! itself ([`Ledger::finish`] with [`Finish::Sent`]), or a claim found the record `SENT` — the
 //! next delivery of the same conversion (same record key, same fingerprint) can be answered
 //! [`ClaimOutcome::AlreadySent`] without the conditional write, which costs a write unit even
-//! when it fails, and about half the CPU of a duplicate.
+//! when it fails, and three quarters of the CPU of a duplicate (docs/performance.md).
 //!
 //! - The map is bounded: at most [`DEFAULT_CAPACITY`] entries (quick_cache's S3-FIFO eviction),
 //!   each kept [`DEFAULT_TTL_MS`] at most, and never past the record's own expiry when known.
