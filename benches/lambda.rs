@@ -23,13 +23,23 @@
 //!   (1,000) warm invocations each of new conversions (distinct order IDs), duplicates (the same
 //!   orders again) and refused deliveries (wrong token: the runtime and handler with no I/O);
 //! - peak RSS (`VmHWM`) after all of them;
-//! - DynamoDB calls per invocation in each phase, by operation.
+//! - DynamoDB calls per invocation in each phase, by operation;
+//! - the same warm phases for a second instance of the function (duplicates of what the first
+//!   sent: answered by the table, not from memory) and for the Python peer
+//!   (`../shared/peers/python/bootstrap`, run with `BENCH_PYTHON`) under the same stand-ins, in
+//!   `BENCH_ROUNDS` (10) interleaved blocks, with the function's figures as ratios to the peer's;
+//! - the phase breakdown of each invocation: every stand-in marks when it read a request (its head,
+//!   then its body) and when its answer was ready to write, on one clock, so the time between marks splits an
+//!   invocation into the function's own segments (`next` → handler and SDK → DynamoDB request,
+//!   DynamoDB answer → RedTrack GET, …, → response POST) and the stand-ins' (moto, RedTrack).
 //!
 //! `cargo build --release --bin cartpanda-redtrack && cargo bench --bench lambda` (or `make bench`).
 //! Environment: `BENCH_BINARY`, `BENCH_STARTS`, `BENCH_N`, `BENCH_PYTHON` (the Python with moto,
 //! default `.tools/bin/python`), `BENCH_MOTO_URL` (use a running moto instead of starting one),
 //! `BENCH_JSON` (also write the figures as JSON to this file), `BENCH_FUNCTION_ENV` (more
-//! `NAME=value` pairs for the function, e.g. `NORMALIZE_PII=false`).
+//! `NAME=value` pairs for the function, e.g. `NORMALIZE_PII=false`), `BENCH_PEER` (the peer's
+//! script, `none` to leave it out), `BENCH_ROUNDS`, `BENCH_BASELINE` (the build before, e.g.
+//! main's: its cold starts alternate with the function's and its warm phases join the blocks).
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -53,6 +63,25 @@ const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 // A minimal HTTP/1.1 server side: requests with Content-Length or chunked bodies, keep-alive.
 
 type Headers = Vec<(String, String)>;
+
+/// When each stand-in saw what, during one invocation: the phase breakdown. Every stand-in runs
+/// in this process, so one clock orders them all.
+static MARKS: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+
+fn mark(what: impl Into<String>) {
+    let at = Instant::now();
+    MARKS.lock().unwrap().push((at, what.into()));
+}
+
+/// Requests that carried an `Expect` header (`100-continue` would wait for an interim answer).
+static EXPECT_HEADERS: AtomicU64 = AtomicU64::new(0);
+
+/// Connections each stand-in accepted.
+static CONNECTIONS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+fn take_marks() -> Vec<(Instant, String)> {
+    std::mem::take(&mut *MARKS.lock().unwrap())
+}
 /// Events waiting for a `next` request: (request ID, event document).
 type EventQueue = Arc<(Mutex<VecDeque<(String, String)>>, Condvar)>;
 
@@ -142,13 +171,35 @@ fn read_body(
 }
 
 fn read_request(reader: &mut impl BufRead) -> io::Result<Option<HttpRequest>> {
+    read_request_marked(reader, |_, _| None)
+}
+
+/// [`read_request`], marking `"{label} head in"` when the head is read (requests with a body)
+/// and `"{label} in"` when the whole request is: a body that comes apart from its head (two
+/// writes) shows as time between the two marks.
+fn read_request_marked(
+    reader: &mut impl BufRead,
+    label: impl Fn(&str, &Headers) -> Option<String>,
+) -> io::Result<Option<HttpRequest>> {
     let Some((start, headers)) = read_head(reader)? else {
         return Ok(None);
     };
+    if find(&headers, "expect").is_some() {
+        EXPECT_HEADERS.fetch_add(1, Ordering::SeqCst);
+    }
+    let label = label(&start, &headers);
+    let has_body = find(&headers, "content-length").is_some_and(|l| l != "0")
+        || find(&headers, "transfer-encoding").is_some();
+    if let (Some(label), true) = (&label, has_body) {
+        mark(format!("{label} head in"));
+    }
     let mut parts = start.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let path = parts.next().unwrap_or_default().to_owned();
     let body = read_body(reader, &headers, false)?;
+    if let Some(label) = label {
+        mark(format!("{label} in"));
+    }
     Ok(Some(HttpRequest {
         method,
         path,
@@ -182,17 +233,19 @@ fn serve(
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let handle = Arc::new(handle);
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_nodelay(true);
-                let handle = Arc::clone(&handle);
-                thread::spawn(move || {
-                    let _ = handle(stream);
-                });
-            }
-        })?;
+    let name = name.to_owned();
+    thread::Builder::new().name(name.clone()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            // A new connection inside an invocation shows in its breakdown.
+            mark(format!("{name} connection"));
+            *CONNECTIONS.lock().unwrap().entry(name.clone()).or_default() += 1;
+            let _ = stream.set_nodelay(true);
+            let handle = Arc::clone(&handle);
+            thread::spawn(move || {
+                let _ = handle(stream);
+            });
+        }
+    })?;
     Ok(port)
 }
 
@@ -259,6 +312,31 @@ impl RuntimeApi {
         }
     }
 
+    /// Runs one invocation and waits until the function asks for the next event (so its work
+    /// for this one is over): the response document, the wall time (event queued → response
+    /// received) and the stand-ins' marks in between.
+    fn invoke_traced(&self, id: &str, event: String) -> Result<Traced, String> {
+        take_marks();
+        let started = Instant::now();
+        let answer = self.invoke(id, event)?;
+        let wall = started.elapsed();
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self
+                .notes
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(Note::Next(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        Ok(Traced {
+            answer,
+            wall,
+            segments: segments(started, &take_marks()),
+        })
+    }
+
     /// Runs one invocation: returns the response document when the function answered.
     fn invoke(&self, id: &str, event: String) -> Result<Value, String> {
         self.push(id.to_owned(), event);
@@ -302,7 +380,14 @@ fn runtime_connection(
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     const PREFIX: &str = "/2018-06-01/runtime/";
-    while let Some(req) = read_request(&mut reader)? {
+    let label = |start: &str, _: &Headers| {
+        Some(if start.contains("/invocation/next") {
+            "next".to_owned()
+        } else {
+            "response".to_owned()
+        })
+    };
+    while let Some(req) = read_request_marked(&mut reader, label)? {
         let route = req.path.strip_prefix(PREFIX).unwrap_or("");
         match (req.method.as_str(), route) {
             ("GET", "invocation/next") => {
@@ -327,6 +412,9 @@ fn runtime_connection(
                     .unwrap()
                     .as_millis()
                     + 15_000;
+                // Marked before the write: a mark after it could come after the function's
+                // reaction on a loaded machine (this thread preempted), and misorder the segments.
+                mark("event out");
                 respond(
                     &mut writer,
                     "200 OK",
@@ -380,8 +468,9 @@ fn start_redtrack(count: Arc<AtomicU64>) -> io::Result<u16> {
     serve("redtrack", move |stream| {
         let mut writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
-        while let Some(_req) = read_request(&mut reader)? {
+        while let Some(_req) = read_request_marked(&mut reader, |_, _| Some("RedTrack".into()))? {
             count.fetch_add(1, Ordering::SeqCst);
+            mark("RedTrack out");
             respond(
                 &mut writer,
                 "200 OK",
@@ -400,13 +489,17 @@ fn start_dynamo_proxy(moto: String, counts: OpCounts) -> io::Result<u16> {
     serve("dynamo-proxy", move |stream| {
         let mut writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
-        while let Some(req) = read_request(&mut reader)? {
+        let label = |_: &str, headers: &Headers| {
+            let op = find(headers, "x-amz-target").and_then(|t| t.rsplit('.').next());
+            Some(op.unwrap_or("other").to_owned())
+        };
+        while let Some(req) = read_request_marked(&mut reader, label)? {
             let op = req
                 .header("x-amz-target")
                 .and_then(|t| t.rsplit('.').next())
                 .unwrap_or("other")
                 .to_owned();
-            *counts.lock().unwrap().entry(op).or_default() += 1;
+            *counts.lock().unwrap().entry(op.clone()).or_default() += 1;
             let (status, headers, body) = forward(&moto, &req)?;
             let keep: Vec<(&str, String)> = headers
                 .iter()
@@ -422,6 +515,7 @@ fn start_dynamo_proxy(moto: String, counts: OpCounts) -> io::Result<u16> {
                 })
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
+            mark(format!("{op} out"));
             respond(&mut writer, &status, &keep, &body)?;
         }
         Ok(())
@@ -558,6 +652,8 @@ impl Drop for Moto {
 
 struct Setup {
     binary: String,
+    /// Arguments (the Python peer: its script).
+    args: Vec<String>,
     dynamo: String,
     redtrack: String,
     table: String,
@@ -580,7 +676,8 @@ impl Function {
     /// Starts the binary with the environment Lambda gives it.
     fn spawn(setup: &Setup, api_port: u16) -> io::Result<Function> {
         let mut cmd = Command::new(&setup.binary);
-        cmd.env_clear()
+        cmd.args(&setup.args)
+            .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "en_US.UTF-8")
             .env("TZ", ":UTC")
@@ -755,8 +852,10 @@ fn outcome(answer: &Value) -> (u64, String) {
         .as_str()
         .and_then(|b| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
+    // The Python peer answers `{"outcome": …}`, the function `{"conversions": [{"outcome": …}]}`.
     let outcome = body["conversions"][0]["outcome"]
         .as_str()
+        .or(body["outcome"].as_str())
         .or(body["error"].as_str().map(|_| "error"))
         .unwrap_or("?")
         .to_owned();
@@ -803,6 +902,17 @@ fn tick_us() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
         .map_or(10_000.0, |hz| 1_000_000.0 / hz)
+}
+
+impl Cold {
+    fn extend(&mut self, other: Cold) {
+        self.init_ms.extend(other.init_ms);
+        self.first_ms.extend(other.first_ms);
+        self.invoke_ms.extend(other.invoke_ms);
+        self.cpu_init_ms.extend(other.cpu_init_ms);
+        self.cpu_first_ms.extend(other.cpu_first_ms);
+        self.rss_kb.extend(other.rss_kb);
+    }
 }
 
 struct Cold {
@@ -874,16 +984,104 @@ fn cold_starts(
     Ok(cold)
 }
 
+/// One invocation as the stand-ins saw it.
+struct Traced {
+    answer: Value,
+    wall: Duration,
+    segments: Vec<(String, f64)>,
+}
+
+/// The time between consecutive marks, in µs, named `"a → b"`, from `started` (the event
+/// queued at the Runtime API stand-in) on. A segment that starts at a mark ending in `out` (a
+/// stand-in answered) and ends at an `in` mark is the function's own time; one from an `in` to an
+/// `out` is the stand-in's.
+fn segments(started: Instant, marks: &[(Instant, String)]) -> Vec<(String, f64)> {
+    // Threads push their marks after taking the time: order by time.
+    let mut marks = marks.to_vec();
+    marks.sort_by_key(|(t, _)| *t);
+    let mut out = Vec::with_capacity(marks.len());
+    let (mut at, mut name) = (started, "queued".to_owned());
+    for (t, what) in marks {
+        out.push((
+            format!("{name} → {what}"),
+            t.saturating_duration_since(at).as_secs_f64() * 1e6,
+        ));
+        (at, name) = (t, what);
+    }
+    out
+}
+
+/// Warm invocations of one kind for one process, added up over the blocks of an interleaved run.
 struct Phase {
     name: &'static str,
     n: usize,
     cpu_user_us: f64,
     cpu_sys_us: f64,
     cpu_sched_us: f64,
+    wall_ms: Vec<f64>,
     wall_p50_ms: f64,
     wall_p99_ms: f64,
     dynamo: BTreeMap<String, u64>,
     redtrack: u64,
+    traces: Vec<Vec<(String, f64)>>,
+}
+
+impl Phase {
+    fn new(name: &'static str) -> Self {
+        Phase {
+            name,
+            n: 0,
+            cpu_user_us: 0.0,
+            cpu_sys_us: 0.0,
+            cpu_sched_us: 0.0,
+            wall_ms: Vec::new(),
+            wall_p50_ms: f64::NAN,
+            wall_p99_ms: f64::NAN,
+            dynamo: BTreeMap::new(),
+            redtrack: 0,
+            traces: Vec::new(),
+        }
+    }
+
+    /// Per invocation from here on (CPU in µs per invocation, wall percentiles).
+    fn finish(mut self) -> Self {
+        let n = self.n.max(1) as f64;
+        self.cpu_user_us /= n;
+        self.cpu_sys_us /= n;
+        self.cpu_sched_us /= n;
+        self.wall_p50_ms = percentile(&mut self.wall_ms, 50.0);
+        self.wall_p99_ms = percentile(&mut self.wall_ms, 99.0);
+        self
+    }
+
+    fn cpu_us(&self) -> f64 {
+        self.cpu_user_us + self.cpu_sys_us
+    }
+
+    /// The median of each segment over the invocations that had it, in the order they happen,
+    /// with how many invocations had it.
+    fn breakdown(&self) -> Vec<(String, f64, usize)> {
+        let mut values: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
+        for trace in &self.traces {
+            for (i, (name, us)) in trace.iter().enumerate() {
+                let entry = values.entry(name.clone()).or_default();
+                entry.0.push(*us);
+                entry.1 += i as f64;
+            }
+        }
+        // In the order they usually happen: by mean position in their invocation.
+        let mut rows: Vec<(f64, String, f64, usize)> = values
+            .into_iter()
+            .map(|(name, (mut v, positions))| {
+                let count = v.len();
+                (positions / count as f64, name, median(&mut v), count)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        rows.into_iter()
+            .map(|(_, name, us, count)| (name, us, count))
+            .collect()
+    }
 }
 
 /// A phase name as a request ID part (request IDs go into the runtime API's URL paths).
@@ -891,6 +1089,53 @@ fn slug(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
+}
+
+/// Runs `events` through `function` and adds the figures to `phase`.
+fn run_block(
+    phase: &mut Phase,
+    api: &RuntimeApi,
+    function: &Function,
+    events: Vec<String>,
+    expect: (u64, &str),
+    counters: (&OpCounts, &AtomicU64),
+) -> Result<(), String> {
+    let tick = tick_us();
+    let name = phase.name;
+    let dynamo_before = counters.0.lock().unwrap().clone();
+    let redtrack_before = counters.1.load(Ordering::SeqCst);
+    let before = function.cpu(tick);
+    for event in events {
+        let i = phase.n;
+        let traced = api
+            .invoke_traced(&format!("{}-{}-{i}", function.pid, slug(name)), event)
+            .map_err(|e| format!("{name} {i}: {e}\n{}", function.last_log()))?;
+        phase.wall_ms.push(traced.wall.as_secs_f64() * 1e3);
+        phase.traces.push(traced.segments);
+        phase.n += 1;
+        let (status, what) = outcome(&traced.answer);
+        if (status, what.as_str()) != expect {
+            return Err(format!(
+                "{name} {i}: expected {expect:?}, got {status} {what}: {}\n{}",
+                traced.answer,
+                function.last_log()
+            ));
+        }
+    }
+    // Each invocation waited for the function's next `next` request: its work is over.
+    let after = function.cpu(tick);
+    phase.cpu_user_us += after.user_us - before.user_us;
+    phase.cpu_sys_us += after.sys_us - before.sys_us;
+    phase.cpu_sched_us += after.sched_us - before.sched_us;
+    let dynamo_after = counters.0.lock().unwrap().clone();
+    for (op, c) in &dynamo_after {
+        let grown = c - dynamo_before.get(op).copied().unwrap_or(0);
+        if grown > 0 {
+            *phase.dynamo.entry(op.clone()).or_default() += grown;
+        }
+    }
+    phase.redtrack += counters.1.load(Ordering::SeqCst) - redtrack_before;
+    Ok(())
 }
 
 fn run_phase(
@@ -901,47 +1146,9 @@ fn run_phase(
     expect: (u64, &str),
     counters: (&OpCounts, &AtomicU64),
 ) -> Result<Phase, String> {
-    let tick = tick_us();
-    let n = events.len();
-    let dynamo_before = counters.0.lock().unwrap().clone();
-    let redtrack_before = counters.1.load(Ordering::SeqCst);
-    let before = function.cpu(tick);
-    let mut wall = Vec::with_capacity(n);
-    for (i, event) in events.into_iter().enumerate() {
-        let started = Instant::now();
-        let answer = api
-            .invoke(&format!("{}-{i}", slug(name)), event)
-            .map_err(|e| format!("{name} {i}: {e}\n{}", function.last_log()))?;
-        wall.push(started.elapsed().as_secs_f64() * 1e3);
-        let (status, what) = outcome(&answer);
-        if (status, what.as_str()) != expect {
-            return Err(format!(
-                "{name} {i}: expected {expect:?}, got {status} {what}: {answer}\n{}",
-                function.last_log()
-            ));
-        }
-    }
-    // The last response is posted before the function asks for the next event: wait for that
-    // `next` so its CPU is in this phase.
-    thread::sleep(Duration::from_millis(20));
-    let after = function.cpu(tick);
-    let dynamo_after = counters.0.lock().unwrap().clone();
-    let dynamo = dynamo_after
-        .iter()
-        .map(|(op, c)| (op.clone(), c - dynamo_before.get(op).copied().unwrap_or(0)))
-        .filter(|(_, c)| *c > 0)
-        .collect();
-    Ok(Phase {
-        name,
-        n,
-        cpu_user_us: (after.user_us - before.user_us) / n as f64,
-        cpu_sys_us: (after.sys_us - before.sys_us) / n as f64,
-        cpu_sched_us: (after.sched_us - before.sched_us) / n as f64,
-        wall_p50_ms: percentile(&mut wall, 50.0),
-        wall_p99_ms: percentile(&mut wall, 99.0),
-        dynamo,
-        redtrack: counters.1.load(Ordering::SeqCst) - redtrack_before,
-    })
+    let mut phase = Phase::new(name);
+    run_block(&mut phase, api, function, events, expect, counters)?;
+    Ok(phase.finish())
 }
 
 /// CPU time of the calling thread so far, in µs (`/proc/thread-self/schedstat`).
@@ -1051,6 +1258,233 @@ fn clients_alone(n: usize, redtrack_port: u16) -> Result<(f64, f64), String> {
     })
 }
 
+/// The Python peer (`BENCH_PEER`, default `../shared/peers/python/bootstrap` beside the
+/// repository; `none` to leave it out) under the same stand-ins, run with `BENCH_PYTHON`.
+fn peer_setup(setup: &Setup) -> Option<Setup> {
+    let script = std::env::var("BENCH_PEER")
+        .unwrap_or_else(|_| format!("{ROOT}/../shared/peers/python/bootstrap"));
+    if script == "none" || !std::path::Path::new(&script).exists() {
+        println!("\n(no Python peer: {script} does not exist; set BENCH_PEER)");
+        return None;
+    }
+    let python =
+        std::env::var("BENCH_PYTHON").unwrap_or_else(|_| format!("{ROOT}/.tools/bin/python"));
+    Some(Setup {
+        binary: python,
+        args: vec![script],
+        dynamo: setup.dynamo.clone(),
+        redtrack: setup.redtrack.clone(),
+        table: setup.table.clone(),
+    })
+}
+
+fn phase<'a>(phases: &'a [Phase], name: &str) -> Option<&'a Phase> {
+    phases.iter().find(|p| p.name == name)
+}
+
+/// The function against the peer, as ratios (ours / peer), and a duplicate from memory against
+/// one from the table.
+fn versus_peer(phases: &[Phase]) -> Value {
+    let get = |name: &str| phase(phases, name);
+    let (Some(new), Some(dup), Some(table)) = (
+        get("new conversion"),
+        get("duplicate (from memory)"),
+        get("duplicate (from the table)"),
+    ) else {
+        return Value::Null;
+    };
+    println!(
+        "\nduplicates: from memory against from the table (a second instance), same binary:\n  \
+         CPU {:.0} / {:.0} µs = {:.2}; wall p50 {:.2} / {:.2} ms = {:.2}",
+        dup.cpu_us(),
+        table.cpu_us(),
+        dup.cpu_us() / table.cpu_us(),
+        dup.wall_p50_ms,
+        table.wall_p50_ms,
+        dup.wall_p50_ms / table.wall_p50_ms,
+    );
+    let mut doc = json!({
+        "duplicate_memory_over_table_cpu": dup.cpu_us() / table.cpu_us(),
+        "duplicate_memory_over_table_wall_p50": dup.wall_p50_ms / table.wall_p50_ms,
+    });
+    let (Some(peer_new), Some(peer_dup)) = (get("peer: new conversion"), get("peer: duplicate"))
+    else {
+        return doc;
+    };
+    println!(
+        "\nthe function against the Python peer, same run, interleaved (ratio = ours / peer):\n  \
+         {:<44} {:>9} {:>9} {:>7}",
+        "measure", "ours", "peer", "ratio"
+    );
+    let rows = [
+        (
+            "CPU per new conversion (µs)",
+            new.cpu_us(),
+            peer_new.cpu_us(),
+        ),
+        (
+            "CPU per duplicate, from memory (µs)",
+            dup.cpu_us(),
+            peer_dup.cpu_us(),
+        ),
+        (
+            "CPU per duplicate, from the table (µs)",
+            table.cpu_us(),
+            peer_dup.cpu_us(),
+        ),
+        (
+            "wall p50 per new conversion (ms)",
+            new.wall_p50_ms,
+            peer_new.wall_p50_ms,
+        ),
+        (
+            "wall p50 per duplicate, from memory (ms)",
+            dup.wall_p50_ms,
+            peer_dup.wall_p50_ms,
+        ),
+        (
+            "wall p50 per duplicate, from the table (ms)",
+            table.wall_p50_ms,
+            peer_dup.wall_p50_ms,
+        ),
+        (
+            "wall p99 per new conversion (ms)",
+            new.wall_p99_ms,
+            peer_new.wall_p99_ms,
+        ),
+    ];
+    let mut ratios = serde_json::Map::new();
+    for (label, ours, peer) in rows {
+        let digits = if label.ends_with("(ms)") { 2 } else { 0 };
+        println!(
+            "  {label:<44} {ours:>9.digits$} {peer:>9.digits$} {:>7.2}",
+            ours / peer
+        );
+        ratios.insert(
+            label.to_owned(),
+            json!({"ours": ours, "peer": peer, "ratio": ours / peer}),
+        );
+    }
+    doc["ratios"] = Value::Object(ratios);
+    doc
+}
+
+/// The function against the build before it (`BENCH_BASELINE`), warm, same run.
+fn versus_before(phases: &[Phase], hwm: &str, base_hwm: &str) {
+    let pairs = [
+        ("new conversion", "before: new conversion"),
+        ("duplicate (from memory)", "before: duplicate"),
+        ("duplicate (from the table)", "before: duplicate"),
+        ("refused (401, no I/O)", "before: refused (401)"),
+    ];
+    println!(
+        "\nthe function against the build before (BENCH_BASELINE), same run, interleaved \
+         (ratio = this build / before):"
+    );
+    for (ours, before) in pairs {
+        let (Some(o), Some(b)) = (phase(phases, ours), phase(phases, before)) else {
+            continue;
+        };
+        println!(
+            "  {ours:<28} CPU {:>6.0} / {:>6.0} µs = {:.2}; wall p50 {:.2} / {:.2} ms = {:.2}",
+            o.cpu_us(),
+            b.cpu_us(),
+            o.cpu_us() / b.cpu_us(),
+            o.wall_p50_ms,
+            b.wall_p50_ms,
+            o.wall_p50_ms / b.wall_p50_ms
+        );
+    }
+    println!("  peak RSS (VmHWM) {hwm} / {base_hwm}");
+}
+
+/// Who works during a segment `from → to` of the marks.
+fn who(segment: &str) -> &'static str {
+    let (from, to) = segment.split_once(" → ").unwrap_or(("", segment));
+    if to.ends_with(" connection") {
+        "connect"
+    } else if to == "event out" {
+        "Runtime API"
+    } else if to == "RedTrack out" {
+        "RedTrack"
+    } else if to.ends_with(" out") {
+        "moto"
+    } else if from.ends_with("head in") {
+        "body"
+    } else {
+        "function"
+    }
+}
+
+/// The phase breakdown: median time per segment for each phase of the function next to the
+/// same phase of the peer.
+fn print_breakdowns(phases: &[Phase]) {
+    println!(
+        "\nphase breakdown: median µs per segment between what the stand-ins saw (`in`: a request \
+         fully read; `head in`: its head, when it has a body; `out`: the answer ready to write). \
+         `function` is the process's own time (runtime, decoding, handler, SDK, reqwest), `body` \
+         a request body arriving after its head:"
+    );
+    let pairs = [
+        ("new conversion", "peer: new conversion"),
+        ("duplicate (from memory)", "peer: duplicate"),
+        ("duplicate (from the table)", "peer: duplicate"),
+        ("refused (401, no I/O)", "peer: refused (401)"),
+        ("before: new conversion", "peer: new conversion"),
+        ("before: duplicate", "peer: duplicate"),
+    ];
+    for (ours, peer) in pairs {
+        let Some(ours) = phase(phases, ours) else {
+            continue;
+        };
+        let peer = phase(phases, peer);
+        let ours_rows = ours.breakdown();
+        let peer_rows = peer.map(Phase::breakdown).unwrap_or_default();
+        println!(
+            "  {}{}",
+            ours.name,
+            peer.map_or(String::new(), |p| format!("  |  {}", p.name))
+        );
+        let n = ours.n.max(1);
+        let mut ours_function = 0.0;
+        for (name, us, count) in &ours_rows {
+            if *count * 2 < n {
+                continue;
+            }
+            let peer_us = peer_rows.iter().find(|(p, _, _)| p == name).map(|r| r.1);
+            if who(name) == "function" {
+                ours_function += us;
+            }
+            println!(
+                "    {name:<40} {:<11} {us:>7.0} {}",
+                who(name),
+                peer_us.map_or("      —".to_owned(), |p| format!("{p:>7.0}"))
+            );
+        }
+        let mut peer_function = 0.0;
+        for (name, us, count) in &peer_rows {
+            if who(name) == "function" && *count * 2 >= peer.map_or(1, |p| p.n) {
+                peer_function += us;
+            }
+            if !ours_rows.iter().any(|(o, _, _)| o == name) && *count * 2 >= peer.map_or(1, |p| p.n)
+            {
+                println!("    {name:<40} {:<11} {:>7} {us:>7.0}", who(name), "—");
+            }
+        }
+        println!(
+            "    {:<40} {:<11} {:>7.0} {}",
+            "function segments, summed",
+            "",
+            ours_function,
+            if peer.is_some() {
+                format!("{peer_function:>7.0}")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // `cargo test --benches` / tooling asking for a list: nothing to list.
@@ -1083,6 +1517,7 @@ fn run() -> Result<(), String> {
     let redtrack_port = start_redtrack(Arc::clone(&redtrack_count)).map_err(|e| e.to_string())?;
     let setup = Setup {
         binary: binary.clone(),
+        args: Vec::new(),
         dynamo: format!("127.0.0.1:{dynamo_port}"),
         redtrack: format!("127.0.0.1:{redtrack_port}"),
         table,
@@ -1097,7 +1532,23 @@ fn run() -> Result<(), String> {
     );
 
     // Cold starts.
-    let mut cold = cold_starts(&setup, &events, starts, &mut next_id)?;
+    // With a baseline (`BENCH_BASELINE`: the build before, e.g. main's), its starts alternate
+    // with the function's.
+    let baseline = std::env::var("BENCH_BASELINE").ok().map(|b| Setup {
+        binary: b,
+        args: Vec::new(),
+        dynamo: setup.dynamo.clone(),
+        redtrack: setup.redtrack.clone(),
+        table: setup.table.clone(),
+    });
+    let mut cold = cold_starts(&setup, &events, 0, &mut next_id)?;
+    let mut cold_base = cold_starts(&setup, &events, 0, &mut next_id)?;
+    for _ in 0..starts {
+        cold.extend(cold_starts(&setup, &events, 1, &mut next_id)?);
+        if let Some(base) = &baseline {
+            cold_base.extend(cold_starts(base, &events, 1, &mut next_id)?);
+        }
+    }
     println!("\ncold start, {starts} starts (median / p90 / min):");
     let line = |label: &str, v: &mut Vec<f64>, unit: &str| {
         let (m, p, lo) = (
@@ -1134,67 +1585,235 @@ fn run() -> Result<(), String> {
         &mut cold.rss_kb,
         "kB",
     );
+    let mut before = BTreeMap::new();
+    if let Some(base) = &baseline {
+        println!("  before ({}):", base.binary);
+        for (label, v, unit) in [
+            (
+                "init (process start → first `next`)",
+                &mut cold_base.init_ms,
+                "ms",
+            ),
+            (
+                "first invocation (`next` → response)",
+                &mut cold_base.invoke_ms,
+                "ms",
+            ),
+            ("CPU of init", &mut cold_base.cpu_init_ms, "ms"),
+            (
+                "CPU of init + first invocation",
+                &mut cold_base.cpu_first_ms,
+                "ms",
+            ),
+            (
+                "peak RSS after the first invocation",
+                &mut cold_base.rss_kb,
+                "kB",
+            ),
+        ] {
+            before.insert(label, line(label, v, unit));
+        }
+        println!(
+            "  ratios (this build / before): init {:.2}, CPU of init {:.2}, CPU of init + first \
+             invocation {:.2}, peak RSS {:.2}",
+            init / before["init (process start → first `next`)"],
+            cpu_init / before["CPU of init"],
+            cpu_first / before["CPU of init + first invocation"],
+            rss_cold / before["peak RSS after the first invocation"],
+        );
+    }
 
-    // Warm invocations in one process.
-    let api = RuntimeApi::start().map_err(|e| e.to_string())?;
-    let function = Function::spawn(&setup, api.port).map_err(|e| e.to_string())?;
-    api.wait_next()?;
+    // Warm invocations: the function (A), a second instance of it (B: duplicates of what A
+    // sent, which B has not seen: the table's answer, as for every duplicate before issue 16) and
+    // the Python peer (P), in interleaved blocks so that the machine's load hits them alike.
     let counters = (&dynamo_counts, redtrack_count.as_ref());
-    let warmup: Vec<String> = (0..20)
-        .map(|_| {
-            next_id += 1;
-            events.paid(next_id, TOKEN)
-        })
-        .collect();
-    run_phase("warm-up", &api, &function, warmup, (200, "sent"), counters)?;
+    let start = |setup: &Setup| -> Result<(RuntimeApi, Function), String> {
+        let api = RuntimeApi::start().map_err(|e| e.to_string())?;
+        let function = Function::spawn(setup, api.port).map_err(|e| e.to_string())?;
+        api.wait_next()?;
+        Ok((api, function))
+    };
+    let (api, function) = start(&setup)?;
+    let (api_b, function_b) = start(&setup)?;
+    let peer = peer_setup(&setup);
+    let peer = match &peer {
+        Some(peer_setup) => Some(start(peer_setup)?),
+        None => None,
+    };
+    let base = match &baseline {
+        Some(base_setup) => Some(start(base_setup)?),
+        None => None,
+    };
+    let mut warm = |api: &RuntimeApi, function: &Function| -> Result<(), String> {
+        let warmup: Vec<String> = (0..20)
+            .map(|_| {
+                next_id += 1;
+                events.paid(next_id, TOKEN)
+            })
+            .collect();
+        run_phase("warm-up", api, function, warmup, (200, "sent"), counters).map(|_| ())
+    };
+    warm(&api, &function)?;
+    warm(&api_b, &function_b)?;
+    if let Some((api_p, function_p)) = &peer {
+        warm(api_p, function_p)?;
+    }
+    if let Some((api_c, function_c)) = &base {
+        warm(api_c, function_c)?;
+    }
+    let rounds = env_usize("BENCH_ROUNDS", 10).clamp(1, n.max(1));
+    let mut new_a = Phase::new("new conversion");
+    let mut dup_a = Phase::new("duplicate (from memory)");
+    let mut refused_a = Phase::new("refused (401, no I/O)");
+    let mut dup_b = Phase::new("duplicate (from the table)");
+    let mut new_p = Phase::new("peer: new conversion");
+    let mut dup_p = Phase::new("peer: duplicate");
+    let mut refused_p = Phase::new("peer: refused (401)");
+    let mut new_c = Phase::new("before: new conversion");
+    let mut dup_c = Phase::new("before: duplicate");
+    let mut refused_c = Phase::new("before: refused (401)");
+    // The baseline's orders are others (the same keys would be duplicates of the function's).
+    const BASE_OFFSET: u64 = 10_000_000;
     let first_new = next_id + 1;
-    let new: Vec<String> = (0..n as u64)
-        .map(|i| events.paid(first_new + i, TOKEN))
-        .collect();
-    let duplicates: Vec<String> = (0..n as u64)
-        .map(|i| events.paid(first_new + i, TOKEN))
-        .collect();
-    let refused: Vec<String> = (0..n as u64)
-        .map(|i| events.paid(first_new + i, "wrong-token"))
-        .collect();
-    let phases = [
-        run_phase(
-            "new conversion",
-            &api,
-            &function,
-            new,
-            (200, "sent"),
-            counters,
-        )?,
-        run_phase(
-            "duplicate",
-            &api,
-            &function,
-            duplicates,
+    for round in 0..rounds {
+        let ids: Vec<u64> = (n * round / rounds..n * (round + 1) / rounds)
+            .map(|i| first_new + i as u64)
+            .collect();
+        let paid =
+            |token: &str| -> Vec<String> { ids.iter().map(|&id| events.paid(id, token)).collect() };
+        let paid_base = |token: &str| -> Vec<String> {
+            ids.iter()
+                .map(|&id| events.paid(id + BASE_OFFSET, token))
+                .collect()
+        };
+        if let Some((api_c, function_c)) = &base {
+            run_block(
+                &mut new_c,
+                api_c,
+                function_c,
+                paid_base(TOKEN),
+                (200, "sent"),
+                counters,
+            )?;
+            run_block(
+                &mut dup_c,
+                api_c,
+                function_c,
+                paid_base(TOKEN),
+                (200, "duplicate"),
+                counters,
+            )?;
+            run_block(
+                &mut refused_c,
+                api_c,
+                function_c,
+                paid_base("wrong-token"),
+                (401, "error"),
+                counters,
+            )?;
+        }
+        // Who goes first alternates between rounds.
+        let peer_first = round % 2 == 1;
+        for step in 0..2 {
+            let ours = (step == 0) != peer_first;
+            match (&peer, ours) {
+                (_, true) => run_block(
+                    &mut new_a,
+                    &api,
+                    &function,
+                    paid(TOKEN),
+                    (200, "sent"),
+                    counters,
+                )?,
+                (Some((api_p, function_p)), false) => run_block(
+                    &mut new_p,
+                    api_p,
+                    function_p,
+                    paid(TOKEN),
+                    (200, "sent"),
+                    counters,
+                )?,
+                (None, false) => {}
+            }
+        }
+        for step in 0..2 {
+            let ours = (step == 0) != peer_first;
+            match (&peer, ours) {
+                (_, true) => run_block(
+                    &mut dup_a,
+                    &api,
+                    &function,
+                    paid(TOKEN),
+                    (200, "duplicate"),
+                    counters,
+                )?,
+                (Some((api_p, function_p)), false) => run_block(
+                    &mut dup_p,
+                    api_p,
+                    function_p,
+                    paid(TOKEN),
+                    (200, "duplicate"),
+                    counters,
+                )?,
+                (None, false) => {}
+            }
+        }
+        run_block(
+            &mut dup_b,
+            &api_b,
+            &function_b,
+            paid(TOKEN),
             (200, "duplicate"),
             counters,
-        )?,
-        run_phase(
-            "refused (401, no I/O)",
+        )?;
+        run_block(
+            &mut refused_a,
             &api,
             &function,
-            refused,
+            paid("wrong-token"),
             (401, "error"),
             counters,
-        )?,
+        )?;
+        if let Some((api_p, function_p)) = &peer {
+            run_block(
+                &mut refused_p,
+                api_p,
+                function_p,
+                paid("wrong-token"),
+                (401, "error"),
+                counters,
+            )?;
+        }
+    }
+    let mut phases = vec![
+        new_a.finish(),
+        dup_a.finish(),
+        refused_a.finish(),
+        dup_b.finish(),
     ];
+    if peer.is_some() {
+        phases.extend([new_p.finish(), dup_p.finish(), refused_p.finish()]);
+    }
+    if base.is_some() {
+        phases.extend([new_c.finish(), dup_c.finish(), refused_c.finish()]);
+    }
     let hwm = function.status("VmHWM");
     let rss = function.status("VmRSS");
     let threads = function.status("Threads");
     let (rss_anon, rss_file) = (function.status("RssAnon"), function.status("RssFile"));
+    let peer_hwm = peer.as_ref().map(|(_, f)| f.status("VmHWM"));
+    let base_hwm = base.as_ref().map(|(_, f)| f.status("VmHWM"));
+    drop(base);
     drop(function);
+    drop(function_b);
+    drop(peer);
 
     println!(
-        "\nwarm invocations, one process, {n} of each; CPU per invocation in µs (/proc/<pid>/stat \
-         user + sys = total; schedstat of the threads as a check):"
+        "\nwarm invocations, {n} of each in {rounds} interleaved blocks; CPU per invocation in µs \
+         (/proc/<pid>/stat user + sys = total; schedstat of the threads as a check):"
     );
     println!(
-        "  {:<22} {:>6} {:>6} {:>6} {:>6}  {:>9} {:>9}  {:<34} RedTrack",
+        "  {:<28} {:>6} {:>6} {:>6} {:>6}  {:>9} {:>9}  {:<34} RedTrack",
         "phase",
         "user",
         "sys",
@@ -1221,7 +1840,7 @@ fn run() -> Result<(), String> {
             }
         );
         println!(
-            "  {:<22} {:>6.0} {:>6.0} {:>6.0} {:>6.0}  {:>6.2} ms {:>6.2} ms  {dynamo:<34} {:.2}",
+            "  {:<28} {:>6.0} {:>6.0} {:>6.0} {:>6.0}  {:>6.2} ms {:>6.2} ms  {dynamo:<34} {:.2}",
             p.name,
             p.cpu_user_us,
             p.cpu_sys_us,
@@ -1236,6 +1855,20 @@ fn run() -> Result<(), String> {
         "  peak RSS (VmHWM) {hwm}; at the end {rss} (heap and stacks {rss_anon}, binary and \
          libraries {rss_file}); threads {threads}"
     );
+    if let Some(peer_hwm) = &peer_hwm {
+        println!("  the peer's peak RSS (VmHWM) {peer_hwm}");
+    }
+    println!(
+        "  connections the stand-ins accepted over the whole run (every process): {:?}; requests \
+         with an `Expect` header: {}",
+        CONNECTIONS.lock().unwrap(),
+        EXPECT_HEADERS.load(Ordering::SeqCst)
+    );
+    let versus = versus_peer(&phases);
+    if let Some(base_hwm) = &base_hwm {
+        versus_before(&phases, &hwm, base_hwm);
+    }
+    print_breakdowns(&phases);
 
     // The same clients in this process, without the runtime, the handler or moto: what one call
     // costs the calling thread.
@@ -1256,6 +1889,7 @@ fn run() -> Result<(), String> {
             "cpu_init_ms_median": cpu_init,
             "cpu_init_and_first_ms_median": cpu_first,
             "cold_peak_rss_kb_median": rss_cold,
+            "rounds": rounds,
             "warm": phases.iter().map(|p| json!({
                 "phase": p.name,
                 "n": p.n,
@@ -1270,6 +1904,14 @@ fn run() -> Result<(), String> {
             })).collect::<Vec<_>>(),
             "clients_alone_cpu_us": {"dynamodb_put_item": put_us, "redtrack_get": get_us},
             "peak_rss": hwm,
+            "peer_peak_rss": peer_hwm,
+            "versus_peer": versus,
+            "breakdown": phases.iter().map(|p| json!({
+                "phase": p.name,
+                "segments_us_median": p.breakdown().into_iter()
+                    .map(|(name, us, count)| json!({"segment": name, "us": us, "count": count}))
+                    .collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "threads": threads,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap())

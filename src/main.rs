@@ -1,4 +1,5 @@
 use cartpanda_redtrack::inbound::verify::CartpandaApi;
+use cartpanda_redtrack::ledger::cache::CachedLedger;
 use cartpanda_redtrack::ops::secrets::SsmSecrets;
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
@@ -34,9 +35,12 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn RedriveQueue>
     });
     let orders = CartpandaApi::new(config.redtrack_timeout)?;
+    // Duplicates of conversions this instance knows are sent are answered without a DynamoDB
+    // call (src/ledger/cache.rs); the shop directory reads the table itself.
+    let claims = Arc::new(CachedLedger::new(ledger.clone()));
     let bridge = Bridge {
         config,
-        ledger: ledger.clone(),
+        ledger: claims,
         tracker: Arc::new(tracker),
         clock: Arc::new(SystemClock),
         queue,

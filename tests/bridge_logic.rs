@@ -57,6 +57,12 @@ impl Ledger for FailingStore {
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError> {
         self.inner.release(claim).await
     }
+    async fn note(
+        &self,
+        note: &cartpanda_redtrack::ledger::notes::Note,
+    ) -> Result<(), LedgerError> {
+        self.inner.note(note).await
+    }
 }
 
 fn config() -> Config {

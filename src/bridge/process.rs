@@ -108,9 +108,10 @@ impl Bridge {
         let mut entry = entry(conversion, Outcome::NotAttempted);
         match self.ledger.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => return Ok(claim),
-            Ok(ClaimOutcome::AlreadySent { .. }) => {
+            Ok(ClaimOutcome::AlreadySent { from_memory, .. }) => {
                 entry.outcome = Outcome::Duplicate;
                 entry.replay = true;
+                entry.from_memory = from_memory;
             }
             Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
                 entry.outcome = Outcome::InProgress;
@@ -266,7 +267,12 @@ fn log_conversion(
         attempts = entry.attempts,
         latency_ms = started.elapsed().as_millis() as u64,
         cartx_test,
+        from_memory = entry.from_memory.then_some(true),
         "conversion"
     );
-    crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+    if entry.from_memory {
+        crate::ops::metrics::duplicate_from_memory();
+    } else {
+        crate::ops::metrics::conversion(entry.outcome.as_str(), entry.redtrack_ms);
+    }
 }

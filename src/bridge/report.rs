@@ -59,6 +59,10 @@ pub struct ConversionReport {
     /// How long RedTrack took (all attempts), for the latency metric.
     #[serde(skip)]
     pub redtrack_ms: Option<u64>,
+    /// A duplicate answered from this instance's memory of sent conversions, without a DynamoDB
+    /// call (`crate::ledger::cache`): said by the decision log line and the metric only.
+    #[serde(skip)]
+    pub from_memory: bool,
 }
 
 impl ConversionReport {
@@ -75,6 +79,7 @@ impl ConversionReport {
             retry_after_s: None,
             message: None,
             redtrack_ms: None,
+            from_memory: false,
         }
     }
 }

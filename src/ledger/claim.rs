@@ -72,8 +72,12 @@ impl Claim {
 pub enum ClaimOutcome {
     /// This attempt holds the claim and must send.
     Claimed,
-    /// Already sent (at `sent_at_ms`); nothing to do.
-    AlreadySent { sent_at_ms: Option<i64> },
+    /// Already sent (at `sent_at_ms`); nothing to do. `from_memory`: answered by this instance's
+    /// memory of sent conversions ([`crate::ledger::cache`]) without asking the table.
+    AlreadySent {
+        sent_at_ms: Option<i64>,
+        from_memory: bool,
+    },
     /// Another attempt holds a live lease until `lease_until_ms`.
     InProgress { lease_until_ms: i64 },
     /// The same event ID was claimed for a conversion with another fingerprint.
@@ -124,10 +128,8 @@ pub trait Ledger: Send + Sync {
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError>;
     /// Leaves a "needs a look" note ([`crate::ledger::notes`]); the first note of an order and
-    /// reason is kept. Ledgers without notes ignore it.
-    async fn note(&self, _note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
-        Ok(())
-    }
+    /// reason is kept. Required (no default), so no wrapper can drop notes by forgetting it.
+    async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError>;
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
@@ -162,6 +164,7 @@ impl Record {
         } else if self.status == STATUS_SENT {
             ClaimOutcome::AlreadySent {
                 sent_at_ms: self.sent_at_ms,
+                from_memory: false,
             }
         } else {
             ClaimOutcome::InProgress {
@@ -226,6 +229,11 @@ pub struct MemoryLedger {
 
 #[async_trait]
 impl Ledger for MemoryLedger {
+    /// The in-memory ledger keeps no notes (they only feed the report, read from DynamoDB).
+    async fn note(&self, _note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         let mut records = self.records.lock().expect("memory ledger lock");
         if let Some(old) = records.get(&claim.key) {

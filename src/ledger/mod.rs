@@ -1,7 +1,10 @@
 //! Ledger: the DynamoDB table that records every conversion, and the claim protocol that makes
 //! each one sent once ([`claim`]: records, states, the in-memory ledger for tests), with its
-//! DynamoDB implementation ([`dynamo`]), and the "needs a look" notes kept next to them ([`notes`]).
+//! DynamoDB implementation ([`dynamo`]), the "needs a look" notes kept next to them ([`notes`]),
+//! and the memory of sent conversions that answers their duplicates without a DynamoDB call
+//! ([`cache`]).
 
+pub mod cache;
 pub mod claim;
 #[cfg(feature = "runtime")]
 pub mod dynamo;

@@ -3,7 +3,9 @@
 //!
 //! Namespace `CartpandaRedTrack`: `Conversions` by `Outcome` (sent, duplicate, dry_run, queued,
 //! failed, conflict, in_progress, store_unavailable, dead_lettered) and in total;
-//! `RedTrackLatency` (ms, per postback sent or failed); `Skipped` by `Reason`; `Rejected` (4xx)
+//! `RedTrackLatency` (ms, per postback sent or failed); `DuplicatesFromMemory` (by `Outcome`
+//! `duplicate`, on the same line: duplicates answered from the instance's memory of sent
+//! conversions, without a DynamoDB call); `Skipped` by `Reason`; `Rejected` (4xx)
 //! by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
 //! `is_cartx_test` = 1.
 
@@ -52,6 +54,24 @@ fn emit(text: String) {
 pub fn conversion(outcome: &str, redtrack_ms: Option<u64>) {
     let extra = redtrack_ms.map(|ms| ("RedTrackLatency", "Milliseconds", ms as f64));
     emit(line("Conversions", "Count", "Outcome", outcome, 1.0, extra));
+}
+
+/// A duplicate answered from the instance's memory of sent conversions (no DynamoDB call):
+/// counted in `Conversions` (Outcome `duplicate`) as every duplicate, and in
+/// `DuplicatesFromMemory`.
+pub fn duplicate_from_memory() {
+    emit(duplicate_from_memory_line());
+}
+
+fn duplicate_from_memory_line() -> String {
+    line(
+        "Conversions",
+        "Count",
+        "Outcome",
+        "duplicate",
+        1.0,
+        Some(("DuplicatesFromMemory", "Count", 1.0)),
+    )
 }
 
 /// A delivery that converted nothing.
@@ -104,6 +124,18 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["Outcome"], []]));
         assert_eq!(directive["Metrics"][1]["Unit"], "Milliseconds");
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_duplicate_from_memory_counts_as_a_duplicate_and_from_memory() {
+        let v: serde_json::Value = serde_json::from_str(&duplicate_from_memory_line()).unwrap();
+        assert_eq!(v["Outcome"], "duplicate");
+        assert_eq!(v["Conversions"], 1.0);
+        assert_eq!(v["DuplicatesFromMemory"], 1.0);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Outcome"], []]));
+        assert_eq!(directive["Metrics"][0]["Name"], "Conversions");
+        assert_eq!(directive["Metrics"][1]["Name"], "DuplicatesFromMemory");
     }
 
     #[test]
