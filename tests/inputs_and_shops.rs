@@ -187,7 +187,9 @@ async fn s2s_test_orders_bad_methods_and_tokens() {
     assert_eq!(deliver_event(&h.bridge, nowhere).await.status, 404);
 
     assert_eq!(sent_to(&h.redtrack).await.len(), 0);
-    assert_eq!(items(&h).await, 0);
+    // Issue 14: the 422 (no order ID) leaves its refusal record, nothing else.
+    assert_eq!(claims(&h).await, 0);
+    assert_eq!(refusals(&h).await, 1);
 }
 
 const TOKEN_A: &str = "store-a-secret-0123456789";
@@ -594,5 +596,6 @@ async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
         1,
         "only the confirmed order was sent"
     );
-    assert_eq!(items(&h).await, 1, "refused deliveries leave no claim");
+    assert_eq!(claims(&h).await, 1, "refused deliveries leave no claim");
+    assert!(refusals(&h).await > 0, "but a refusal record (issue 14)");
 }

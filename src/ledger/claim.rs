@@ -6,6 +6,7 @@
 //! attempt crashed or timed out). After RedTrack accepts, the record becomes `SENT` with an
 //! expiry; after a failure it is released so a redelivery can try again.
 
+use crate::ledger::refusal::Refusal;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -109,6 +110,12 @@ pub trait Ledger: Send + Sync {
     ) -> Result<bool, LedgerError>;
     /// Gives the claim up so a redelivery can send. Only the holding attempt can release it.
     async fn release(&self, claim: &Claim) -> Result<(), LedgerError>;
+    /// Keeps the record of an order refused with 422 ([`Refusal`]: its own key space, a TTL).
+    /// The default keeps nothing, for stand-ins that do not care; both ledgers here keep it.
+    async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
+        let _ = refusal;
+        Ok(())
+    }
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
@@ -203,6 +210,8 @@ pub const IN_PROGRESS_GRACE_S: i64 = 24 * 3600;
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     pub records: Mutex<HashMap<String, Record>>,
+    /// Refusal records by key.
+    pub refusals: Mutex<HashMap<String, Refusal>>,
 }
 
 #[async_trait]
@@ -258,6 +267,12 @@ impl Ledger for MemoryLedger {
         {
             records.remove(&claim.key);
         }
+        Ok(())
+    }
+
+    async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
+        let mut refusals = self.refusals.lock().expect("memory ledger lock");
+        refusals.insert(refusal.key(), refusal.clone());
         Ok(())
     }
 }

@@ -326,6 +326,38 @@ pub async fn items(h: &Harness) -> usize {
         .len()
 }
 
+/// The keys of every record in the dedup table.
+pub async fn keys(h: &Harness) -> Vec<String> {
+    h.dynamo
+        .scan()
+        .table_name(&h.table)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .iter()
+        .filter_map(|i| i.get("pk").and_then(|v| v.as_s().ok()).cloned())
+        .collect()
+}
+
+/// Number of records other than the refusal records (`refused#…`, left by every 422).
+pub async fn claims(h: &Harness) -> usize {
+    keys(h)
+        .await
+        .iter()
+        .filter(|k| !k.starts_with("refused#"))
+        .count()
+}
+
+/// Number of refusal records (`refused#…`).
+pub async fn refusals(h: &Harness) -> usize {
+    keys(h)
+        .await
+        .iter()
+        .filter(|k| k.starts_with("refused#"))
+        .count()
+}
+
 pub async fn item(
     h: &Harness,
     key: &str,
