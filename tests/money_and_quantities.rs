@@ -224,7 +224,7 @@ fn amount_net_and_affiliate_follow_the_sums_currency() {
     body["order"]["shop_info"] = json!({"settings_general": {"base_currency": "BRL"}});
     body["order"]["amount_net"] = json!("400,00");
     body["order"]["affiliate_amount"] = json!(100);
-    let macros = |rules: &Rules| {
+    let macros = |body: &Value, rules: &Rules| {
         let text = body.to_string();
         let delivery = webhook::parse(text.as_bytes()).unwrap();
         let classified = classify::classify(&delivery, rules).unwrap();
@@ -247,7 +247,7 @@ fn amount_net_and_affiliate_follow_the_sums_currency() {
         .map(|m| ctx.value(m).into_owned())
     };
     assert_eq!(
-        macros(&Rules::default()),
+        macros(&body, &Rules::default()),
         ["500.00", "400.00", "100.00", "BRL"]
     );
     let usd = Rules {
@@ -255,5 +255,15 @@ fn amount_net_and_affiliate_follow_the_sums_currency() {
         ..Rules::default()
     };
     // 400 × 0.198633 = 79.4532; 100 × 0.198633 = 19.8633.
-    assert_eq!(macros(&usd), ["99.32", "79.45", "19.86", "USD"]);
+    assert_eq!(macros(&body, &usd), ["99.32", "79.45", "19.86", "USD"]);
+    // Read with the order's evidence: this order writes "500,00", so "1.500" is 1500.
+    body["order"]["amount_net"] = json!("1.500");
+    assert_eq!(macros(&body, &Rules::default())[1], "1500.00");
+    body["order"]["total_price"] = json!(500);
+    body["order"]["line_items"][0]["price"] = json!(500);
+    assert_eq!(
+        macros(&body, &Rules::default())[1],
+        "",
+        "nothing decides: empty, never guessed"
+    );
 }

@@ -217,6 +217,7 @@ fn whole_order<'a>(
         downsell: false,
         currency: None,
         rate: None,
+        evidence: *o.evidence,
         test: false,
     })
 }
@@ -282,6 +283,7 @@ fn upsells<'a>(o: &OrderOf<'a, '_>, conversion_type: &str) -> Result<Vec<Convers
             downsell: label.to_ascii_lowercase().starts_with("downsell"),
             currency: None,
             rate: None,
+            evidence: *o.evidence,
             test: false,
         });
     }
@@ -310,6 +312,7 @@ fn refunds<'a>(o: &OrderOf<'a, '_>, conversion_type: &str) -> Result<Vec<Convers
         downsell: false,
         currency: None,
         rate: None,
+        evidence: *o.evidence,
         test: false,
     };
     let mut out: Vec<Conversion<'a>> = refund_records(o)?

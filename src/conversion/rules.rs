@@ -3,7 +3,7 @@
 //! [`Conversion`] itself, and why a delivery is skipped ([`Skip`]) or refused ([`Reject`]).
 //! Pure: no I/O, no clock.
 
-use crate::inbound::money::AmountError;
+use crate::inbound::money::{AmountError, Evidence};
 use crate::inbound::webhook::{LineItem, Order};
 use rust_decimal::Decimal;
 
@@ -93,6 +93,9 @@ pub struct Conversion<'a> {
     /// The rate `amount` was converted with into `currency` (`SUM_CURRENCY`); `None` when sent
     /// as charged. `{amount_net}` and `{amount_affiliate}` are converted with the same rate.
     pub rate: Option<Decimal>,
+    /// How the order writes its amounts, for the amounts read beside the sum
+    /// (`{amount_net}`, `{amount_affiliate}`).
+    pub evidence: Evidence,
     /// Sent as a test order (`{is_test}` = 1): the order is a test by [`Rules::is_test`] and
     /// `SEND_TEST_ORDERS` let it through.
     pub test: bool,

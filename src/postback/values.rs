@@ -125,10 +125,10 @@ impl<'a> MacroContext<'a> {
 
 impl<'a> MacroContext<'a> {
     /// An amount of the order beside the sum (`{amount_net}`, `{amount_affiliate}`), in the
-    /// currency `{currency}` names: converted with the sum's rate under `SUM_CURRENCY`. Empty
-    /// when absent or unreadable (an ambiguous `"1.500"` included: never guessed).
+    /// currency `{currency}` names: converted with the sum's rate under `SUM_CURRENCY`. Read
+    /// with the order's evidence; empty when absent, unreadable or ambiguous (never guessed).
     fn optional_amount(&self, raw: &RawAmount) -> Option<String> {
-        let value = money::parse_raw(raw)?.ok()?;
+        let value = self.conversion.evidence.read(raw, &[])?.ok()?;
         Some(money::format_sum(match self.conversion.rate {
             Some(rate) => value * rate,
             None => value,
