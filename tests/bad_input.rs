@@ -455,13 +455,16 @@ async fn every_class_of_bad_request_gets_its_precise_answer_and_leaves_nothing()
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     assert_eq!(postbacks(&h).await.len(), 0, "no request reached RedTrack");
-    // Nothing but the no-click-ID note (an empty or blank click ID is no click ID).
+    // Nothing but the 422s' refusal records (`refused#…`) and the no-click-ID notes (an empty or
+    // blank click ID is no click ID): no claim.
     let keys = record_keys(&h).await;
     assert!(
-        keys.iter()
-            .all(|k| k.starts_with("note#") && k.ends_with("#no_click_id")),
+        keys.iter().all(|k| k.starts_with("refused#")
+            || (k.starts_with("note#") && k.ends_with("#no_click_id"))),
         "no other record was left in the table: {keys:?}"
     );
+    assert_eq!(claims(&h).await, 0, "no claim was left in the table");
+    assert!(refusals(&h).await > 0, "the 422s were recorded");
 }
 
 #[tokio::test]

@@ -285,7 +285,9 @@ async fn bad_requests_send_nothing_and_leave_nothing() {
         assert!(error.contains(message), "expected {message:?} in {error:?}");
     }
     assert_eq!(postbacks(&h).await.len(), 0);
-    assert_eq!(items(&h).await, 0);
+    // Issue 14: the two 422s leave their refusal records (`refused#…`), nothing else.
+    assert_eq!(claims(&h).await, 0);
+    assert_eq!(refusals(&h).await, 2);
 }
 
 #[tokio::test]

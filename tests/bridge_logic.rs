@@ -63,6 +63,12 @@ impl Ledger for FailingStore {
     ) -> Result<(), LedgerError> {
         self.inner.note(note).await
     }
+    async fn note_refusal(
+        &self,
+        refusal: &cartpanda_redtrack::ledger::refusal::Refusal,
+    ) -> Result<(), LedgerError> {
+        self.inner.note_refusal(refusal).await
+    }
 }
 
 fn config() -> Config {

@@ -187,8 +187,16 @@ async fn s2s_test_orders_bad_methods_and_tokens() {
     assert_eq!(deliver_event(&h.bridge, nowhere).await.status, 404);
 
     assert_eq!(sent_to(&h.redtrack).await.len(), 0);
-    // Only the S2S sale whose `{cid}` Cartpanda left unfilled leaves its no-click-ID note.
-    assert_eq!(record_keys(&h).await, ["note#5003#no_click_id"]);
+    // The 422 (no order ID) leaves its refusal record, and the S2S sale whose `{cid}` Cartpanda
+    // left unfilled its no-click-ID note; no claim.
+    let keys = record_keys(&h).await;
+    assert!(
+        keys.contains(&"note#5003#no_click_id".to_owned()),
+        "{keys:?}"
+    );
+    assert_eq!(claims(&h).await, 0);
+    assert_eq!(refusals(&h).await, 1);
+    assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
 const TOKEN_A: &str = "store-a-secret-0123456789";
@@ -622,5 +630,6 @@ async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
         1,
         "only the confirmed order was sent"
     );
-    assert_eq!(items(&h).await, 1, "refused deliveries leave no claim");
+    assert_eq!(claims(&h).await, 1, "refused deliveries leave no claim");
+    assert!(refusals(&h).await > 0, "but a refusal record (issue 14)");
 }

@@ -7,8 +7,10 @@ use super::{Bridge, ConversionReport, Report};
 use crate::conversion::classify::{self, Classified, Conversion, Decision, Rules, Skip};
 use crate::conversion::clickid;
 use crate::inbound::error::AppError;
-use crate::inbound::webhook::{Delivery, Order, ParseError};
+use crate::inbound::money;
+use crate::inbound::webhook::{Delivery, EventField, Order, OrderField, ParseError};
 use crate::ledger::notes;
+use crate::ledger::refusal::Refusal;
 use crate::ops::config::Profile;
 
 /// What the request asks beside its delivery.
@@ -22,7 +24,8 @@ pub struct DeliveryOptions {
 
 impl Bridge {
     /// Decides and does what one authenticated delivery asks. Errors are refusals before
-    /// anything was claimed (an unprocessable order, an order Cartpanda's API does not confirm).
+    /// anything was claimed (an unprocessable order, an order Cartpanda's API does not confirm);
+    /// a 422 also leaves a refusal record in the ledger and counts in `Refused`.
     pub async fn deliver(
         &self,
         profile: &Profile,
@@ -31,8 +34,64 @@ impl Bridge {
     ) -> Result<Answer, AppError> {
         clickid::apply_to_delivery(&mut delivery, &profile.click_id_sources);
         let delivery = &delivery;
+        let result = self.decide_and_do(profile, delivery, options).await;
+        if let Err(err) = &result {
+            self.note_refusal(profile, delivery, err).await;
+        }
+        result
+    }
+
+    /// Records a 422 in the ledger (`refused#…`) and counts it. A failed write is logged and
+    /// changes nothing: the answer stays 422.
+    async fn note_refusal(&self, profile: &Profile, delivery: &Delivery, err: &AppError) {
+        let Some((field, reason)) = err.refused_field() else {
+            return;
+        };
+        let refusal = Refusal {
+            shop: profile.shop.clone(),
+            order_id: match &delivery.order {
+                OrderField::Object(order) => classify::order_id(&order.id).ok(),
+                _ => None,
+            },
+            event: match &delivery.event {
+                EventField::Name(name) => name.clone(),
+                _ => String::new(),
+            },
+            field,
+            reason,
+            at_ms: self.clock.now_ms(),
+        };
+        crate::ops::metrics::refused(&refusal.field_class());
+        if let Err(write) = self.ledger.note_refusal(&refusal).await {
+            tracing::error!(
+                shop = profile.shop.as_deref(),
+                order_id = refusal.order_id.as_deref(),
+                event = %refusal.event,
+                field = %refusal.field,
+                error = %write,
+                "the refusal could not be recorded; still answered 422"
+            );
+        }
+    }
+
+    async fn decide_and_do(
+        &self,
+        profile: &Profile,
+        delivery: &Delivery,
+        options: DeliveryOptions,
+    ) -> Result<Answer, AppError> {
         let classified = classify::classify(delivery, &profile.rules)?;
         count_cartx_test(&classified, &profile.rules);
+        if let Some((formatted, cents)) = classified.total_disagreement {
+            tracing::warn!(
+                shop = profile.shop.as_deref(),
+                order_id = classified.order_id.as_deref().unwrap_or_default(),
+                event = classified.event,
+                total_price = %money::format_sum(formatted),
+                unformatted_total_price = %money::format_sum(cents),
+                "the formatted total disagrees with the total in cents; the cents win"
+            );
+        }
         let result = match (&classified.decision, classified.order) {
             (Decision::Skip(reason), _) => {
                 if *reason == Skip::NoClickId {

@@ -10,9 +10,11 @@ pub use crate::conversion::rules::{
 };
 
 use crate::conversion::currency;
-use crate::conversion::fields::{all_items, amount, front_items, line_key, quantity};
+use crate::conversion::fields::{
+    OrderTotal, all_items, amount, front_items, line_key, numeric_twins, order_total, quantity,
+};
 use crate::inbound::lenient::RawAmount;
-use crate::inbound::money;
+use crate::inbound::money::{self, Evidence};
 use crate::inbound::webhook::{Delivery, EventField, LineItem, Order, OrderField};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -24,6 +26,9 @@ pub struct Classified<'a> {
     pub order_id: Option<String>,
     pub order: Option<&'a Order>,
     pub decision: Decision<'a>,
+    /// `(formatted, cents)` when the formatted `total_price` disagreed with
+    /// `unformatted_total_price` by more than a cent: the cents won; the bridge logs it.
+    pub total_disagreement: Option<(Decimal, Decimal)>,
 }
 
 #[derive(Debug)]
@@ -43,18 +48,31 @@ pub fn classify<'a>(delivery: &'a Delivery, rules: &Rules) -> Result<Classified<
         OrderField::Object(order) => Some(order.as_ref()),
         _ => None,
     };
-    let decision = decide(delivery, event, rules)?;
+    let evidence = order.map(Evidence::of).unwrap_or_default();
+    let decision = decide(delivery, event, rules, &evidence)?;
+    let total_disagreement = match &decision {
+        Decision::Convert(_) => order
+            .and_then(|o| order_total(o, &evidence).ok())
+            .and_then(|t| t.disagreement),
+        Decision::Skip(_) => None,
+    };
     Ok(Classified {
         event,
         order_id: order.and_then(|o| order_id(&o.id).ok()),
         order,
         decision,
+        total_disagreement,
     })
 }
 
 /// The steps of classification: the event's conversion type, the order checked, test orders
 /// and orders without a click ID skipped, then the conversions of its kind.
-fn decide<'a>(delivery: &'a Delivery, event: &str, rules: &Rules) -> Result<Decision<'a>, Reject> {
+fn decide<'a>(
+    delivery: &'a Delivery,
+    event: &str,
+    rules: &Rules,
+    evidence: &Evidence,
+) -> Result<Decision<'a>, Reject> {
     let chargeback_flag =
         matches!(&delivery.order, OrderField::Object(o) if o.chargeback_received.0);
     let effective = if event == "order.updated" && chargeback_flag {
@@ -77,7 +95,12 @@ fn decide<'a>(delivery: &'a Delivery, event: &str, rules: &Rules) -> Result<Deci
     if click_id(order)?.is_none() {
         return Ok(Decision::Skip(Skip::NoClickId));
     }
-    let conversions = conversions_of(order, &id, effective, conversion_type)?;
+    let order_of = OrderOf {
+        order,
+        id: &id,
+        evidence,
+    };
+    let conversions = conversions_of(&order_of, effective, conversion_type)?;
     finish(conversions, order, test, rules)
 }
 
@@ -95,10 +118,31 @@ fn checked_order(delivery: &Delivery) -> Result<(&Order, String), Reject> {
     Ok((order, id))
 }
 
+/// The order being classified, its ID and the evidence its amounts are read with.
+struct OrderOf<'a, 'e> {
+    order: &'a Order,
+    id: &'e str,
+    evidence: &'e Evidence,
+}
+
+impl OrderOf<'_, '_> {
+    /// The order total ([`order_total`]: the cents when present).
+    fn total(&self) -> Result<Decimal, Reject> {
+        order_total(self.order, self.evidence).map(|OrderTotal { value, .. }| value)
+    }
+
+    /// A line's price, an ambiguous text decided by the line's own numeric `actual_price_paid`
+    /// or the order's evidence.
+    fn line_price(&self, index: usize, item: &LineItem) -> Result<Decimal, Reject> {
+        let field = format!("order.line_items[{index}].price");
+        let twins = numeric_twins(&[&item.actual_price_paid]);
+        amount(&item.price, &field, self.evidence, &twins)
+    }
+}
+
 /// The conversions of the (effective) event's kind.
 fn conversions_of<'a>(
-    order: &'a Order,
-    id: &str,
+    o: &OrderOf<'a, '_>,
     effective: &str,
     conversion_type: &str,
 ) -> Result<Vec<Conversion<'a>>, Reject> {
@@ -110,28 +154,26 @@ fn conversions_of<'a>(
         _ => Kind::Other,
     };
     Ok(match kind {
-        Kind::Purchase => vec![purchase(order, id, conversion_type)?],
+        Kind::Purchase => vec![purchase(o, conversion_type)?],
         Kind::Chargeback => vec![whole_order(
-            order,
-            id,
+            o,
             kind,
             conversion_type,
             "chargeback",
-            all_items(order),
+            all_items(o.order),
         )?],
         Kind::Other => {
             let suffix = effective.strip_prefix("order.").unwrap_or(effective);
             vec![whole_order(
-                order,
-                id,
+                o,
                 kind,
                 conversion_type,
                 suffix,
-                all_items(order),
+                all_items(o.order),
             )?]
         }
-        Kind::Upsell => upsells(order, id, conversion_type)?,
-        Kind::Refund => refunds(order, id, conversion_type)?,
+        Kind::Upsell => upsells(o, conversion_type)?,
+        Kind::Refund => refunds(o, conversion_type)?,
     })
 }
 
@@ -159,8 +201,7 @@ fn finish<'a>(
 }
 
 fn whole_order<'a>(
-    order: &'a Order,
-    id: &str,
+    o: &OrderOf<'a, '_>,
     kind: Kind,
     conversion_type: &str,
     suffix: &str,
@@ -168,13 +209,15 @@ fn whole_order<'a>(
 ) -> Result<Conversion<'a>, Reject> {
     Ok(Conversion {
         kind,
-        event_id: format!("{id}-{suffix}"),
+        event_id: format!("{}-{suffix}", o.id),
         conversion_type: conversion_type.to_owned(),
-        amount: amount(&order.total_price, "order.total_price")?,
+        amount: o.total()?,
         items,
         upsell_no: None,
         downsell: false,
         currency: None,
+        rate: None,
+        evidence: *o.evidence,
         test: false,
     })
 }
@@ -182,53 +225,55 @@ fn whole_order<'a>(
 /// The front-offer sale: the order total less any upsell lines already on the order, so that a
 /// late redelivery of `order.paid` (after upsells were added) is a duplicate, not a conflict, and
 /// upsells are never counted twice.
-fn purchase<'a>(
-    order: &'a Order,
-    id: &str,
-    conversion_type: &str,
-) -> Result<Conversion<'a>, Reject> {
+fn purchase<'a>(o: &OrderOf<'a, '_>, conversion_type: &str) -> Result<Conversion<'a>, Reject> {
     let mut conversion = whole_order(
-        order,
-        id,
+        o,
         Kind::Purchase,
         conversion_type,
         "purchase",
-        front_items(order),
+        front_items(o.order),
     )?;
-    for (index, item) in order
+    for (index, item) in o
+        .order
         .line_items
         .iter()
         .enumerate()
         .filter(|(_, i)| i.is_upsell())
     {
-        let price = amount(&item.price, &format!("order.line_items[{index}].price"))?;
-        conversion.amount -= price * quantity(&item.quantity);
+        let price = o.line_price(index, item)?;
+        let qty = quantity(&item.quantity, &quantity_field(index))?;
+        conversion.amount -= price * qty;
     }
     conversion.amount = conversion.amount.max(Decimal::ZERO);
     Ok(conversion)
 }
 
-fn upsells<'a>(
-    order: &'a Order,
-    id: &str,
-    conversion_type: &str,
-) -> Result<Vec<Conversion<'a>>, Reject> {
+fn quantity_field(index: usize) -> String {
+    format!("order.line_items[{index}].quantity")
+}
+
+/// One Upsell per upsell line; a line of quantity 0 converts nothing.
+fn upsells<'a>(o: &OrderOf<'a, '_>, conversion_type: &str) -> Result<Vec<Conversion<'a>>, Reject> {
     let mut out = Vec::new();
-    for (index, item) in order
+    for (index, item) in o
+        .order
         .line_items
         .iter()
         .enumerate()
         .filter(|(_, i)| i.is_upsell())
     {
-        let field = format!("order.line_items[{index}].price");
-        let price = amount(&item.price, &field)?;
+        let price = o.line_price(index, item)?;
+        let qty = quantity(&item.quantity, &quantity_field(index))?;
+        if qty.is_zero() {
+            continue;
+        }
         let label = item.up_sell_type.get().unwrap_or("");
         let number: String = label.chars().filter(char::is_ascii_digit).collect();
         out.push(Conversion {
             kind: Kind::Upsell,
-            event_id: format!("{id}-upsell-{}", line_key(item, index)),
+            event_id: format!("{}-upsell-{}", o.id, line_key(item, index)),
             conversion_type: conversion_type.to_owned(),
-            amount: price * quantity(&item.quantity),
+            amount: price * qty,
             items: vec![item],
             upsell_no: Some(if number.is_empty() {
                 (out.len() + 1).to_string()
@@ -237,17 +282,16 @@ fn upsells<'a>(
             }),
             downsell: label.to_ascii_lowercase().starts_with("downsell"),
             currency: None,
+            rate: None,
+            evidence: *o.evidence,
             test: false,
         });
     }
     Ok(out)
 }
 
-fn refunds<'a>(
-    order: &'a Order,
-    id: &str,
-    conversion_type: &str,
-) -> Result<Vec<Conversion<'a>>, Reject> {
+fn refunds<'a>(o: &OrderOf<'a, '_>, conversion_type: &str) -> Result<Vec<Conversion<'a>>, Reject> {
+    let order = o.order;
     let flagged: Vec<&LineItem> = order
         .line_items
         .iter()
@@ -260,41 +304,48 @@ fn refunds<'a>(
     };
     let conversion = |n: String, amount: Decimal| Conversion {
         kind: Kind::Refund,
-        event_id: format!("{id}-refund-{n}"),
+        event_id: format!("{}-refund-{n}", o.id),
         conversion_type: conversion_type.to_owned(),
         amount,
         items: items.clone(),
         upsell_no: None,
         downsell: false,
         currency: None,
+        rate: None,
+        evidence: *o.evidence,
         test: false,
     };
-    let mut out: Vec<Conversion<'a>> = refund_records(order)?
+    let mut out: Vec<Conversion<'a>> = refund_records(o)?
         .into_iter()
         .map(|(key, value)| conversion(key, value))
         .collect();
     if out.is_empty() {
         // No refund records: the refunded line items, or the whole order when none is flagged.
         let value = if flagged.is_empty() {
-            amount(&order.total_price, "order.total_price")?
+            o.total()?
         } else {
-            refunded_items_total(order)?
+            refunded_items_total(o)?
         };
         out.push(conversion("1".to_owned(), value));
     }
     Ok(out)
 }
 
-/// Each `refunds[]` entry: its key in the event ID (its ID, else its position) and its amount.
-fn refund_records(order: &Order) -> Result<Vec<(String, Decimal)>, Reject> {
+/// Each `refunds[]` entry: its key in the event ID (its ID, else its position) and its amount (an
+/// ambiguous text decided by the entry's other amount or the order total, a full refund's twin).
+fn refund_records(o: &OrderOf<'_, '_>) -> Result<Vec<(String, Decimal)>, Reject> {
     let mut out = Vec::new();
-    for (index, refund) in order.refunds.iter().enumerate() {
+    let total = o.total().ok();
+    for (index, refund) in o.order.refunds.iter().enumerate() {
         let raw = if refund.total_amount == RawAmount::Absent {
             &refund.amount
         } else {
             &refund.total_amount
         };
-        let value = amount(raw, &format!("order.refunds[{index}].total_amount"))?;
+        let mut twins = numeric_twins(&[&refund.total_amount, &refund.amount]);
+        twins.extend(total);
+        let field = format!("order.refunds[{index}].total_amount");
+        let value = amount(raw, &field, o.evidence, &twins)?;
         let key: String = refund
             .id
             .get()
@@ -312,18 +363,22 @@ fn refund_records(order: &Order) -> Result<Vec<(String, Decimal)>, Reject> {
 }
 
 /// The refunded line items: price × refunded quantity (else quantity), summed.
-fn refunded_items_total(order: &Order) -> Result<Decimal, Reject> {
+fn refunded_items_total(o: &OrderOf<'_, '_>) -> Result<Decimal, Reject> {
     let mut sum = Decimal::ZERO;
-    for (index, item) in order
+    for (index, item) in o
+        .order
         .line_items
         .iter()
         .enumerate()
         .filter(|(_, i)| i.is_refunded.0)
     {
-        let price = amount(&item.price, &format!("order.line_items[{index}].price"))?;
+        let price = o.line_price(index, item)?;
         let qty = match item.refunded_quantity.get() {
-            Some(_) => quantity(&item.refunded_quantity),
-            None => quantity(&item.quantity),
+            Some(_) => quantity(
+                &item.refunded_quantity,
+                &format!("order.line_items[{index}].refunded_quantity"),
+            )?,
+            None => quantity(&item.quantity, &quantity_field(index))?,
         };
         sum += price * qty;
     }

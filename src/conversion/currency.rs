@@ -47,7 +47,7 @@ pub fn usd_rate(order: &Order) -> Option<Decimal> {
     ]
     .into_iter()
     .find_map(|raw| {
-        let rate = money::parse_raw(raw)?.ok()?;
+        let rate = money::parse_rate(raw)?.ok()?;
         (rate > Decimal::ZERO).then_some(rate)
     })
 }
@@ -75,6 +75,7 @@ pub fn convert(
         if let Some(rate) = rate {
             conversion.amount *= rate;
         }
+        conversion.rate = rate;
         conversion.currency = sent_currency.clone();
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::conversion::rules::{MAX_CLICK_ID, Reject};
 use crate::inbound::lenient::{RawAmount, RawId, Text};
-use crate::inbound::money;
+use crate::inbound::money::{self, Evidence};
 use crate::inbound::webhook::{LineItem, Order};
 use rust_decimal::Decimal;
 
@@ -66,21 +66,98 @@ pub fn click_id(order: &Order) -> Result<Option<&str>, Reject> {
     Ok(Some(cid))
 }
 
-pub(crate) fn amount(raw: &RawAmount, field: &str) -> Result<Decimal, Reject> {
-    let parsed = money::parse_raw(raw).ok_or_else(|| Reject::AmountMissing {
-        field: field.to_owned(),
-    })?;
+/// A required amount of the order, read with the order's [`Evidence`] and the numeric `twins`
+/// of the same amount (see [`Evidence::read`]).
+pub(crate) fn amount(
+    raw: &RawAmount,
+    field: &str,
+    evidence: &Evidence,
+    twins: &[Decimal],
+) -> Result<Decimal, Reject> {
+    let parsed = evidence
+        .read(raw, twins)
+        .ok_or_else(|| Reject::AmountMissing {
+            field: field.to_owned(),
+        })?;
     parsed.map_err(|error| Reject::Amount {
         field: field.to_owned(),
         error,
     })
 }
 
-pub(crate) fn quantity(text: &Text) -> Decimal {
-    text.get()
-        .and_then(|q| money::parse_amount_text(q).ok())
-        .filter(|q| !q.is_zero() && q.fract().is_zero() && *q <= Decimal::from(10_000))
-        .unwrap_or(Decimal::ONE)
+/// The numeric values among `raws` (JSON numbers): what an ambiguous text is checked against.
+pub(crate) fn numeric_twins(raws: &[&RawAmount]) -> Vec<Decimal> {
+    raws.iter()
+        .filter(|raw| matches!(raw, RawAmount::Number(_)))
+        .filter_map(|raw| money::parse_raw(raw)?.ok())
+        .collect()
+}
+
+/// The order total, and the formatted total when it disagreed with the cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderTotal {
+    pub value: Decimal,
+    /// `(formatted, cents)` when `total_price` read as more than a cent away from
+    /// `unformatted_total_price` (the cents won; logged by the bridge).
+    pub disagreement: Option<(Decimal, Decimal)>,
+}
+
+/// The order total: `unformatted_total_price` (whole cents) when the payload carries it, the
+/// authority; else `total_price`, an ambiguous text decided by `payment.amount` or the order's
+/// [`Evidence`].
+pub fn order_total(order: &Order, evidence: &Evidence) -> Result<OrderTotal, Reject> {
+    let cents = money::parse_cents(&order.unformatted_total_price)
+        .transpose()
+        .map_err(|error| Reject::Amount {
+            field: "order.unformatted_total_price".to_owned(),
+            error,
+        })?;
+    let Some(cents) = cents else {
+        let payment = order.payment.as_ref().map(|p| &p.amount);
+        let twins = numeric_twins(&payment.into_iter().collect::<Vec<_>>());
+        return Ok(OrderTotal {
+            value: amount(&order.total_price, "order.total_price", evidence, &twins)?,
+            disagreement: None,
+        });
+    };
+    let formatted = evidence
+        .read(&order.total_price, &[cents])
+        .and_then(Result::ok);
+    Ok(OrderTotal {
+        value: cents,
+        disagreement: formatted
+            .filter(|f| (*f - cents).abs() > Decimal::new(1, 2))
+            .map(|f| (f, cents)),
+    })
+}
+
+/// Most units one line may carry; more is not a real order.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// A line's quantity (`field` names it in a refusal): missing counts as 1, 0 as 0; fractional,
+/// negative, unreadable or over [`MAX_QUANTITY`] is refused, never read as 1.
+pub(crate) fn quantity(text: &Text, field: &str) -> Result<Decimal, Reject> {
+    let Some(q) = text.get() else {
+        return Ok(Decimal::ONE);
+    };
+    let refuse = |why: &'static str| {
+        Err(Reject::Quantity {
+            field: field.to_owned(),
+            why,
+        })
+    };
+    let Ok(value) = Decimal::from_str_exact(q) else {
+        return refuse("is not a number");
+    };
+    if value.is_sign_negative() && !value.is_zero() {
+        refuse("is negative")
+    } else if !value.fract().is_zero() {
+        refuse("is not a whole number")
+    } else if value > Decimal::from(MAX_QUANTITY) {
+        refuse("is over 10000")
+    } else {
+        Ok(value.abs().trunc())
+    }
 }
 
 pub(crate) fn front_items(order: &Order) -> Vec<&LineItem> {

@@ -3,7 +3,7 @@
 //! [`Conversion`] itself, and why a delivery is skipped ([`Skip`]) or refused ([`Reject`]).
 //! Pure: no I/O, no clock.
 
-use crate::inbound::money::AmountError;
+use crate::inbound::money::{AmountError, Evidence};
 use crate::inbound::webhook::{LineItem, Order};
 use rust_decimal::Decimal;
 
@@ -90,6 +90,12 @@ pub struct Conversion<'a> {
     pub downsell: bool,
     /// The currency of `amount` as sent (after any `SUM_CURRENCY` conversion).
     pub currency: Option<String>,
+    /// The rate `amount` was converted with into `currency` (`SUM_CURRENCY`); `None` when sent
+    /// as charged. `{amount_net}` and `{amount_affiliate}` are converted with the same rate.
+    pub rate: Option<Decimal>,
+    /// How the order writes its amounts, for the amounts read beside the sum
+    /// (`{amount_net}`, `{amount_affiliate}`).
+    pub evidence: Evidence,
     /// Sent as a test order (`{is_test}` = 1): the order is a test by [`Rules::is_test`] and
     /// `SEND_TEST_ORDERS` let it through.
     pub test: bool,
@@ -153,12 +159,33 @@ pub enum Reject {
     Amount { field: String, error: AmountError },
     #[error("`{field}` is missing")]
     AmountMissing { field: String },
+    #[error("`{field}` {why}")]
+    Quantity { field: String, why: &'static str },
     #[error("`checkout_params.cid` {0}")]
     ClickIdInvalid(&'static str),
     #[error("order has {0} line items; at most {MAX_LINE_ITEMS} are accepted")]
     TooManyLineItems(usize),
     #[error("delivery would produce {0} conversions; at most {MAX_CONVERSIONS} are accepted")]
     TooManyConversions(usize),
+}
+
+impl Reject {
+    /// The field refused and what was wrong with it, in words that never quote a value (the
+    /// refusal record); `None` for the refusals that are not 422 (no order object).
+    pub fn field_and_reason(&self) -> Option<(String, String)> {
+        let pair = |field: &str, reason: &str| Some((field.to_owned(), reason.to_owned()));
+        match self {
+            Reject::OrderMissing | Reject::OrderNotObject(_) => None,
+            Reject::OrderIdMissing => pair("order.id", "is missing"),
+            Reject::OrderIdInvalid(why) => pair("order.id", why),
+            Reject::Amount { field, error } => pair(field, &error.to_string()),
+            Reject::AmountMissing { field } => pair(field, "is missing"),
+            Reject::Quantity { field, why } => pair(field, why),
+            Reject::ClickIdInvalid(why) => pair("checkout_params.cid", why),
+            Reject::TooManyLineItems(_) => pair("order.line_items", "has too many line items"),
+            Reject::TooManyConversions(_) => pair("order", "would produce too many conversions"),
+        }
+    }
 }
 
 /// What to do with an order whose only test mark is `is_cartx_test` = 1 (`test` = 0):

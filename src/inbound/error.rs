@@ -52,6 +52,19 @@ impl AppError {
         }
     }
 
+    /// The field and reason of a 422 (value-free), for the refusal record; `None` for any other
+    /// status.
+    pub fn refused_field(&self) -> Option<(String, String)> {
+        if self.status() != 422 {
+            return None;
+        }
+        match self {
+            AppError::Reject(reject) => reject.field_and_reason(),
+            AppError::Verify(err) => Some(("order".to_owned(), err.reason().to_owned())),
+            _ => None,
+        }
+    }
+
     /// The `Allow` header of a 405.
     pub fn allow(&self) -> Option<&'static str> {
         match self {

@@ -1,7 +1,14 @@
 //! Money as Cartpanda sends it: a JSON number (`7.5`) or a string in Brazilian (`"1.234,56"`)
 //! or international (`"1,234.56"`) format. Parsed into an exact [`Decimal`]; never a float.
+//!
+//! One shape is never guessed: a lone separator followed by exactly three digits (`"1.500"`,
+//! `"1,500"`) is 1500 with a thousands separator or 1.5 with a decimal one. [`parse_amount_text`]
+//! refuses it as [`AmountError::Ambiguous`]; [`Evidence`] (computed once per order) decides it
+//! from the order itself, or leaves it refused. Exchange rates are not money: [`parse_rate`]
+//! reads a lone separator as a decimal one.
 
 use crate::inbound::lenient::RawAmount;
+use crate::inbound::webhook::Order;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::str::FromStr;
 
@@ -35,6 +42,12 @@ pub enum AmountError {
     BadGrouping,
     #[error("is out of range")]
     OutOfRange,
+    #[error(
+        "is ambiguous: one separator followed by three digits reads as thousands or as decimals, and the order's other amounts do not decide which"
+    )]
+    Ambiguous,
+    #[error("is not a whole number of cents")]
+    NotWholeCents,
 }
 
 /// Parses an amount written as text, in any of the formats Cartpanda is seen to use.
@@ -42,8 +55,35 @@ pub enum AmountError {
 /// Accepted: `7`, `7.5`, `7,50`, `1.234,56`, `1,234.56`, `1.234.567`, `R$ 7,50`, ` 97.00 `.
 /// Where both separators appear, the last one is the decimal separator and the other must group
 /// digits by three. A lone comma is a decimal comma (Brazilian shops); a lone dot is a decimal
-/// point; repeated identical separators are thousands separators.
+/// point; repeated identical separators are thousands separators. A lone separator followed by
+/// exactly three digits after a non-zero integer part (`1.500`, `12,500`) is
+/// [`AmountError::Ambiguous`]: see [`Evidence`].
 pub fn parse_amount_text(raw: &str) -> Result<Decimal, AmountError> {
+    let digits = amount_digits(raw)?;
+    if ambiguous_separator(digits.1).is_some() {
+        return Err(AmountError::Ambiguous);
+    }
+    finish_text(digits)
+}
+
+/// Reads an exchange rate written as text (`"0.17412300"`, `"1,085"`): like an amount, but a
+/// lone separator is always the decimal one (a rate is not money and has no thousands).
+pub fn parse_rate_text(raw: &str) -> Result<Decimal, AmountError> {
+    finish_text(amount_digits(raw)?)
+}
+
+/// Reads a raw exchange rate (see [`parse_rate_text`]): `None` when absent.
+pub fn parse_rate(raw: &RawAmount) -> Option<Result<Decimal, AmountError>> {
+    match raw {
+        RawAmount::Absent => None,
+        RawAmount::Number(text) => Some(parse_amount_number(text)),
+        RawAmount::Text(text) => Some(parse_rate_text(text)),
+    }
+}
+
+/// The sign and the digits-and-separators of an amount text, its prefix stripped and its
+/// characters checked.
+fn amount_digits(raw: &str) -> Result<(bool, &str), AmountError> {
     let text = raw.trim();
     if text.len() > MAX_LEN {
         return Err(AmountError::TooLong);
@@ -66,6 +106,11 @@ pub fn parse_amount_text(raw: &str) -> Result<Decimal, AmountError> {
     if !digits.bytes().any(|b| b.is_ascii_digit()) {
         return Err(AmountError::NotANumber);
     }
+    Ok((negative, digits))
+}
+
+/// The amount of checked digits, a lone separator read as the decimal one.
+fn finish_text((negative, digits): (bool, &str)) -> Result<Decimal, AmountError> {
     let normalised = normalise_separators(digits)?;
     let value = Decimal::from_str_exact(&normalised).map_err(|_| AmountError::OutOfRange)?;
     if negative && !value.is_zero() {
@@ -133,6 +178,143 @@ fn strip_currency_prefix(text: &str) -> &str {
         // Letters we do not know ("abc", "NaN"): keep them so the caller rejects the text.
         text
     }
+}
+
+/// The separator of an ambiguous amount: exactly one separator, a non-zero integer part of one to
+/// three digits before it (so it could group thousands) and exactly three digits after it.
+fn ambiguous_separator(digits: &str) -> Option<char> {
+    let mut seps = digits
+        .char_indices()
+        .filter(|(_, c)| matches!(c, '.' | ','));
+    let (at, sep) = seps.next()?;
+    if seps.next().is_some() {
+        return None;
+    }
+    let (int, frac) = (&digits[..at], &digits[at + 1..]);
+    let could_group = (1..=3).contains(&int.len()) && !int.starts_with('0');
+    (could_group && frac.len() == 3 && frac.bytes().all(|b| b.is_ascii_digit())).then_some(sep)
+}
+
+/// The decimal separator an amount text shows, when it shows one: the last of two different
+/// separators (`1.234,56`), a lone separator that is not ambiguous (`7,50`, `7.5`), or the other
+/// one when a separator repeats (`1.234.567` groups with `.`, so `,` is decimal).
+fn decimal_shown(text: &str) -> Option<char> {
+    let (_, digits) = amount_digits(text).ok()?;
+    if ambiguous_separator(digits).is_some() || finish_text((false, digits)).is_err() {
+        return None;
+    }
+    match separators(digits)? {
+        (Some(decimal), _) => Some(decimal),
+        (None, Some('.')) => Some(','),
+        (None, Some(_)) => Some('.'),
+        (None, None) => None,
+    }
+}
+
+/// What one order's own amounts say about how it writes money: the evidence an ambiguous amount
+/// (`"1.500"`) is decided by. Computed once per order ([`Evidence::of`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The decimal separator the order's unambiguous amount texts show; `None` when none shows
+    /// one or they disagree (a `"58.80"` next to a `"0,00"`).
+    pub decimal: Option<char>,
+}
+
+impl Evidence {
+    /// The evidence of these amount texts.
+    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Evidence {
+        let (mut dot, mut comma) = (false, false);
+        for text in texts {
+            match decimal_shown(text) {
+                Some('.') => dot = true,
+                Some(',') => comma = true,
+                _ => {}
+            }
+        }
+        Evidence {
+            decimal: match (dot, comma) {
+                (true, false) => Some('.'),
+                (false, true) => Some(','),
+                _ => None,
+            },
+        }
+    }
+
+    /// The evidence of every amount the order writes as text (totals, lines, payment, refunds,
+    /// affiliate and net amounts; exchange rates are not money and are left out).
+    pub fn of(order: &Order) -> Evidence {
+        let mut raws: Vec<&RawAmount> = vec![
+            &order.total_price,
+            &order.subtotal_price,
+            &order.total_tax,
+            &order.total_discounts,
+            &order.amount_net,
+            &order.affiliate_amount,
+        ];
+        if let Some(payment) = &order.payment {
+            raws.extend([&payment.amount, &payment.seller_split_amount]);
+        }
+        for item in &order.line_items {
+            raws.extend([&item.price, &item.actual_price_paid]);
+        }
+        for refund in &order.refunds {
+            raws.extend([&refund.total_amount, &refund.amount]);
+        }
+        Evidence::from_texts(raws.into_iter().filter_map(|raw| match raw {
+            RawAmount::Text(text) => Some(text.as_str()),
+            _ => None,
+        }))
+    }
+
+    /// Reads a raw amount of this order (`None` when absent). An ambiguous text is decided by a
+    /// numeric twin of the same amount in the payload (`twins`) that matches exactly one of its
+    /// two readings, else by the decimal separator the order's other texts show (the ambiguous
+    /// separator is decimal when it is that one, thousands otherwise), else refused.
+    pub fn read(&self, raw: &RawAmount, twins: &[Decimal]) -> Option<Result<Decimal, AmountError>> {
+        match raw {
+            RawAmount::Text(text) => Some(self.read_text(text, twins)),
+            other => parse_raw(other),
+        }
+    }
+
+    fn read_text(&self, text: &str, twins: &[Decimal]) -> Result<Decimal, AmountError> {
+        let (negative, digits) = amount_digits(text)?;
+        let Some(sep) = ambiguous_separator(digits) else {
+            return finish_text((negative, digits));
+        };
+        let as_decimal = finish_text((negative, &digits.replace(sep, ".")))?;
+        let as_thousands = finish_text((negative, &digits.replace(sep, "")))?;
+        let twin = |value: Decimal| twins.contains(&value);
+        match (twin(as_decimal), twin(as_thousands)) {
+            (true, false) => return Ok(as_decimal),
+            (false, true) => return Ok(as_thousands),
+            _ => {}
+        }
+        match self.decimal {
+            Some(decimal) if decimal == sep => Ok(as_decimal),
+            Some(_) => Ok(as_thousands),
+            None => Err(AmountError::Ambiguous),
+        }
+    }
+}
+
+/// Reads `unformatted_total_price`, the total as a whole number of cents (`750` is 7.50).
+pub fn parse_cents(raw: &RawAmount) -> Option<Result<Decimal, AmountError>> {
+    let cents = match raw {
+        RawAmount::Absent => return None,
+        RawAmount::Number(text) => parse_amount_number(text),
+        RawAmount::Text(text) if text.trim().bytes().all(|b| b.is_ascii_digit()) => {
+            parse_amount_text(text)
+        }
+        RawAmount::Text(text) => parse_rate_text(text),
+    };
+    Some(cents.and_then(|c| {
+        if c.fract().is_zero() {
+            bounded(c / Decimal::ONE_HUNDRED)
+        } else {
+            Err(AmountError::NotWholeCents)
+        }
+    }))
 }
 
 /// The digits with `.` as the only separator, its decimal point: which separator is decimal,
@@ -271,6 +453,77 @@ mod tests {
             parse_amount_text(&"9".repeat(41)),
             Err(AmountError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_lone_separator_before_three_digits_is_ambiguous_never_guessed() {
+        for text in ["1.500", "1,500", "R$ 1.500", "12,345", "999.999"] {
+            assert_eq!(
+                parse_amount_text(text),
+                Err(AmountError::Ambiguous),
+                "{text}"
+            );
+        }
+        // Not ambiguous: no integer part that could group thousands, or other separators.
+        for (text, value) in [
+            ("0.500", "0.5"),
+            ("0,174", "0.174"),
+            ("1234.567", "1234.567"),
+            ("1.500,00", "1500"),
+            ("1,500.00", "1500"),
+            ("1.500.000", "1500000"),
+            ("1.50", "1.5"),
+        ] {
+            assert_eq!(parse_amount_text(text), Ok(d(value)), "{text}");
+        }
+        // Rates are not money: a lone separator is decimal.
+        assert_eq!(parse_rate_text("1.085"), Ok(d("1.085")));
+        assert_eq!(parse_rate_text("0.17412300"), Ok(d("0.174123")));
+    }
+
+    #[test]
+    fn the_orders_evidence_decides_an_ambiguous_amount() {
+        let text = |t: &str| RawAmount::Text(t.to_owned());
+        let comma = Evidence::from_texts(["7,50", "0,00"]);
+        let dot = Evidence::from_texts(["7.50", "1,234.56"]);
+        let none = Evidence::from_texts(["1.500", "97"]);
+        let mixed = Evidence::from_texts(["58.80", "0,00"]);
+        assert_eq!(comma.decimal, Some(','));
+        assert_eq!(dot.decimal, Some('.'));
+        assert_eq!(Evidence::from_texts(["1.234.567"]).decimal, Some(','));
+        assert_eq!(none.decimal, None);
+        assert_eq!(mixed.decimal, None);
+        let read = |e: &Evidence, t: &str, twins: &[Decimal]| e.read(&text(t), twins).unwrap();
+        // The writing: the ambiguous separator is thousands when the other one is decimal.
+        assert_eq!(read(&comma, "1.500", &[]), Ok(d("1500")));
+        assert_eq!(read(&comma, "1,500", &[]), Ok(d("1.5")));
+        assert_eq!(read(&dot, "1,500", &[]), Ok(d("1500")));
+        assert_eq!(read(&dot, "1.500", &[]), Ok(d("1.5")));
+        // A numeric twin matching one reading decides first.
+        assert_eq!(read(&none, "1.500", &[d("1500")]), Ok(d("1500")));
+        assert_eq!(read(&comma, "1.500", &[d("1.5")]), Ok(d("1.5")));
+        // Nothing decides: refused.
+        assert_eq!(
+            read(&none, "1.500", &[d("15")]),
+            Err(AmountError::Ambiguous)
+        );
+        assert_eq!(read(&mixed, "1,500", &[]), Err(AmountError::Ambiguous));
+        assert_eq!(read(&none, "-1.500", &[]), Err(AmountError::Negative));
+        assert_eq!(
+            none.read(&RawAmount::Number("1.5".into()), &[]),
+            Some(Ok(d("1.5")))
+        );
+        // Cents.
+        assert_eq!(
+            parse_cents(&RawAmount::Number("750".into())),
+            Some(Ok(d("7.50")))
+        );
+        assert_eq!(parse_cents(&text("123456")), Some(Ok(d("1234.56"))));
+        assert_eq!(
+            parse_cents(&RawAmount::Number("7.5".into())),
+            Some(Err(AmountError::NotWholeCents))
+        );
+        assert_eq!(parse_cents(&RawAmount::Absent), None);
     }
 
     #[test]

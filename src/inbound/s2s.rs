@@ -2,8 +2,8 @@
 //! carrying every S2S macro. The query becomes an order and goes through the same classify →
 //! claim → render → send path as a webhook: a sale is a Purchase (`<order>-purchase`, the same
 //! event ID as the webhook's, so both inputs deduplicate together), an upsell (`upsell_no` > 0 or
-//! `order_type` naming an upsell/downsell) an Upsell (`<order>-upsell-s2s-<n>`), and `is_test=1`
-//! a test order.
+//! `order_type` naming an upsell/downsell) an Upsell (event ID: [`upsell_event_id`]), and
+//! `is_test=1` a test order.
 
 use crate::inbound::lenient::{Flag, RawAmount, RawId, Text};
 use crate::inbound::webhook::{
@@ -95,23 +95,68 @@ impl Query<'_> {
     }
 }
 
+/// The key of the upsell an S2S postback reports: the part of its event ID after
+/// `<order>-upsell-` (see [`upsell_event_id`]).
+///
+/// - `upsell_no` filled (> 0): `s2s-<upsell_no>` (the IDs so far);
+/// - else with a `product_id`: `s2s-p<product_id>` for an upsell, `s2s-dp<product_id>` for a
+///   downsell (`order_type` naming one), the product ID's letters and digits only (at most 48):
+///   two upsells of different products stay distinct, the same upsell repeated stays the same;
+/// - else `s2s-1`: nothing in the postback tells one upsell from another.
+///
+/// Pure, so that reconciliation of S2S shops can reproduce it.
+pub fn upsell_key(upsell_no: Option<u32>, product_id: Option<&str>, order_type: &str) -> String {
+    if let Some(n) = upsell_no.filter(|n| *n > 0) {
+        return format!("s2s-{n}");
+    }
+    let product: String = product_id
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(48)
+        .collect();
+    if product.is_empty() {
+        return "s2s-1".to_owned();
+    }
+    let downsell = order_type.to_ascii_lowercase().contains("downsell");
+    format!("s2s-{}p{product}", if downsell { "d" } else { "" })
+}
+
+/// The event ID of the upsell an S2S postback reports: `<order>-upsell-` and its
+/// [`upsell_key`].
+pub fn upsell_event_id(
+    order_id: &str,
+    upsell_no: Option<u32>,
+    product_id: Option<&str>,
+    order_type: &str,
+) -> String {
+    format!(
+        "{order_id}-upsell-{}",
+        upsell_key(upsell_no, product_id, order_type)
+    )
+}
+
 /// Which sale the postback reports: the main sale, or upsell/downsell number `number`.
 struct Sale {
     upsell: bool,
     number: u32,
     downsell: bool,
+    /// The upsell's key in its event ID ([`upsell_key`]).
+    key: String,
 }
 
 impl Sale {
     fn of(q: &Query<'_>) -> Sale {
         let order_type = q.get("order_type").unwrap_or_default().to_ascii_lowercase();
         let upsell_no: u32 = q.get("upsell_no").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let product_id = q.get("product_id");
         Sale {
             upsell: upsell_no > 0
                 || order_type.contains("upsell")
                 || order_type.contains("downsell"),
             number: upsell_no.max(1),
             downsell: order_type.contains("downsell"),
+            key: upsell_key(Some(upsell_no), product_id.as_deref(), &order_type),
         }
     }
 
@@ -125,7 +170,7 @@ impl Sale {
         };
         LineItem {
             id: Text(Some(if self.upsell {
-                format!("s2s-{number}")
+                self.key.clone()
             } else {
                 "s2s-main".to_owned()
             })),

@@ -9,7 +9,6 @@
 
 use crate::conversion::classify::Kind;
 use crate::inbound::auth::Secret;
-use crate::inbound::lenient::RawAmount;
 use crate::inbound::money;
 use crate::inbound::webhook::Order;
 use async_trait::async_trait;
@@ -75,6 +74,17 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// What Cartpanda's API did not confirm, without the values (the refusal record).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::NotFound(_) => "does not exist in Cartpanda's API",
+            VerifyError::TotalMismatch { .. } => "has a total that disagrees with Cartpanda's API",
+            VerifyError::StatusMismatch { what, .. } => what,
+            VerifyError::NoShop(_) => "has no shop slug to look it up with",
+            VerifyError::Unavailable(_) => "could not be confirmed by Cartpanda's API",
+        }
+    }
+
     /// Refusals are the sender's problem (422); an unreachable API is ours (503, redeliver).
     pub fn status(&self) -> u16 {
         match self {
@@ -97,8 +107,13 @@ pub fn compare(
     api: &Order,
     kind: Kind,
 ) -> Result<(), VerifyError> {
-    let amount = |raw: &RawAmount| -> Option<Decimal> { money::parse_raw(raw)?.ok() };
-    if let (Some(sent), Some(real)) = (amount(&delivered.total_price), amount(&api.total_price)) {
+    // Each order's total read the one way classification reads it (the cents when present).
+    let total = |order: &Order| -> Option<Decimal> {
+        crate::conversion::fields::order_total(order, &money::Evidence::of(order))
+            .ok()
+            .map(|t| t.value)
+    };
+    if let (Some(sent), Some(real)) = (total(delivered), total(api)) {
         if money::format_sum(sent) != money::format_sum(real) {
             return Err(VerifyError::TotalMismatch {
                 order_id: order_id.to_owned(),

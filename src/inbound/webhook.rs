@@ -71,6 +71,12 @@ pub struct Order {
     pub phone: Text,
     pub currency: Text,
     pub total_price: RawAmount,
+    /// The total in whole cents (`750` for `"7,50"`), when the payload carries it: the authority
+    /// for the total.
+    pub unformatted_total_price: RawAmount,
+    pub subtotal_price: RawAmount,
+    pub total_tax: RawAmount,
+    pub total_discounts: RawAmount,
     pub amount_net: RawAmount,
     pub affiliate_amount: RawAmount,
     pub exchange_rate_usd: RawAmount,
@@ -189,6 +195,8 @@ pub struct LineItem {
     pub name: Text,
     pub title: Text,
     pub price: RawAmount,
+    /// The line in the currency paid (the same number as `price` when nothing was converted).
+    pub actual_price_paid: RawAmount,
     pub quantity: Text,
     pub up_sell_id: Text,
     pub up_sell_type: Text,

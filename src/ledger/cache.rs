@@ -150,6 +150,13 @@ impl Ledger for CachedLedger {
     async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
         self.inner.note(note).await
     }
+
+    async fn note_refusal(
+        &self,
+        refusal: &crate::ledger::refusal::Refusal,
+    ) -> Result<(), LedgerError> {
+        self.inner.note_refusal(refusal).await
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +199,13 @@ mod tests {
         async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.ledger.note(note).await
+        }
+        async fn note_refusal(
+            &self,
+            refusal: &crate::ledger::refusal::Refusal,
+        ) -> Result<(), LedgerError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.ledger.note_refusal(refusal).await
         }
     }
 

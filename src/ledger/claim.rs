@@ -6,6 +6,7 @@
 //! attempt crashed or timed out). After RedTrack accepts, the record becomes `SENT` with an
 //! expiry; after a failure it is released so a redelivery can try again.
 
+use crate::ledger::refusal::Refusal;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -130,6 +131,9 @@ pub trait Ledger: Send + Sync {
     /// Leaves a "needs a look" note ([`crate::ledger::notes`]); the first note of an order and
     /// reason is kept. Required (no default), so no wrapper can drop notes by forgetting it.
     async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError>;
+    /// Keeps the record of an order refused with 422 ([`Refusal`]: its own key space, a TTL).
+    /// Required (no default), so no wrapper can drop it by forgetting it.
+    async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError>;
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
@@ -225,6 +229,8 @@ pub const IN_PROGRESS_GRACE_S: i64 = 24 * 3600;
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     pub records: Mutex<HashMap<String, Record>>,
+    /// Refusal records by key.
+    pub refusals: Mutex<HashMap<String, Refusal>>,
 }
 
 #[async_trait]
@@ -285,6 +291,12 @@ impl Ledger for MemoryLedger {
         {
             records.remove(&claim.key);
         }
+        Ok(())
+    }
+
+    async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
+        let mut refusals = self.refusals.lock().expect("memory ledger lock");
+        refusals.insert(refusal.key(), refusal.clone());
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use crate::ledger::claim::{
     CLAIM_CONDITION, Claim, ClaimOutcome, Claimable, Finish, IN_PROGRESS_GRACE_S, Ledger,
     LedgerError, Record, STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
+use crate::ledger::refusal::{KIND_REFUSED, Refusal};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -253,9 +254,34 @@ impl Ledger for DynamoLedger {
     async fn note(&self, note: &crate::ledger::notes::Note) -> Result<(), LedgerError> {
         crate::ledger::notes::put(&self.client, &self.table, note).await
     }
+
+    async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
+        self.put_refusal(refusal).await
+    }
 }
 
 impl DynamoLedger {
+    /// Puts the record of an order refused with 422 (see [`crate::ledger::refusal`]).
+    async fn put_refusal(&self, r: &Refusal) -> Result<(), LedgerError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&r.key()))
+            .item("kind", s(KIND_REFUSED))
+            .item("shop", s(r.shop.as_deref().unwrap_or("default")))
+            .item("event", s(&r.event))
+            .item("field", s(&r.field))
+            .item("reason", s(&r.reason))
+            .item("refused_at_ms", n(r.at_ms))
+            .item("expires_at", n(r.expires_at_s()));
+        if let Some(order_id) = &r.order_id {
+            put = put.item("order_id", s(order_id));
+        }
+        put.send().await.map_err(ledger_error)?;
+        Ok(())
+    }
+
     /// The item under `key`, read consistently.
     pub(crate) async fn read(
         &self,

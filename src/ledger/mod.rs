@@ -1,11 +1,12 @@
 //! Ledger: the DynamoDB table that records every conversion, and the claim protocol that makes
 //! each one sent once ([`claim`]: records, states, the in-memory ledger for tests), with its
-//! DynamoDB implementation ([`dynamo`]), the "needs a look" notes kept next to them ([`notes`]),
-//! and the memory of sent conversions that answers their duplicates without a DynamoDB call
-//! ([`cache`]).
+//! DynamoDB implementation ([`dynamo`]), the "needs a look" notes kept next to them ([`notes`])
+//! and the record an order refused with 422 leaves ([`refusal`]), and the memory of sent
+//! conversions that answers their duplicates without a DynamoDB call ([`cache`]).
 
 pub mod cache;
 pub mod claim;
 #[cfg(feature = "runtime")]
 pub mod dynamo;
 pub mod notes;
+pub mod refusal;

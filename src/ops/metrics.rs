@@ -7,7 +7,8 @@
 //! `duplicate`, on the same line: duplicates answered from the instance's memory of sent
 //! conversions, without a DynamoDB call); `Skipped` by `Reason`; `Rejected` (4xx)
 //! by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
-//! `is_cartx_test` = 1.
+//! `is_cartx_test` = 1; `Refused` (orders refused with 422, each also recorded in the ledger) by
+//! `Field`.
 
 use serde_json::json;
 use std::io::Write;
@@ -94,6 +95,12 @@ fn cartx_test_line(treated_as_test: bool) -> String {
         1.0,
         None,
     )
+}
+
+/// An order refused with 422, by the field refused (list positions dropped:
+/// `order.line_items[].price`).
+pub fn refused(field_class: &str) {
+    emit(line("Refused", "Count", "Field", field_class, 1.0, None));
 }
 
 /// A request refused with a 4xx before any I/O.

@@ -54,16 +54,17 @@ impl<'a> MacroContext<'a> {
             }),
             Macro::UpsellNo => Cow::Owned(c.upsell_no.clone().unwrap_or_else(|| "0".to_owned())),
             Macro::TotalPrice => Cow::Owned(money::format_sum(c.amount)),
-            Macro::AmountNet => optional_amount(&o.amount_net)
+            Macro::AmountNet => self
+                .optional_amount(&o.amount_net)
                 .or_else(|| {
                     o.payment
                         .as_ref()
-                        .and_then(|p| optional_amount(&p.seller_split_amount))
+                        .and_then(|p| self.optional_amount(&p.seller_split_amount))
                 })
                 .map_or(Cow::Borrowed(""), Cow::Owned),
-            Macro::AmountAffiliate => {
-                optional_amount(&o.affiliate_amount).map_or(Cow::Borrowed(""), Cow::Owned)
-            }
+            Macro::AmountAffiliate => self
+                .optional_amount(&o.affiliate_amount)
+                .map_or(Cow::Borrowed(""), Cow::Owned),
             Macro::Currency => text(c.currency.as_deref()),
             Macro::Afid => text(o.afid.get()),
             Macro::AffiliateSlug => text(o.affiliate_slug.get()),
@@ -123,6 +124,17 @@ impl<'a> MacroContext<'a> {
 }
 
 impl<'a> MacroContext<'a> {
+    /// An amount of the order beside the sum (`{amount_net}`, `{amount_affiliate}`), in the
+    /// currency `{currency}` names: converted with the sum's rate under `SUM_CURRENCY`. Read
+    /// with the order's evidence; empty when absent, unreadable or ambiguous (never guessed).
+    fn optional_amount(&self, raw: &RawAmount) -> Option<String> {
+        let value = self.conversion.evidence.read(raw, &[])?.ok()?;
+        Some(money::format_sum(match self.conversion.rate {
+            Some(rate) => value * rate,
+            None => value,
+        }))
+    }
+
     /// A PII value, normalised when asked to; absent values stay empty.
     fn pii(&self, value: Option<&'a str>, normalise: impl Fn(&str) -> String) -> Cow<'a, str> {
         match value {
@@ -143,10 +155,6 @@ fn join<'a>(values: impl Iterator<Item = &'a str>) -> Cow<'a, str> {
         [one] => Cow::Borrowed(one),
         many => Cow::Owned(many.join(",")),
     }
-}
-
-fn optional_amount(raw: &RawAmount) -> Option<String> {
-    money::parse_raw(raw)?.ok().map(money::format_sum)
 }
 
 fn split_name(order: &Order) -> (Option<&str>, Option<&str>) {

@@ -343,6 +343,30 @@ pub async fn record_keys(h: &Harness) -> Vec<String> {
     keys
 }
 
+/// The keys of every record in the ledger table.
+pub async fn keys(h: &Harness) -> Vec<String> {
+    record_keys(h).await
+}
+
+/// Number of claim records: neither refusal records (`refused#…`, left by every 422) nor notes
+/// (`note#…`, left by orders without a click ID).
+pub async fn claims(h: &Harness) -> usize {
+    keys(h)
+        .await
+        .iter()
+        .filter(|k| !k.starts_with("refused#") && !k.starts_with("note#"))
+        .count()
+}
+
+/// Number of refusal records (`refused#…`).
+pub async fn refusals(h: &Harness) -> usize {
+    keys(h)
+        .await
+        .iter()
+        .filter(|k| k.starts_with("refused#"))
+        .count()
+}
+
 pub async fn item(
     h: &Harness,
     key: &str,

@@ -1,0 +1,66 @@
+//! The total in cents decides, and a formatted total that disagrees is logged with the order ID
+//! and both values, never PII (issue 14). Alone in its test binary: a thread-scoped log
+//! subscriber must not race other tests' threads.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_formatted_total_that_disagrees_with_the_cents_is_logged_and_the_cents_are_sent() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&h.redtrack)
+        .await;
+    let mut body = paid_order(990_001);
+    body["order"]["unformatted_total_price"] = json!(123400);
+    let answer = deliver(&h, &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(postbacks(&h).await[0]["sum"], "1234.00", "the cents win");
+
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["message"] == "the formatted total disagrees with the total in cents; the cents win"
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["order_id"], "990001");
+    assert_eq!(lines[0]["total_price"], "1234.56");
+    assert_eq!(lines[0]["unformatted_total_price"], "1234.00");
+    assert_eq!(lines[0]["level"], "WARN");
+    let line = lines[0].to_string().to_lowercase();
+    for pii in ["joao", "conceição", "98765", "gmail", "123.456.789"] {
+        assert!(!line.contains(pii), "no PII: {pii} in {line}");
+    }
+}
