@@ -18,6 +18,8 @@ pub mod dedup;
 pub mod delivery;
 #[cfg(feature = "runtime")]
 pub mod dynamo;
+#[cfg(feature = "runtime")]
+pub mod entry;
 pub mod error;
 #[cfg(feature = "runtime")]
 pub mod handler;

@@ -1,39 +1,13 @@
-use cartpanda_redtrack::queue::{RedriveQueue, SqsQueue};
-use cartpanda_redtrack::stores::StoreCache;
-use cartpanda_redtrack::tracker::{RedTrackClient, RetryPolicy};
-use cartpanda_redtrack::verify::CartpandaApi;
-use cartpanda_redtrack::{
-    bridge::Bridge, clock::SystemClock, config::Config, dynamo::DynamoStore, runtime,
-};
-use std::sync::Arc;
+//! The program every function of the stack runs (`bootstrap`): the handler is chosen by the
+//! function's `Handler`, which Lambda passes as `_HANDLER` (see `cartpanda_redtrack::entry`).
+//! Locally, without `_HANDLER`, it is the bridge; with arguments, the operator commands.
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), cartpanda_redtrack::entry::Error> {
     // `cartpanda-redtrack store put|list|delete …` from a workstation; no arguments under Lambda.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
         std::process::exit(cartpanda_redtrack::admin::main(&args).await);
     }
-    cartpanda_redtrack::logging::init();
-    let config = Config::from_env().inspect_err(|e| tracing::error!("{e}"))?;
-    let aws = cartpanda_redtrack::aws::load().await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&aws),
-        config.table.clone(),
-    ));
-    let tracker = RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default())?;
-    let queue = config.redrive_queue_url.clone().map(|url| {
-        Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn RedriveQueue>
-    });
-    let orders = CartpandaApi::new(config.redtrack_timeout)?;
-    let bridge = Bridge {
-        config,
-        store: store.clone(),
-        tracker: Arc::new(tracker),
-        clock: Arc::new(SystemClock),
-        queue,
-        stores: Some(StoreCache::new(store)),
-        orders: Some(Arc::new(orders)),
-    };
-    runtime::run(Arc::new(bridge)).await
+    cartpanda_redtrack::entry::run().await
 }
