@@ -245,7 +245,7 @@ def role_documents(iam, role_name):
     return docs
 
 
-def used_by(uses):
+def describe_uses(uses):
     """"who: phase" pairs → "who (phase; phase) | who (phase)"."""
     by_who = {}
     for use in sorted(uses):
@@ -284,7 +284,7 @@ def least_privilege(functions, calls):
             if not used[g]:
                 problems.append(f"{fn}: {info['role']} grants {action} on {resource} (statement {sid}), "
                                 f"used by no path and not by AWS (AWS_USES): unexplained grant")
-            rows.append((info["role"], action, resource, used_by(used[g]) if used[g] else "UNUSED"))
+            rows.append((info["role"], action, resource, describe_uses(used[g]) if used[g] else "UNUSED"))
         for (f, action), reason in AWS_USES.items():
             if f == fn and not any(c[1] == action and info["labels"].get(c[0], "").startswith("AWS") for c in calls):
                 problems.append(f"{fn}: AWS_USES lists {action} ({reason}) but no such call was made")
@@ -339,9 +339,14 @@ class Stack:
         self.read_back()
         self.credentials()
         self.start_functions()
-        self.paths()
-        self.log_delivery()
-        problems = least_privilege(self.functions, [c for c in self.calls])
+        try:
+            self.paths()
+            self.log_delivery()
+        except Failure as failure:
+            # The calls made so far still say which grant a failing path lacked.
+            problems = least_privilege(self.functions, self.calls)
+            raise Failure(f"{failure}" + ("\nleast privilege so far:\n  " + "\n  ".join(problems) if problems else ""))
+        problems = least_privilege(self.functions, self.calls)
         check(not problems, "least privilege:\n  " + "\n  ".join(problems))
         say(f"passed in {time.time() - started:.0f} s")
 
@@ -539,6 +544,7 @@ class Stack:
                 info["grants"].append(grant)
         say("moto resolves Fn::GetAtt LogGroup.Arn without the ':*' CloudFormation ends it with: "
             "the roles' log group grants are evaluated with it")
+        for logical, info in self.functions.items():
             # moto authorises every non-S3 request against resource "*": the role's actions are
             # loaded with resources widened, so moto proves the actions and the evaluator above
             # (on the documents read before) the resources.
