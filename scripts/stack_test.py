@@ -28,6 +28,7 @@ Usage: stack_test.py --build-dir .aws-sam/build [--moto-port 5056]
 import argparse
 import ast
 import copy
+import io
 import json
 import os
 import re
@@ -35,9 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import uuid
 import zipfile
-import io
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import boto3  # noqa: E402
