@@ -10,8 +10,8 @@ PY         := $(TOOLS)/bin/python
 STAMP      := $(TOOLS)/.installed-v1
 MOTO_PORT  ?= 5055
 MOTO_URL   := http://127.0.0.1:$(MOTO_PORT)
-MOTO_PID   := $(TOOLS)/moto.pid
-MOTO_LOG   := $(TOOLS)/moto.log
+MOTO_PID   := $(TOOLS)/moto-$(MOTO_PORT).pid
+MOTO_LOG   := $(TOOLS)/moto-$(MOTO_PORT).log
 EVENT      ?= events/paid-brl.json
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
@@ -21,13 +21,18 @@ TEST_ENV := AWS_ENDPOINT_URL_DYNAMODB=$(MOTO_URL) AWS_ENDPOINT_URL_SQS=$(MOTO_UR
 	AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
 
 STACK      ?= cartpanda-redtrack
+# moto instances of their own for the arm64 check and the stack test (IAM enforcement there).
+ARM64_MOTO_PORT ?= 5057
+STACK_MOTO_PORT ?= 5056
+# The program `make redrive` runs (the stack test points it at the arm64 build under qemu).
+ADMIN      ?= cargo run --quiet --release --bin cartpanda-redtrack-admin --
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: bench fuzz redrive replay sam-build help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+.PHONY: bench fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(STAMP):
 	python3 -m venv $(TOOLS)
@@ -37,17 +42,32 @@ $(STAMP):
 
 tools: $(STAMP) ## install cargo-lambda, moto, cfn-lint and SAM CLI into .tools/
 
-test: tools ## everything CI checks: fmt, clippy, all tests against moto, template lint
+test: tools ## everything CI checks: fmt, clippy, all tests against moto, template lint, the arm64 build, its check and the stack test
 	$(MAKE) --no-print-directory fmt-check clippy
 	$(MAKE) --no-print-directory moto-start
 	set +e; $(TEST_ENV) cargo test --no-fail-fast 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
 	  $(MAKE) --no-print-directory moto-stop; exit $$status
-	$(MAKE) --no-print-directory lint sam-build
+	$(MAKE) --no-print-directory lint sam-build arm64-check stack-test
 	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
 	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TOOLS)/test.log
 
-sam-build: tools ## sam build of both functions (x86_64 here; the template defaults to arm64)
-	$(TOOLS)/bin/sam build --template template.yaml --parameter-overrides Architecture=x86_64 --build-dir .aws-sam/build
+sam-build: tools ## sam build as `make deploy` runs it: arm64, one program built once for both functions
+	@start=$$(date +%s); \
+	$(TOOLS)/bin/sam build --template template.yaml --build-dir .aws-sam/build; \
+	echo "sam build: $$(( $$(date +%s) - start )) s"
+
+qemu: ## install qemu-user and the arm64 C library (Debian packages) when missing
+	@if [ "$$(uname -m)" != aarch64 ] && { ! command -v qemu-aarch64 >/dev/null || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; }; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing qemu-user and libc6-arm64-cross (apt-get)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null; \
+	fi
+
+arm64-check: tools qemu sam-build ## the arm64 bootstrap under qemu-user: a new conversion sent, its duplicate answered duplicate
+	$(PY) scripts/arm64_check.py .aws-sam/build/BridgeFunction/bootstrap --moto-port $(ARM64_MOTO_PORT)
+
+stack-test: tools qemu sam-build ## template.yaml stood up in moto (SAM translator, CloudFormation), each function run with its role and environment
+	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT)
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -98,7 +118,7 @@ redrive: tools ## move conversions from the DLQ back to the redrive queue: make 
 	pick() { echo "$$outputs" | $(PY) -c "import json,sys; print(next(o['OutputValue'] for o in json.load(sys.stdin) if o['OutputKey']=='$$1'))"; }; \
 	dlq=$$(pick RedriveDLQUrl); queue=$$(pick RedriveQueueUrl); \
 	echo "moving messages from $$dlq to $$queue"; \
-	cargo run --quiet --release --bin cartpanda-redtrack-admin -- redrive --from "$$dlq" --to "$$queue"
+	$(ADMIN) redrive --from "$$dlq" --to "$$queue"
 
 fuzz: tools ## fuzz webhook parsing, money parsing and template rendering, FUZZ_SECONDS each (nightly)
 	@test -x $(TOOLS)/bin/cargo-fuzz || cargo install --locked --root $(TOOLS) cargo-fuzz

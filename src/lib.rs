@@ -16,11 +16,13 @@
 //! their missing conversions through the same claim → send path.
 //!
 //! [`bridge`] is the service that drives one delivery through these steps; [`inbound::http`] is
-//! the thin adapter in front of it. [`shops`] holds the settings of named shops, [`ops`] the
+//! the thin adapter in front of it; `entry` starts the handler Lambda names. [`shops`] holds the settings of named shops, [`ops`] the
 //! configuration, logging, metrics, clock, AWS set-up and operator commands.
 
 pub mod bridge;
 pub mod conversion;
+#[cfg(feature = "runtime")]
+pub mod entry;
 pub mod inbound;
 pub mod ledger;
 pub mod ops;
