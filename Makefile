@@ -67,7 +67,8 @@ arm64-check: tools qemu sam-build ## the arm64 bootstrap under qemu-user: a new 
 	$(PY) scripts/arm64_check.py .aws-sam/build/BridgeFunction/bootstrap --moto-port $(ARM64_MOTO_PORT)
 
 stack-test: tools qemu sam-build ## template.yaml stood up in moto (SAM translator, CloudFormation), each function run with its role and environment
-	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT)
+	cargo build --quiet --bin cartpanda-redtrack-admin
+	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT) --admin target/debug/cartpanda-redtrack-admin
 
 fmt-check:
 	cargo fmt --all -- --check
