@@ -320,10 +320,12 @@ impl Reconciler {
                     self.no_click_id(target, options, &order_id, event, summary)
                         .await;
                 }
-                (Decision::Skip(Skip::TestOrder), _) => {
-                    if event == "order.paid" || pass == Pass::Updated {
-                        summary.skipped_test += 1;
-                    }
+                // A test order counts by its sale (not again by its upsells), and by each refund
+                // or chargeback of the updated pass.
+                (Decision::Skip(Skip::TestOrder), _)
+                    if event == "order.paid" || pass == Pass::Updated =>
+                {
+                    summary.skipped_test += 1;
                 }
                 _ => {}
             }
