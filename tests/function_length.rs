@@ -9,9 +9,6 @@ use std::path::Path;
 
 const MAX_LINES: usize = 60;
 const EXEMPT: &str = "exempt from the 60-line limit";
-/// Long functions being replaced on another branch of issue 13 (the admin CLI moves to clap):
-/// listed, not failed, until that branch lands; then delete the entry.
-const BEING_REPLACED: &[(&str, &str)] = &[("src/ops/admin.rs", "run")];
 
 /// `(file:line name, lines)` of every function over the limit in `src/`.
 fn long_functions() -> Vec<(String, usize)> {
@@ -31,15 +28,7 @@ fn long_functions() -> Vec<(String, usize)> {
             .display()
             .to_string();
         for (at, fn_name, len) in functions(&lines) {
-            let replaced = BEING_REPLACED
-                .iter()
-                .any(|(f, n)| name.replace('\\', "/") == *f && fn_name == *n);
-            if replaced && len > MAX_LINES {
-                println!(
-                    "{len:4} lines  {name}:{} {fn_name} (being replaced)",
-                    at + 1
-                );
-            } else if len > MAX_LINES && !exempt(&lines, at) {
+            if len > MAX_LINES && !exempt(&lines, at) {
                 out.push((format!("{name}:{} {fn_name}", at + 1), len));
             }
         }

@@ -10,6 +10,8 @@ use crate::ledger::refusal::{KIND_REFUSED, Refusal};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
 
@@ -123,63 +125,12 @@ impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
         // A record whose every retry vanished between our write and our read is retried once.
         for _ in 0..3 {
-            let mut put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s(&claim.key))
-                .item("status", s(STATUS_IN_PROGRESS))
-                .item("fingerprint", s(&claim.fingerprint))
-                .item("attempt", s(&claim.attempt))
-                .item("order_id", s(&claim.order_id))
-                .item("event", s(&claim.event))
-                .item("conversion_type", s(&claim.conversion_type))
-                .item("claimed_at_ms", n(claim.now_ms))
-                .item("lease_until_ms", n(claim.lease_until_ms))
-                .item(
-                    "expires_at",
-                    n(claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S),
-                )
-                .condition_expression(claim_condition())
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":now_s", n(claim.now_ms / 1000))
-                .expression_attribute_values(":now_ms", n(claim.now_ms))
-                .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
-                .expression_attribute_values(":queued", s(STATUS_QUEUED))
-                .expression_attribute_values(":failed", s(STATUS_FAILED))
-                .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            // For the report (`crate::report`): the conversion's sum and currency, never PII.
-            if let Some(amount) = &claim.amount {
-                put = put.item("amount", s(amount));
-            }
-            if let Some(currency) = &claim.currency {
-                put = put.item("currency", s(currency));
-            }
-            let result = put.send().await;
-            let err = match result {
+            let err = match self.claim_put(claim).send().await {
                 Ok(_) => return Ok(ClaimOutcome::Claimed),
                 Err(err) => err,
             };
-            let old = match err.as_service_error() {
-                Some(e) if e.is_conditional_check_failed_exception() => {
-                    if let aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) = e {
-                        c.item().cloned()
-                    } else {
-                        None
-                    }
-                }
-                _ => return Err(ledger_error(err)),
-            };
-            let old = match old {
-                Some(item) => Some(item),
-                None => self.read(&claim.key).await?,
-            };
-            match old {
-                Some(item) => return Ok(record_from_item(&item).outcome_for(&claim.fingerprint)),
-                None => continue,
+            if let Some(item) = self.holder(&claim.key, err).await? {
+                return Ok(record_from_item(&item).outcome_for(&claim.fingerprint));
             }
         }
         Err(LedgerError::Unavailable(
@@ -280,6 +231,63 @@ impl DynamoLedger {
         }
         put.send().await.map_err(ledger_error)?;
         Ok(())
+    }
+
+    /// The conditional PutItem of a claim: an `IN_PROGRESS` record, written only where
+    /// [`claim_condition`] holds, that returns the record in the way when it does not.
+    fn claim_put(&self, claim: &Claim) -> PutItemFluentBuilder {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&claim.key))
+            .item("status", s(STATUS_IN_PROGRESS))
+            .item("fingerprint", s(&claim.fingerprint))
+            .item("attempt", s(&claim.attempt))
+            .item("order_id", s(&claim.order_id))
+            .item("event", s(&claim.event))
+            .item("conversion_type", s(&claim.conversion_type))
+            .item("claimed_at_ms", n(claim.now_ms))
+            .item("lease_until_ms", n(claim.lease_until_ms))
+            .item(
+                "expires_at",
+                n(claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S),
+            )
+            .condition_expression(claim_condition())
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now_s", n(claim.now_ms / 1000))
+            .expression_attribute_values(":now_ms", n(claim.now_ms))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .expression_attribute_values(":queued", s(STATUS_QUEUED))
+            .expression_attribute_values(":failed", s(STATUS_FAILED))
+            .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        // For the report (`crate::report`): the conversion's sum and currency, never PII.
+        let put = match &claim.amount {
+            Some(amount) => put.item("amount", s(amount)),
+            None => put,
+        };
+        match &claim.currency {
+            Some(currency) => put.item("currency", s(currency)),
+            None => put,
+        }
+    }
+
+    /// The record that kept a claim from being written: the one the failed condition returned,
+    /// else read back; `None` when it was deleted in between. Any other failure is an error.
+    async fn holder(
+        &self,
+        key: &str,
+        err: SdkError<PutItemError>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LedgerError> {
+        let returned = match err.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(failed)) => failed.item().cloned(),
+            _ => return Err(ledger_error(err)),
+        };
+        match returned {
+            Some(item) => Ok(Some(item)),
+            None => self.read(key).await,
+        }
     }
 
     /// The item under `key`, read consistently.

@@ -42,7 +42,6 @@ pub enum Command {
     /// Named shops: each its own webhook URL, tokens and postback settings.
     #[command(subcommand, alias = "store")]
     Shop(ShopCommand),
-    /// Moves messages from the dead-letter queue back to the redrive queue.
     /// Finds and sends the conversions webhooks never delivered, from Cartpanda's order list.
     Reconcile {
         /// Where to start: an RFC 3339 time or a duration back from now (`48h`, `7d`).
@@ -70,6 +69,7 @@ pub enum Command {
         #[command(flatten)]
         table: TableArg,
     },
+    /// Moves messages from the dead-letter queue back to the redrive queue.
     Redrive {
         /// URL of the dead-letter queue.
         #[arg(long, value_name = "DLQ URL")]
@@ -282,112 +282,166 @@ pub async fn run(args: &[String], aws: &aws_config::SdkConfig) -> Result<String,
 pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, String> {
     let now_ms = crate::ops::clock::Clock::now_ms(&crate::ops::clock::SystemClock);
     match cli.command {
-        Command::Shop(ShopCommand::Put(put)) => {
-            let mut record = put.record()?;
-            let name = &put.name;
-            let token = record.cartpanda_api_token.take().map(Secret::new);
-            let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
-            crate::shops::api_token::put_shop(
-                &put.table.ledger(aws)?,
-                &secrets,
-                record,
-                token.as_ref(),
-                now_ms,
-            )
-            .await?;
-            Ok(format!(
-                "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
-            ))
-        }
-        Command::Shop(ShopCommand::List { table }) => {
-            let stores = table
-                .ledger(aws)?
-                .list_shops()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut out = format!("{} store(s)", stores.len());
-            for s in stores {
-                let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
-                    .map(|u| crate::postback::template::redact(&u))
-                    .unwrap_or_else(|_| "?".to_owned());
-                out.push_str(&format!(
-                    "\n{}\tpostback {host}\ttokens {}\ttest orders {}\tcartx test orders {}\tsum {}\tverify {}",
-                    s.name,
-                    s.token_digests.len(),
-                    s.send_test_orders,
-                    if s.cartx_test_orders.is_empty() { "send" } else { &s.cartx_test_orders },
-                    s.sum_currency.as_deref().unwrap_or("as charged"),
-                    s.cartpanda_api_token.is_some() || s.cartpanda_api_token_parameter.is_some(),
-                ));
-            }
-            Ok(out)
-        }
-        Command::Shop(ShopCommand::Delete { name, table }) => match table
-            .ledger(aws)?
-            .delete_shop(&name)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            true => Ok(format!("store `{name}` deleted")),
-            false => Err(format!("no store `{name}`")),
-        },
+        Command::Shop(ShopCommand::Put(put)) => shop_put(&put, aws, now_ms).await,
+        Command::Shop(ShopCommand::List { table }) => shop_list(&table, aws).await,
+        Command::Shop(ShopCommand::Delete { name, table }) => shop_delete(&name, &table, aws).await,
         Command::Shop(ShopCommand::MigrateSecrets { table }) => {
-            let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
-            let moved = crate::shops::api_token::migrate_plain_tokens(
-                &table.ledger(aws)?,
-                &secrets,
-                now_ms,
-            )
-            .await?;
-            Ok(format!(
-                "moved the Cartpanda API token of {} shop(s) into SSM: {}",
-                moved.len(),
-                moved.join(", ")
-            ))
+            shop_migrate_secrets(&table, aws, now_ms).await
         }
         Command::Reconcile {
             since,
             shop,
             dry_run,
-        } => {
-            let reconciler = crate::reconcile::from_env(aws).await?;
-            let summary = crate::reconcile::command(
-                &reconciler,
-                &since,
-                shop.as_deref(),
-                dry_run,
-                now_ms + crate::reconcile::run::CLI_BUDGET_MS,
-            )
-            .await?;
-            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
-        }
+        } => reconcile(&since, shop.as_deref(), dry_run, aws, now_ms).await,
         Command::Report {
             since,
             shop,
             format,
             table,
-        } => {
-            let ledger = table.ledger(aws)?;
-            crate::report::command(
-                ledger.client(),
-                ledger.table(),
-                &since,
-                shop.as_deref(),
-                &format,
-                now_ms,
-            )
-            .await
-        }
-        Command::Redrive { from, to, max } => {
-            let sqs = aws_sdk_sqs::Client::new(aws);
-            let moved = move_messages(&sqs, &from, &to, max)
-                .await
-                .map_err(|e| format!("redrive stopped: {e}"))?;
-            Ok(format!(
-                "moved {moved} message(s) from the DLQ back to the redrive queue"
-            ))
-        }
+        } => report(&since, shop.as_deref(), &format, &table, aws, now_ms).await,
+        Command::Redrive { from, to, max } => redrive(&from, &to, max, aws).await,
     }
+}
+
+/// `shop put`: saves the shop's record, its Cartpanda API token in SSM.
+async fn shop_put(
+    put: &ShopPut,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let mut record = put.record()?;
+    let name = &put.name;
+    let token = record.cartpanda_api_token.take().map(Secret::new);
+    let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+    crate::shops::api_token::put_shop(
+        &put.table.ledger(aws)?,
+        &secrets,
+        record,
+        token.as_ref(),
+        now_ms,
+    )
+    .await?;
+    Ok(format!(
+        "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
+    ))
+}
+
+/// `shop list`: a count, then one line per shop.
+async fn shop_list(table: &TableArg, aws: &aws_config::SdkConfig) -> Result<String, String> {
+    let shops = table
+        .ledger(aws)?
+        .list_shops()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = format!("{} store(s)", shops.len());
+    for shop in &shops {
+        out.push('\n');
+        out.push_str(&shop_line(shop));
+    }
+    Ok(out)
+}
+
+/// A shop's line in `shop list`: its name, its postback host and its settings, no secret.
+fn shop_line(s: &ShopRecord) -> String {
+    let host = url::Url::parse(s.postback_url.split('?').next().unwrap_or(""))
+        .map(|u| crate::postback::template::redact(&u))
+        .unwrap_or_else(|_| "?".to_owned());
+    format!(
+        "{}\tpostback {host}\ttokens {}\ttest orders {}\tcartx test orders {}\tsum {}\tverify {}",
+        s.name,
+        s.token_digests.len(),
+        s.send_test_orders,
+        if s.cartx_test_orders.is_empty() {
+            "send"
+        } else {
+            &s.cartx_test_orders
+        },
+        s.sum_currency.as_deref().unwrap_or("as charged"),
+        s.cartpanda_api_token.is_some() || s.cartpanda_api_token_parameter.is_some(),
+    )
+}
+
+/// `shop delete`: deletes the shop's record; an unknown shop is an error.
+async fn shop_delete(
+    name: &str,
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+) -> Result<String, String> {
+    match table
+        .ledger(aws)?
+        .delete_shop(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        true => Ok(format!("store `{name}` deleted")),
+        false => Err(format!("no store `{name}`")),
+    }
+}
+
+/// `shop migrate-secrets`: moves the Cartpanda API tokens older shop records hold into SSM.
+async fn shop_migrate_secrets(
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+    let moved =
+        crate::shops::api_token::migrate_plain_tokens(&table.ledger(aws)?, &secrets, now_ms)
+            .await?;
+    Ok(format!(
+        "moved the Cartpanda API token of {} shop(s) into SSM: {}",
+        moved.len(),
+        moved.join(", ")
+    ))
+}
+
+/// `reconcile`: a back-fill from `since` ([`crate::reconcile::command`]), its summary as JSON.
+async fn reconcile(
+    since: &str,
+    shop: Option<&str>,
+    dry_run: bool,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let reconciler = crate::reconcile::from_env(aws).await?;
+    let summary = crate::reconcile::command(
+        &reconciler,
+        since,
+        shop,
+        dry_run,
+        now_ms + crate::reconcile::run::CLI_BUDGET_MS,
+    )
+    .await?;
+    serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())
+}
+
+/// `report`: the ledger's conversions since `since` ([`crate::report::command`]).
+async fn report(
+    since: &str,
+    shop: Option<&str>,
+    format: &str,
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let ledger = table.ledger(aws)?;
+    crate::report::command(ledger.client(), ledger.table(), since, shop, format, now_ms).await
+}
+
+/// `redrive`: moves up to `max` messages from the dead-letter queue back to the redrive queue.
+async fn redrive(
+    from: &str,
+    to: &str,
+    max: usize,
+    aws: &aws_config::SdkConfig,
+) -> Result<String, String> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let moved = move_messages(&sqs, from, to, max)
+        .await
+        .map_err(|e| format!("redrive stopped: {e}"))?;
+    Ok(format!(
+        "moved {moved} message(s) from the DLQ back to the redrive queue"
+    ))
 }
 
 #[cfg(test)]

@@ -146,82 +146,22 @@ impl ReconcileSettings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// The settings from `lookup` (values trimmed, empty as unset): the order list, the run's
+    /// durations, then the default shop.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| {
             lookup(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let flag = |var: &'static str| -> Result<bool, ConfigError> {
-            match get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
-                None | Some("0" | "false" | "no" | "off") => Ok(false),
-                Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some(other) => Err(err(var, format!("must be true or false, got `{other}`"))),
-            }
-        };
-        let url = get("CARTPANDA_ORDER_LIST_URL").unwrap_or_else(|| DEFAULT_LIST_URL.to_owned());
-        check_list_url(&url).map_err(|p| err("CARTPANDA_ORDER_LIST_URL", p))?;
-        let query =
-            get("CARTPANDA_ORDER_LIST_QUERY").unwrap_or_else(|| DEFAULT_LIST_QUERY.to_owned());
-        check_list_query(&query).map_err(|p| err("CARTPANDA_ORDER_LIST_QUERY", p))?;
-        let updated_filter = get("CARTPANDA_ORDER_LIST_UPDATED_FILTER");
-        if let Some(f) = &updated_filter {
-            if !f
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']'))
-            {
-                return Err(err(
-                    "CARTPANDA_ORDER_LIST_UPDATED_FILTER",
-                    "must be a query parameter name (A-Z a-z 0-9 _ - . [ ])",
-                ));
-            }
-        }
-        let min_interval = number(
-            &get,
-            "CARTPANDA_API_MIN_INTERVAL_MS",
-            1000,
-            0..=60_000,
-            "milliseconds",
-        )?;
+        let list = list_settings(&get)?;
         let overlap = number(&get, "RECONCILE_OVERLAP_MIN", 15, 1..=1440, "minutes")?;
         let settle = number(&get, "RECONCILE_SETTLE_MIN", 5, 0..=240, "minutes")?;
         let first = number(&get, "RECONCILE_FIRST_LOOKBACK_H", 24, 1..=2160, "hours")?;
         let keep_days = number(&get, "DEDUP_TTL_DAYS", 30, 1..=3650, "days")? as u32;
-        let default_shop = if flag("RECONCILE")? {
-            let token = get("CARTPANDA_API_TOKEN").ok_or_else(|| {
-                err(
-                    "CARTPANDA_API_TOKEN",
-                    "is not set: RECONCILE=true reads Cartpanda's order list with it",
-                )
-            })?;
-            let slug = get("CARTPANDA_SHOP_SLUG").ok_or_else(|| {
-                err(
-                    "CARTPANDA_SHOP_SLUG",
-                    "is not set: RECONCILE=true lists the orders of this Cartpanda shop",
-                )
-            })?;
-            if slug.len() > 128 || slug.contains(['/', '?', '#', ' ']) {
-                return Err(err("CARTPANDA_SHOP_SLUG", "is not a shop slug"));
-            }
-            Some(DefaultShop {
-                slug,
-                token: Secret::new(token),
-                s2s: flag("RECONCILE_S2S")?,
-            })
-        } else {
-            flag("RECONCILE_S2S")?;
-            None
-        };
+        let default_shop = default_shop(&get)?;
         Ok(ReconcileSettings {
-            list: ListSettings {
-                url,
-                query,
-                updated_filter,
-                min_interval: Duration::from_millis(min_interval),
-                timeout: Duration::from_secs(10),
-                max_attempts: 5,
-                max_bytes: 8 * 1024 * 1024,
-            },
+            list,
             overlap: Duration::from_secs(overlap * 60),
             settle: Duration::from_secs(settle * 60),
             first_lookback: Duration::from_secs(first * 3600),
@@ -230,6 +170,81 @@ impl ReconcileSettings {
             keep_days,
         })
     }
+}
+
+/// A true/false variable; unset is false.
+fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool, ConfigError> {
+    match get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => Err(err(var, format!("must be true or false, got `{other}`"))),
+    }
+}
+
+/// The order list's settings: `CARTPANDA_ORDER_LIST_URL`, `…_QUERY`, `…_UPDATED_FILTER` and
+/// `CARTPANDA_API_MIN_INTERVAL_MS`, each checked.
+fn list_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ListSettings, ConfigError> {
+    let url = get("CARTPANDA_ORDER_LIST_URL").unwrap_or_else(|| DEFAULT_LIST_URL.to_owned());
+    check_list_url(&url).map_err(|p| err("CARTPANDA_ORDER_LIST_URL", p))?;
+    let query = get("CARTPANDA_ORDER_LIST_QUERY").unwrap_or_else(|| DEFAULT_LIST_QUERY.to_owned());
+    check_list_query(&query).map_err(|p| err("CARTPANDA_ORDER_LIST_QUERY", p))?;
+    let updated_filter = get("CARTPANDA_ORDER_LIST_UPDATED_FILTER");
+    if let Some(f) = &updated_filter {
+        if !f
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']'))
+        {
+            return Err(err(
+                "CARTPANDA_ORDER_LIST_UPDATED_FILTER",
+                "must be a query parameter name (A-Z a-z 0-9 _ - . [ ])",
+            ));
+        }
+    }
+    let min_interval = number(
+        get,
+        "CARTPANDA_API_MIN_INTERVAL_MS",
+        1000,
+        0..=60_000,
+        "milliseconds",
+    )?;
+    Ok(ListSettings {
+        url,
+        query,
+        updated_filter,
+        min_interval: Duration::from_millis(min_interval),
+        timeout: Duration::from_secs(10),
+        max_attempts: 5,
+        max_bytes: 8 * 1024 * 1024,
+    })
+}
+
+/// The default shop with `RECONCILE=true`: its API token and slug required, `RECONCILE_S2S`
+/// checked either way.
+fn default_shop(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DefaultShop>, ConfigError> {
+    if !flag(get, "RECONCILE")? {
+        flag(get, "RECONCILE_S2S")?;
+        return Ok(None);
+    }
+    let token = get("CARTPANDA_API_TOKEN").ok_or_else(|| {
+        err(
+            "CARTPANDA_API_TOKEN",
+            "is not set: RECONCILE=true reads Cartpanda's order list with it",
+        )
+    })?;
+    let slug = get("CARTPANDA_SHOP_SLUG").ok_or_else(|| {
+        err(
+            "CARTPANDA_SHOP_SLUG",
+            "is not set: RECONCILE=true lists the orders of this Cartpanda shop",
+        )
+    })?;
+    if slug.len() > 128 || slug.contains(['/', '?', '#', ' ']) {
+        return Err(err("CARTPANDA_SHOP_SLUG", "is not a shop slug"));
+    }
+    Ok(Some(DefaultShop {
+        slug,
+        token: Secret::new(token),
+        s2s: flag(get, "RECONCILE_S2S")?,
+    }))
 }
 
 /// Reads `--since`: an RFC 3339 time (or Cartpanda's `YYYY-MM-DD HH:MM:SS`, UTC), or a duration

@@ -179,6 +179,7 @@ impl OrderLister {
         }
     }
 
+    /// One request for one page: sent, its status checked, its answer read and parsed.
     async fn attempt(&self, url: &str, token: &Secret, timeout: Duration) -> Result<Page, Retry> {
         let response = self
             .http
@@ -198,30 +199,17 @@ impl OrderLister {
                 };
                 Retry::After(ListError::Unavailable(reason.to_owned()), None)
             })?;
-        let status = response.status().as_u16();
-        match status {
-            200..=299 => {}
-            401 | 403 => return Err(Retry::No(ListError::Unauthorized(status))),
-            404 => return Err(Retry::No(ListError::NotFound)),
-            429 | 500..=599 => {
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                return Err(Retry::After(
-                    ListError::Unavailable(format!("HTTP {status}")),
-                    retry_after,
-                ));
-            }
-            _ => return Err(Retry::No(ListError::Refused(status))),
-        }
+        check_status(&response)?;
+        let body = self.body(response).await?;
+        parse_page(&body).map_err(Retry::No)
+    }
+
+    /// The answer's body, refused past [`ListSettings::max_bytes`].
+    async fn body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Retry> {
         let max = self.settings.max_bytes;
         if response.content_length().is_some_and(|n| n as usize > max) {
             return Err(Retry::No(ListError::TooLarge(max)));
         }
-        let mut response = response;
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -231,7 +219,7 @@ impl OrderLister {
                     }
                     body.extend_from_slice(&chunk);
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(body),
                 Err(_) => {
                     return Err(Retry::After(
                         ListError::Unavailable("answer cut short".to_owned()),
@@ -240,7 +228,30 @@ impl OrderLister {
                 }
             }
         }
-        parse_page(&body).map_err(Retry::No)
+    }
+}
+
+/// What an answer's status means: read it (2xx), retry it (429, 5xx, after `Retry-After` when
+/// given) or give up.
+fn check_status(response: &reqwest::Response) -> Result<(), Retry> {
+    let status = response.status().as_u16();
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(Retry::No(ListError::Unauthorized(status))),
+        404 => Err(Retry::No(ListError::NotFound)),
+        429 | 500..=599 => {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(Retry::After(
+                ListError::Unavailable(format!("HTTP {status}")),
+                retry_after,
+            ))
+        }
+        _ => Err(Retry::No(ListError::Refused(status))),
     }
 }
 

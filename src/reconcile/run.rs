@@ -3,8 +3,8 @@
 //! [`Bridge::process`] — the same claim → render → send → record path as a webhook — so an order
 //! that also arrives by webhook (before, during or after the run) is sent once.
 
-use crate::bridge::{Bridge, Outcome};
-use crate::conversion::classify::{self, Decision, Skip};
+use crate::bridge::{Bridge, Outcome, Report};
+use crate::conversion::classify::{self, Conversion, Decision, Skip};
 use crate::conversion::clickid;
 use crate::inbound::auth::Secret;
 use crate::inbound::lenient::Text;
@@ -103,22 +103,15 @@ enum Stop {
 }
 
 impl Reconciler {
-    /// Runs one shop once.
+    /// Runs one shop once: its window, the window's pages (each order sent), its watermark.
     pub async fn run(&self, target: &Target, options: RunOptions) -> Summary {
-        let clock = self.bridge.clock.as_ref();
-        let now_ms = clock.now_ms();
-        let now_s = now_ms / 1000;
-        let stop_at = Instant::now()
-            + Duration::from_millis(
-                (options.deadline_ms - now_ms - self.settings.margin.as_millis() as i64).max(0)
-                    as u64,
-            );
+        let now_ms = self.bridge.clock.now_ms();
+        let stop_at = self.stop_at(options.deadline_ms, now_ms);
         let shop = target.shop.as_deref();
         let mut summary = Summary {
             shop: target.shop.clone(),
             ..Summary::default()
         };
-        let to_s = now_s - self.settings.settle.as_secs() as i64;
         let uses_mark = options.since == Since::Watermark;
         let mark = if uses_mark {
             match watermark::get(self.table.client(), self.table.table(), shop).await {
@@ -132,40 +125,14 @@ impl Reconciler {
         } else {
             Mark::default()
         };
-        let (window, mut pass, mut page) = match (options.since, mark.cursor) {
-            (Since::From(from_s), _) => (Window { from_s, to_s }, Pass::Created, 1),
-            (Since::Watermark, Some(cursor)) => {
-                // One page early: orders paid since may have shifted the list by a few places.
-                (
-                    cursor.window,
-                    cursor.pass,
-                    cursor.page.saturating_sub(1).max(1),
-                )
-            }
-            (Since::Watermark, None) => {
-                let from_s = match mark.watermark_s {
-                    Some(w) => w - self.settings.overlap.as_secs() as i64,
-                    None => to_s - self.settings.first_lookback.as_secs() as i64,
-                };
-                (Window { from_s, to_s }, Pass::Created, 1)
-            }
-        };
-        summary.from = crate::inbound::datetime::format_utc(window.from_s);
-        summary.to = crate::inbound::datetime::format_utc(window.to_s);
-
-        let stop = if window.to_s <= window.from_s {
+        let mut cursor = self.start(options.since, mark, now_ms / 1000);
+        summary.from = crate::inbound::datetime::format_utc(cursor.window.from_s);
+        summary.to = crate::inbound::datetime::format_utc(cursor.window.to_s);
+        let stop = if cursor.window.to_s <= cursor.window.from_s {
             None
         } else {
-            self.list(
-                target,
-                options,
-                window,
-                &mut pass,
-                &mut page,
-                stop_at,
-                &mut summary,
-            )
-            .await
+            self.list(target, options, &mut cursor, stop_at, &mut summary)
+                .await
         };
         match &stop {
             None => summary.complete = true,
@@ -173,41 +140,83 @@ impl Reconciler {
             Some(Stop::Failed(why)) => summary.stopped = Some(why.clone()),
         }
         if uses_mark && !options.dry_run {
-            let next = match stop {
-                None => Mark {
-                    watermark_s: Some(window.to_s.max(mark.watermark_s.unwrap_or(i64::MIN))),
-                    cursor: None,
-                },
-                Some(_) => Mark {
-                    watermark_s: mark.watermark_s,
-                    cursor: Some(Cursor { window, pass, page }),
-                },
-            };
-            if let Err(err) = watermark::put(
-                self.table.client(),
-                self.table.table(),
-                shop,
-                &next,
-                clock.now_ms(),
-            )
-            .await
-            {
-                tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
-                summary.stopped.get_or_insert(format!("ledger: {err}"));
-            }
+            self.advance(shop, mark, cursor, stop.is_none(), &mut summary)
+                .await;
         }
         self.finish(&summary);
         summary
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// When a run stops taking orders: [`ReconcileSettings::margin`] before the deadline.
+    fn stop_at(&self, deadline_ms: i64, now_ms: i64) -> Instant {
+        let left_ms = deadline_ms - now_ms - self.settings.margin.as_millis() as i64;
+        Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
+    }
+
+    /// Where a run starts: a back-fill's window; else the unfinished window's cursor, or a new
+    /// window from the watermark less the overlap (the first lookback without one). Windows end
+    /// [`ReconcileSettings::settle`] before `now_s`.
+    fn start(&self, since: Since, mark: Mark, now_s: i64) -> Cursor {
+        let to_s = now_s - self.settings.settle.as_secs() as i64;
+        let first_page = |window| Cursor {
+            window,
+            pass: Pass::Created,
+            page: 1,
+        };
+        match (since, mark.cursor) {
+            (Since::From(from_s), _) => first_page(Window { from_s, to_s }),
+            // One page early: orders paid since may have shifted the list by a few places.
+            (Since::Watermark, Some(cursor)) => Cursor {
+                page: cursor.page.saturating_sub(1).max(1),
+                ..cursor
+            },
+            (Since::Watermark, None) => {
+                let from_s = match mark.watermark_s {
+                    Some(w) => w - self.settings.overlap.as_secs() as i64,
+                    None => to_s - self.settings.first_lookback.as_secs() as i64,
+                };
+                first_page(Window { from_s, to_s })
+            }
+        }
+    }
+
+    /// Records where the shop stands: a window listed to the end moves the watermark to its
+    /// end; an unfinished one keeps the watermark and saves the cursor to resume from.
+    async fn advance(
+        &self,
+        shop: Option<&str>,
+        mark: Mark,
+        cursor: Cursor,
+        complete: bool,
+        summary: &mut Summary,
+    ) {
+        let next = if complete {
+            Mark {
+                watermark_s: Some(cursor.window.to_s.max(mark.watermark_s.unwrap_or(i64::MIN))),
+                cursor: None,
+            }
+        } else {
+            Mark {
+                watermark_s: mark.watermark_s,
+                cursor: Some(cursor),
+            }
+        };
+        let now_ms = self.bridge.clock.now_ms();
+        if let Err(err) =
+            watermark::put(self.table.client(), self.table.table(), shop, &next, now_ms).await
+        {
+            tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
+            summary.stopped.get_or_insert(format!("ledger: {err}"));
+        }
+    }
+
+    /// The window's pages from `cursor` on, each order sent; the created pass, then the updated
+    /// one when there is an "updated since" filter. `cursor` ends where the listing stopped.
     async fn list(
         &self,
         target: &Target,
         options: RunOptions,
-        window: Window,
-        pass: &mut Pass,
-        page: &mut u32,
+        cursor: &mut Cursor,
         stop_at: Instant,
         summary: &mut Summary,
     ) -> Option<Stop> {
@@ -217,13 +226,20 @@ impl Reconciler {
             }
             let listed = self
                 .lister
-                .page(&target.slug, &target.token, *pass, window, *page, stop_at)
+                .page(
+                    &target.slug,
+                    &target.token,
+                    cursor.pass,
+                    cursor.window,
+                    cursor.page,
+                    stop_at,
+                )
                 .await;
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(ListError::Deadline) => return Some(Stop::Deadline),
                 Err(err) => {
-                    tracing::error!(shop = target.shop.as_deref(), pass = pass.as_str(), page = *page, error = %err, "order list failed; the run resumes from here next time");
+                    tracing::error!(shop = target.shop.as_deref(), pass = cursor.pass.as_str(), page = cursor.page, error = %err, "order list failed; the run resumes from here next time");
                     return Some(Stop::Failed(err.to_string()));
                 }
             };
@@ -232,23 +248,30 @@ impl Reconciler {
                 if Instant::now() >= stop_at {
                     return Some(Stop::Deadline);
                 }
-                if let Err(why) = self.order(target, options, *pass, order, summary).await {
+                if let Err(why) = self
+                    .order(target, options, cursor.pass, order, summary)
+                    .await
+                {
                     return Some(Stop::Failed(why));
                 }
             }
-            if listed.orders.is_empty() || *page >= listed.last_page || *page >= MAX_PAGES {
-                if *pass == Pass::Created && self.lister.settings.updated_filter.is_some() {
-                    *pass = Pass::Updated;
-                    *page = 1;
+            if listed.orders.is_empty()
+                || cursor.page >= listed.last_page
+                || cursor.page >= MAX_PAGES
+            {
+                if cursor.pass == Pass::Created && self.lister.settings.updated_filter.is_some() {
+                    cursor.pass = Pass::Updated;
+                    cursor.page = 1;
                     continue;
                 }
                 return None;
             }
-            *page += 1;
+            cursor.page += 1;
         }
     }
 
-    /// One listed order: its conversions, claimed and sent through the bridge.
+    /// One listed order: its conversions, claimed and sent through the bridge (looked up only,
+    /// on a dry run).
     async fn order(
         &self,
         target: &Target,
@@ -281,86 +304,99 @@ impl Reconciler {
                 }
             };
             let order_id = classified.order_id.clone().unwrap_or_default();
-            let conversions = match (&classified.decision, classified.order) {
-                (Decision::Convert(conversions), Some(order)) => (conversions, order),
-                (Decision::Skip(Skip::NoClickId), _) => {
-                    if !noted {
-                        noted = true;
-                        summary.skipped_no_click_id += 1;
-                        tracing::info!(
-                            shop = target.shop.as_deref(),
-                            order_id,
-                            event,
-                            outcome = "skipped",
-                            reason = "no_click_id",
-                            "reconcile: order without a click ID"
-                        );
-                        if !options.dry_run {
-                            self.note(target, &order_id, event).await;
-                        }
-                    }
-                    continue;
+            match (&classified.decision, classified.order) {
+                (Decision::Convert(conversions), Some(_)) if options.dry_run => {
+                    self.look_up(profile, conversions, summary).await?;
                 }
-                (Decision::Skip(Skip::TestOrder), _) => {
-                    if event == "order.paid" || pass == Pass::Updated {
-                        summary.skipped_test += 1;
-                    }
-                    continue;
+                (Decision::Convert(conversions), Some(order)) => {
+                    let deadline_ms = options.deadline_ms;
+                    let report = self
+                        .send(profile, event, &order_id, order, conversions, deadline_ms)
+                        .await;
+                    count(&report, summary)?;
                 }
-                _ => continue,
-            };
-            let (conversions, order) = conversions;
-            if options.dry_run {
-                for conversion in conversions {
-                    let key = profile.record_key(&conversion.event_id, false);
-                    match self.recorded(&key).await {
-                        Ok(true) => summary.already_sent += 1,
-                        Ok(false) => summary.would_send += 1,
-                        Err(err) => return Err(format!("ledger: {err}")),
-                    }
+                (Decision::Skip(Skip::NoClickId), _) if !noted => {
+                    noted = true;
+                    self.no_click_id(target, options, &order_id, event, summary)
+                        .await;
                 }
-                continue;
-            }
-            // Each order's claims are leased for a short while, not the whole run: a run that
-            // dies leaves no claim that blocks a webhook for long.
-            let deadline_ms =
-                (self.bridge.clock.now_ms() + ORDER_BUDGET_MS).min(options.deadline_ms);
-            let report = self
-                .bridge
-                .process(
-                    profile,
-                    event,
-                    &order_id,
-                    order,
-                    conversions,
-                    Some(deadline_ms),
-                )
-                .await;
-            for entry in &report.conversions {
-                match entry.outcome {
-                    Outcome::Sent | Outcome::DryRun => {
-                        summary.missing += 1;
-                        summary.sent += 1;
-                    }
-                    Outcome::Queued => {
-                        summary.missing += 1;
-                        summary.queued += 1;
-                    }
-                    Outcome::Failed => {
-                        summary.missing += 1;
-                        summary.failed += 1;
-                    }
-                    Outcome::Duplicate => summary.already_sent += 1,
-                    Outcome::InProgress => summary.in_progress += 1,
-                    Outcome::Conflict => summary.conflicts += 1,
-                    Outcome::LedgerUnavailable => {
-                        return Err("ledger: DynamoDB unavailable".to_owned());
-                    }
-                    Outcome::NotAttempted => {}
+                // A test order counts by its sale (not again by its upsells), and by each refund
+                // or chargeback of the updated pass.
+                (Decision::Skip(Skip::TestOrder), _)
+                    if event == "order.paid" || pass == Pass::Updated =>
+                {
+                    summary.skipped_test += 1;
                 }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Dry run: whether each conversion is already recorded as sent, or would be sent.
+    async fn look_up(
+        &self,
+        profile: &Profile,
+        conversions: &[Conversion<'_>],
+        summary: &mut Summary,
+    ) -> Result<(), String> {
+        for conversion in conversions {
+            let key = profile.record_key(&conversion.event_id, false);
+            match self.recorded(&key).await {
+                Ok(true) => summary.already_sent += 1,
+                Ok(false) => summary.would_send += 1,
+                Err(err) => return Err(format!("ledger: {err}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// A listed order's conversions through [`Bridge::process`].
+    async fn send(
+        &self,
+        profile: &Profile,
+        event: &str,
+        order_id: &str,
+        order: &Order,
+        conversions: &[Conversion<'_>],
+        run_deadline_ms: i64,
+    ) -> Report {
+        // Each order's claims are leased for a short while, not the whole run: a run that
+        // dies leaves no claim that blocks a webhook for long.
+        let deadline_ms = (self.bridge.clock.now_ms() + ORDER_BUDGET_MS).min(run_deadline_ms);
+        self.bridge
+            .process(
+                profile,
+                event,
+                order_id,
+                order,
+                conversions,
+                Some(deadline_ms),
+            )
+            .await
+    }
+
+    /// An order without a click ID: counted and logged, and a note left unless on a dry run.
+    async fn no_click_id(
+        &self,
+        target: &Target,
+        options: RunOptions,
+        order_id: &str,
+        event: &str,
+        summary: &mut Summary,
+    ) {
+        summary.skipped_no_click_id += 1;
+        tracing::info!(
+            shop = target.shop.as_deref(),
+            order_id,
+            event,
+            outcome = "skipped",
+            reason = "no_click_id",
+            "reconcile: order without a click ID"
+        );
+        if !options.dry_run {
+            self.note(target, order_id, event).await;
+        }
     }
 
     async fn note(&self, target: &Target, order_id: &str, event: &str) {
@@ -476,6 +512,34 @@ pub fn metrics_line(summary: &Summary) -> String {
         }),
     );
     serde_json::Value::Object(doc).to_string()
+}
+
+/// Adds a listed order's outcomes to the run's counts; the ledger unavailable stops the run.
+fn count(report: &Report, summary: &mut Summary) -> Result<(), String> {
+    for entry in &report.conversions {
+        match entry.outcome {
+            Outcome::Sent | Outcome::DryRun => {
+                summary.missing += 1;
+                summary.sent += 1;
+            }
+            Outcome::Queued => {
+                summary.missing += 1;
+                summary.queued += 1;
+            }
+            Outcome::Failed => {
+                summary.missing += 1;
+                summary.failed += 1;
+            }
+            Outcome::Duplicate => summary.already_sent += 1,
+            Outcome::InProgress => summary.in_progress += 1,
+            Outcome::Conflict => summary.conflicts += 1,
+            Outcome::LedgerUnavailable => {
+                return Err("ledger: DynamoDB unavailable".to_owned());
+            }
+            Outcome::NotAttempted => {}
+        }
+    }
+    Ok(())
 }
 
 fn order_of(delivery: &Delivery) -> Option<&Order> {

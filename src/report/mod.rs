@@ -110,128 +110,192 @@ fn split_key(rest: &str, parts_without_shop: usize) -> (String, Vec<&str>) {
 /// A row and its sums by currency while they are added up.
 type RowSums = (Row, BTreeMap<String, Decimal>);
 
-/// Builds the report from the table's items (a scan of `evt#` and `note#` records).
+/// Key prefix of the records orders refused with 422 leave ([`crate::ledger::refusal`]).
+const REFUSED_PREFIX: &str = "refused#";
+
+/// Builds the report from the table's items (a scan of `evt#`, `note#` and `refused#` records).
 pub fn from_items(
     items: &[HashMap<String, AttributeValue>],
     since_ms: i64,
     shop: Option<&str>,
     now_ms: i64,
 ) -> Report {
-    let mut rows: BTreeMap<(String, String, String), RowSums> = BTreeMap::new();
-    let mut looks = Vec::new();
-    let wanted = |s: &str| shop.is_none_or(|want| want == s);
+    let mut tally = Tally {
+        since_ms,
+        now_ms,
+        shop,
+        rows: BTreeMap::new(),
+        looks: Vec::new(),
+    };
     for item in items {
         let pk = text(item, "pk");
         if let Some(rest) = pk.strip_prefix("evt#") {
-            let (record_shop, parts) = split_key(rest, 1);
-            let Some(at) = number(item, "claimed_at_ms").filter(|at| *at >= since_ms) else {
-                continue;
-            };
-            if !wanted(&record_shop) {
-                continue;
-            }
-            let day = day_of(at);
-            let kind = text(item, "conversion_type").to_owned();
-            let (row, sums) = rows
-                .entry((day.clone(), record_shop.clone(), kind.clone()))
-                .or_insert_with(|| {
-                    (
-                        Row {
-                            day: day.clone(),
-                            shop: record_shop.clone(),
-                            conversion_type: kind,
-                            ..Row::default()
-                        },
-                        BTreeMap::new(),
-                    )
-                });
-            let status = text(item, "status");
-            let event_id = parts.join("#");
-            let look = |reason: &str| Look {
-                day: day.clone(),
-                shop: record_shop.clone(),
-                order_id: text(item, "order_id").to_owned(),
-                what: event_id.clone(),
-                reason: reason.to_owned(),
-            };
-            match status {
-                STATUS_SENT => {
-                    row.sent += 1;
-                    if let Ok(amount) = Decimal::from_str(text(item, "amount")) {
-                        *sums.entry(text(item, "currency").to_owned()).or_default() += amount;
-                    }
-                }
-                STATUS_QUEUED => {
-                    row.queued += 1;
-                    if now_ms - at > QUEUED_TOO_LONG_MS {
-                        looks.push(look("queued_too_long"));
-                    }
-                }
-                STATUS_FAILED => {
-                    row.failed += 1;
-                    looks.push(look("failed"));
-                }
-                STATUS_IN_PROGRESS => {
-                    row.in_progress += 1;
-                    if number(item, "lease_until_ms").is_some_and(|l| l < now_ms) {
-                        looks.push(look("stuck_in_progress"));
-                    }
-                }
-                _ => {}
-            }
+            tally.conversion(item, rest);
         } else if let Some(rest) = pk.strip_prefix(NOTE_PREFIX) {
-            let (record_shop, parts) = split_key(rest, 2);
-            let Some(at) = number(item, "created_at_ms").filter(|at| *at >= since_ms) else {
-                continue;
-            };
-            if !wanted(&record_shop) {
-                continue;
+            tally.note(item, rest);
+        } else if pk.starts_with(REFUSED_PREFIX) {
+            tally.refusal(item);
+        }
+    }
+    tally.report()
+}
+
+/// The rows and the orders that need a look, while the records are read.
+struct Tally<'a> {
+    since_ms: i64,
+    now_ms: i64,
+    /// The one shop reported, if one.
+    shop: Option<&'a str>,
+    rows: BTreeMap<(String, String, String), RowSums>,
+    looks: Vec<Look>,
+}
+
+impl Tally<'_> {
+    /// Whether a record of this shop is reported.
+    fn wanted(&self, shop: &str) -> bool {
+        self.shop.is_none_or(|want| want == shop)
+    }
+
+    /// The row of a day, shop and conversion type (or event), empty at first.
+    fn row(&mut self, day: &str, shop: &str, kind: &str) -> &mut RowSums {
+        self.rows
+            .entry((day.to_owned(), shop.to_owned(), kind.to_owned()))
+            .or_insert_with(|| {
+                let row = Row {
+                    day: day.to_owned(),
+                    shop: shop.to_owned(),
+                    conversion_type: kind.to_owned(),
+                    ..Row::default()
+                };
+                (row, BTreeMap::new())
+            })
+    }
+
+    /// A conversion record (`evt#…`, after the prefix): counted by status, its sum added when
+    /// sent; failed, long queued or stuck in progress, it needs a look.
+    fn conversion(&mut self, item: &HashMap<String, AttributeValue>, rest: &str) {
+        let (shop, parts) = split_key(rest, 1);
+        let Some(at) = number(item, "claimed_at_ms").filter(|at| *at >= self.since_ms) else {
+            return;
+        };
+        if !self.wanted(&shop) {
+            return;
+        }
+        let day = day_of(at);
+        let now_ms = self.now_ms;
+        let (row, sums) = self.row(&day, &shop, text(item, "conversion_type"));
+        let reason = match text(item, "status") {
+            STATUS_SENT => {
+                row.sent += 1;
+                if let Ok(amount) = Decimal::from_str(text(item, "amount")) {
+                    *sums.entry(text(item, "currency").to_owned()).or_default() += amount;
+                }
+                None
             }
-            let day = day_of(at);
-            let reason = text(item, "reason").to_owned();
-            let event = text(item, "event").to_owned();
-            let (row, _) = rows
-                .entry((day.clone(), record_shop.clone(), event.clone()))
-                .or_insert_with(|| {
-                    (
-                        Row {
-                            day: day.clone(),
-                            shop: record_shop.clone(),
-                            conversion_type: event.clone(),
-                            ..Row::default()
-                        },
-                        BTreeMap::new(),
-                    )
-                });
-            if reason == NO_CLICK_ID {
-                row.no_click_id += 1;
-            } else if reason.starts_with("refused") {
-                row.refused += 1;
+            STATUS_QUEUED => {
+                row.queued += 1;
+                (now_ms - at > QUEUED_TOO_LONG_MS).then_some("queued_too_long")
             }
-            looks.push(Look {
+            STATUS_FAILED => {
+                row.failed += 1;
+                Some("failed")
+            }
+            STATUS_IN_PROGRESS => {
+                row.in_progress += 1;
+                let stuck = number(item, "lease_until_ms").is_some_and(|l| l < now_ms);
+                stuck.then_some("stuck_in_progress")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.looks.push(Look {
                 day,
-                shop: record_shop,
-                order_id: parts.first().map_or("", |p| p).to_owned(),
-                what: event,
-                reason,
+                shop,
+                order_id: text(item, "order_id").to_owned(),
+                what: parts.join("#"),
+                reason: reason.to_owned(),
             });
         }
     }
-    looks.sort_by(|a, b| (&a.day, &a.shop, &a.order_id).cmp(&(&b.day, &b.shop, &b.order_id)));
-    Report {
-        since: crate::inbound::datetime::format_utc(since_ms / 1000),
-        shop: shop.map(str::to_owned),
-        rows: rows
-            .into_values()
-            .map(|(mut row, sums)| {
-                row.sums = sums
-                    .into_iter()
-                    .map(|(c, v)| (c, crate::inbound::money::format_sum(v)))
-                    .collect();
-                row
-            })
-            .collect(),
-        needs_a_look: looks,
+
+    /// A note (`note#…`, after the prefix): an order refused or without a click ID, counted
+    /// under its Cartpanda event; it needs a look.
+    fn note(&mut self, item: &HashMap<String, AttributeValue>, rest: &str) {
+        let (shop, parts) = split_key(rest, 2);
+        let Some(at) = number(item, "created_at_ms").filter(|at| *at >= self.since_ms) else {
+            return;
+        };
+        if !self.wanted(&shop) {
+            return;
+        }
+        let day = day_of(at);
+        let reason = text(item, "reason").to_owned();
+        let event = text(item, "event").to_owned();
+        let (row, _) = self.row(&day, &shop, &event);
+        if reason == NO_CLICK_ID {
+            row.no_click_id += 1;
+        } else if reason.starts_with("refused") {
+            row.refused += 1;
+        }
+        self.looks.push(Look {
+            day,
+            shop,
+            order_id: parts.first().map_or("", |p| p).to_owned(),
+            what: event,
+            reason,
+        });
+    }
+
+    /// An order refused with 422 (`refused#…`, [`crate::ledger::refusal`]): counted as refused
+    /// under its Cartpanda event; it needs a look, with the field refused.
+    fn refusal(&mut self, item: &HashMap<String, AttributeValue>) {
+        let Some(at) = number(item, "refused_at_ms").filter(|at| *at >= self.since_ms) else {
+            return;
+        };
+        let shop = match text(item, "shop") {
+            "" | "default" => DEFAULT_SHOP.to_owned(),
+            named => named.to_owned(),
+        };
+        if !self.wanted(&shop) {
+            return;
+        }
+        let day = day_of(at);
+        let event = text(item, "event").to_owned();
+        self.row(&day, &shop, &event).0.refused += 1;
+        self.looks.push(Look {
+            day,
+            shop,
+            order_id: text(item, "order_id").to_owned(),
+            what: event,
+            reason: format!(
+                "refused_422: `{}` {}",
+                text(item, "field"),
+                text(item, "reason")
+            ),
+        });
+    }
+
+    /// The report: rows in day, shop, type order with their sums as text; looks by day, shop
+    /// and order.
+    fn report(mut self) -> Report {
+        self.looks
+            .sort_by(|a, b| (&a.day, &a.shop, &a.order_id).cmp(&(&b.day, &b.shop, &b.order_id)));
+        Report {
+            since: crate::inbound::datetime::format_utc(self.since_ms / 1000),
+            shop: self.shop.map(str::to_owned),
+            rows: self
+                .rows
+                .into_values()
+                .map(|(mut row, sums)| {
+                    row.sums = sums
+                        .into_iter()
+                        .map(|(c, v)| (c, crate::inbound::money::format_sum(v)))
+                        .collect();
+                    row
+                })
+                .collect(),
+            needs_a_look: self.looks,
+        }
     }
 }
 
@@ -252,8 +316,10 @@ pub async fn build(
             .table_name(table)
             .filter_expression(
                 "(begins_with(pk, :evt) AND claimed_at_ms >= :since) \
-                 OR (begins_with(pk, :note) AND created_at_ms >= :since)",
+                 OR (begins_with(pk, :note) AND created_at_ms >= :since) \
+                 OR (begins_with(pk, :refused) AND refused_at_ms >= :since)",
             )
+            .expression_attribute_values(":refused", AttributeValue::S(REFUSED_PREFIX.to_owned()))
             .expression_attribute_values(":evt", AttributeValue::S("evt#".to_owned()))
             .expression_attribute_values(":note", AttributeValue::S(NOTE_PREFIX.to_owned()))
             .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
@@ -298,110 +364,107 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// The columns of a row.
+const ROW_HEAD: [&str; 10] = [
+    "day",
+    "shop",
+    "type",
+    "sent",
+    "queued",
+    "failed",
+    "in_progress",
+    "refused",
+    "no_click_id",
+    "sums",
+];
+
+/// The columns of an order that needs a look.
+const LOOK_HEAD: [&str; 5] = ["day", "shop", "order_id", "what", "reason"];
+
+/// A row's cells, in [`ROW_HEAD`]'s order.
+fn row_cells(r: &Row) -> Vec<String> {
+    vec![
+        r.day.clone(),
+        r.shop.clone(),
+        r.conversion_type.clone(),
+        r.sent.to_string(),
+        r.queued.to_string(),
+        r.failed.to_string(),
+        r.in_progress.to_string(),
+        r.refused.to_string(),
+        r.no_click_id.to_string(),
+        sums_text(r),
+    ]
+}
+
+/// An order's cells, in [`LOOK_HEAD`]'s order.
+fn look_cells(l: &Look) -> Vec<String> {
+    vec![
+        l.day.clone(),
+        l.shop.clone(),
+        l.order_id.clone(),
+        l.what.clone(),
+        l.reason.clone(),
+    ]
+}
+
 /// The report as text.
 pub fn render(report: &Report, format: Format) -> String {
-    const HEAD: [&str; 10] = [
-        "day",
-        "shop",
-        "type",
-        "sent",
-        "queued",
-        "failed",
-        "in_progress",
-        "refused",
-        "no_click_id",
-        "sums",
-    ];
-    let cells = |r: &Row| -> Vec<String> {
-        vec![
-            r.day.clone(),
-            r.shop.clone(),
-            r.conversion_type.clone(),
-            r.sent.to_string(),
-            r.queued.to_string(),
-            r.failed.to_string(),
-            r.in_progress.to_string(),
-            r.refused.to_string(),
-            r.no_click_id.to_string(),
-            sums_text(r),
-        ]
-    };
-    let look_cells = |l: &Look| -> Vec<String> {
-        vec![
-            l.day.clone(),
-            l.shop.clone(),
-            l.order_id.clone(),
-            l.what.clone(),
-            l.reason.clone(),
-        ]
-    };
-    const LOOK_HEAD: [&str; 5] = ["day", "shop", "order_id", "what", "reason"];
     match format {
         Format::Json => serde_json::to_string_pretty(report).unwrap_or_default(),
-        Format::Csv => {
-            let mut out = String::new();
-            let mut line = |fields: Vec<String>| {
-                out.push_str(
-                    &fields
-                        .iter()
-                        .map(|f| csv_field(f))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                out.push('\n');
-            };
-            line(HEAD.iter().map(|h| (*h).to_owned()).collect());
-            for row in &report.rows {
-                line(cells(row));
-            }
-            out.push('\n');
-            let mut line = |fields: Vec<String>| {
-                out.push_str(
-                    &fields
-                        .iter()
-                        .map(|f| csv_field(f))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                out.push('\n');
-            };
-            line(LOOK_HEAD.iter().map(|h| (*h).to_owned()).collect());
-            for look in &report.needs_a_look {
-                line(look_cells(look));
-            }
-            out
-        }
-        Format::Table => {
-            let mut out = format!(
-                "Conversions since {} UTC{}\n",
-                report.since,
-                report
-                    .shop
-                    .as_deref()
-                    .map(|s| format!(", shop {s}"))
-                    .unwrap_or_default()
-            );
-            out.push_str(&table(
-                &HEAD,
-                &report.rows.iter().map(cells).collect::<Vec<_>>(),
-            ));
-            out.push_str(&format!(
-                "\nOrders that need a look: {}\n",
-                report.needs_a_look.len()
-            ));
-            if !report.needs_a_look.is_empty() {
-                out.push_str(&table(
-                    &LOOK_HEAD,
-                    &report
-                        .needs_a_look
-                        .iter()
-                        .map(look_cells)
-                        .collect::<Vec<_>>(),
-                ));
-            }
-            out
-        }
+        Format::Csv => render_csv(report),
+        Format::Table => render_table(report),
     }
+}
+
+/// One CSV line, fields quoted where needed.
+fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f.as_ref()))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+/// The report as CSV: the rows, a blank line, the orders that need a look, each with its head.
+fn render_csv(report: &Report) -> String {
+    let mut out = csv_line(&ROW_HEAD);
+    for row in &report.rows {
+        out.push_str(&csv_line(&row_cells(row)));
+    }
+    out.push('\n');
+    out.push_str(&csv_line(&LOOK_HEAD));
+    for look in &report.needs_a_look {
+        out.push_str(&csv_line(&look_cells(look)));
+    }
+    out
+}
+
+/// The report as aligned columns: a title, the rows, then how many orders need a look and
+/// which.
+fn render_table(report: &Report) -> String {
+    let mut out = format!(
+        "Conversions since {} UTC{}\n",
+        report.since,
+        report
+            .shop
+            .as_deref()
+            .map(|s| format!(", shop {s}"))
+            .unwrap_or_default()
+    );
+    let rows: Vec<_> = report.rows.iter().map(row_cells).collect();
+    out.push_str(&table(&ROW_HEAD, &rows));
+    out.push_str(&format!(
+        "\nOrders that need a look: {}\n",
+        report.needs_a_look.len()
+    ));
+    if !report.needs_a_look.is_empty() {
+        let looks: Vec<_> = report.needs_a_look.iter().map(look_cells).collect();
+        out.push_str(&table(&LOOK_HEAD, &looks));
+    }
+    out
 }
 
 fn table(head: &[&str], rows: &[Vec<String>]) -> String {
@@ -464,6 +527,44 @@ mod tests {
     }
 
     const DAY: i64 = 1_795_000_000_000; // 2026-11-18
+
+    #[test]
+    fn orders_refused_with_422_are_counted_and_listed() {
+        let t = DAY.to_string();
+        let items = vec![
+            item(&[
+                ("pk", "refused#default#7#order.paid"),
+                ("kind", "refused"),
+                ("shop", "default"),
+                ("order_id", "7"),
+                ("event", "order.paid"),
+                ("field", "order.total_price"),
+                ("reason", "is ambiguous"),
+                ("refused_at_ms", &t),
+            ]),
+            item(&[
+                ("pk", "refused#loja#8#order.upsell"),
+                ("shop", "loja"),
+                ("order_id", "8"),
+                ("event", "order.upsell"),
+                ("field", "order.line_items[].quantity"),
+                ("reason", "is negative"),
+                ("refused_at_ms", &t),
+            ]),
+        ];
+        let report = from_items(&items, DAY - 1000, Some(DEFAULT_SHOP), DAY + 1000);
+        assert_eq!(report.rows.len(), 1, "{:#?}", report.rows);
+        assert_eq!(report.rows[0].refused, 1);
+        assert_eq!(report.rows[0].conversion_type, "order.paid");
+        let all = from_items(&items, DAY - 1000, None, DAY + 1000);
+        assert_eq!(all.rows.iter().map(|r| r.refused).sum::<u64>(), 2);
+        assert_eq!(all.needs_a_look.len(), 2);
+        assert!(
+            all.needs_a_look[0].reason.contains("order.total_price"),
+            "{:?}",
+            all.needs_a_look[0]
+        );
+    }
 
     #[test]
     fn counts_and_sums_per_day_shop_and_type() {
