@@ -88,8 +88,9 @@ def translate(bucket, key, parameters):
 
     with open(os.path.join(ROOT, "template.yaml")) as f:
         sam = yaml_parse(f.read())
-    for name in FUNCTIONS:
-        sam["Resources"][name]["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
+    for name, res in sam["Resources"].items():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
     values = dict(parameters)
     values.update({

@@ -176,7 +176,7 @@ pub async fn main(args: &[String]) -> i32 {
             return e.exit_code();
         }
     };
-    let aws = crate::ops::aws::load().await;
+    let aws = crate::ops::aws::load_for_operator().await;
     match execute(cli, &aws).await {
         Ok(message) => {
             println!("{message}");

@@ -41,7 +41,32 @@ pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     }
 }
 
+/// The SDK configuration of the functions: timeouts from [`crate::ops::budget`].
 pub async fn load() -> aws_config::SdkConfig {
+    load_with(
+        TimeoutConfig::builder()
+            .connect_timeout(budget::SDK_CONNECT)
+            .operation_attempt_timeout(budget::SDK_ATTEMPT)
+            .operation_timeout(budget::SDK_OPERATION)
+            .build(),
+    )
+    .await
+}
+
+/// The SDK configuration of operator commands run from a workstation (`cartpanda-redtrack-admin`):
+/// no invocation deadline to fit, so a slow link or a large scan is waited for.
+pub async fn load_for_operator() -> aws_config::SdkConfig {
+    load_with(
+        TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .operation_attempt_timeout(std::time::Duration::from_secs(20))
+            .operation_timeout(std::time::Duration::from_secs(60))
+            .build(),
+    )
+    .await
+}
+
+async fn load_with(timeouts: TimeoutConfig) -> aws_config::SdkConfig {
     // Lambda always sets AWS_REGION; a local run without one falls back rather than failing
     // every call.
     let region =
@@ -50,13 +75,7 @@ pub async fn load() -> aws_config::SdkConfig {
         .region(region)
         .http_client(http_client())
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(budget::SDK_CONNECT)
-                .operation_attempt_timeout(budget::SDK_ATTEMPT)
-                .operation_timeout(budget::SDK_OPERATION)
-                .build(),
-        )
+        .timeout_config(timeouts)
         .load()
         .await
 }
