@@ -51,7 +51,7 @@ test: tools ## everything CI checks: fmt, clippy, all tests against moto, templa
 	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
 	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TOOLS)/test.log
 
-sam-build: tools ## sam build as `make deploy` runs it: arm64, one program built once for both functions
+sam-build: tools ## sam build as `make deploy` runs it: arm64, one program built once for every function
 	@start=$$(date +%s); \
 	$(TOOLS)/bin/sam build --template template.yaml --build-dir .aws-sam/build; \
 	echo "sam build: $$(( $$(date +%s) - start )) s"
