@@ -6,8 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -35,25 +33,6 @@ async fn sample_harness(setting: &str) -> Harness {
         .mount(&h.redtrack)
         .await;
     h
-}
-
-fn sample(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("events/{name}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The JSON log lines with `message` = `wanted`, captured while `deliver` runs.

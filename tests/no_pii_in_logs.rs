@@ -10,24 +10,10 @@ use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
 use common::*;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const FIRST: &str = "Zephyrinaqx";
 const LAST: &str = "Quillonbergz";

@@ -43,12 +43,6 @@ async fn shapes_harness(extra: &[(&'static str, &str)]) -> Harness {
     h
 }
 
-fn sample(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("events/{name}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
-}
-
 /// What RedTrack must receive for one conversion.
 struct Expected {
     event_id: &'static str,

@@ -12,24 +12,10 @@ use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
 use common::*;
 use serde_json::json;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const API_TOKEN: &str = "cp-secret-api-token-7f3a";
 const EMAIL: &str = "zephyr.quillon+pii@example.org";

@@ -113,19 +113,6 @@ fn outcome(answer: &Answer) -> (u16, &str, bool) {
     )
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Captures this thread's log lines. Every test of this binary does: tracing caches whether a
 /// log line's call site is wanted when it is first hit, and a test hitting it first without a
 /// subscriber would make it unwanted for the others.

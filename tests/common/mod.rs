@@ -445,3 +445,24 @@ pub fn refund_order(order_id: u64) -> Value {
         json!([{"id": 777, "total_amount": "1.234,56", "created_at": "2025-03-20 10:00:00"}]);
     v
 }
+
+/// A log writer that keeps every line in memory, for tests that read what was logged.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sample API Gateway event of `events/`.
+pub fn sample(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("events/{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
+}
