@@ -65,7 +65,7 @@ pub async fn run() -> Result<(), Error> {
 pub async fn bridge() -> Result<(), Error> {
     crate::ops::logging::init();
     let aws = crate::ops::aws::load().await;
-    let secrets = Arc::new(SsmSecrets::new(aws_sdk_ssm::Client::new(&aws)));
+    let secrets = Arc::new(SsmSecrets::from_sdk(&aws));
     let config = Config::from_env_with(secrets.as_ref())
         .await
         .inspect_err(|e| tracing::error!("{e}"))?;

@@ -4,11 +4,15 @@
 
 mod common;
 
+use cartpanda_redtrack::bridge::Bridge;
 use cartpanda_redtrack::inbound::auth::Secret;
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::SystemClock;
-use cartpanda_redtrack::ops::config::{Config, resolve_secret_parameters};
+use cartpanda_redtrack::ops::config::{Config, Environment, resolve_secret_parameters};
 use cartpanda_redtrack::ops::secrets::{self, SecretStore, SsmSecrets};
+use cartpanda_redtrack::reconcile::config::ReconcileSettings;
+use cartpanda_redtrack::reconcile::orders::OrderLister;
+use cartpanda_redtrack::reconcile::run::Reconciler;
 use cartpanda_redtrack::shops::api_token;
 use cartpanda_redtrack::shops::directory::{ShopCache, ShopRecord};
 use common::*;
@@ -27,7 +31,7 @@ fn ssm() -> SsmSecrets {
             "test", "test", None, None, "tests",
         ))
         .build();
-    SsmSecrets::new(aws_sdk_ssm::Client::from_conf(conf))
+    SsmSecrets::new(conf)
 }
 
 fn shop(name: &str, plain_token: Option<&str>) -> ShopRecord {
@@ -191,16 +195,11 @@ async fn the_deployments_secrets_may_be_ssm_parameter_names() {
         ("WEBHOOK_TOKEN_PARAMETER", webhook.clone()),
         ("CARTPANDA_API_TOKEN_PARAMETER", api.clone()),
     ]);
-    let lookup = |k: &str| env.get(k).cloned();
-    let resolved = resolve_secret_parameters(&lookup, &ssm).await.unwrap();
-    let config = Config::from_lookup(|k| {
-        resolved
-            .iter()
-            .find(|(v, _)| *v == k)
-            .map(|(_, value)| value.clone())
-            .or_else(|| lookup(k))
-    })
-    .unwrap();
+    // The webhook function and reconciliation read the same environment.
+    let read = Environment::read(|k: &str| env.get(k).cloned(), &ssm)
+        .await
+        .unwrap();
+    let config = Config::from_lookup(|k| read.get(k)).unwrap();
     assert!(
         config
             .profile
@@ -216,6 +215,19 @@ async fn the_deployments_secrets_may_be_ssm_parameter_names() {
             .map(Secret::expose),
         Some("cp-token-from-ssm")
     );
+    let reconciling = Environment::read(
+        |k: &str| match k {
+            "RECONCILE" => Some("true".to_owned()),
+            "CARTPANDA_SHOP_SLUG" => Some("loja-ssm".to_owned()),
+            _ => env.get(k).cloned(),
+        },
+        &ssm,
+    )
+    .await
+    .unwrap();
+    let settings = ReconcileSettings::from_lookup(|k| reconciling.get(k)).unwrap();
+    let default_shop = settings.default_shop.expect("RECONCILE=true");
+    assert_eq!(default_shop.token.expose(), "cp-token-from-ssm");
 
     // Wrong ways to give them: each stops cold start naming the variable.
     let cases: Vec<(Overrides, &str, &str)> = vec![
@@ -255,4 +267,57 @@ async fn the_deployments_secrets_may_be_ssm_parameter_names() {
             "no secret in errors: {e}"
         );
     }
+}
+
+/// A shop with reconciliation on whose token `shop put` kept in SSM: its deliveries are served
+/// (the record names a parameter, not a token in the clear), reconciliation reads the token
+/// from the parameter, and a shop that does not verify orders is not made to.
+#[tokio::test]
+async fn a_reconciled_shop_with_its_api_token_in_ssm_is_served_and_reconciled() {
+    let h = harness().await;
+    let ledger = Arc::new(DynamoLedger::new(h.dynamo.clone(), h.table.clone()));
+    let ssm = Arc::new(ssm());
+    let token = Secret::new("cp-api-token-reconciled-456");
+    let mut record = shop("loja-rec", None);
+    record.reconcile = true;
+    record.shop_slug = Some("loja-rec-slug".to_owned());
+    record.verify_orders = false;
+    api_token::put_shop(&ledger, ssm.as_ref(), record, Some(&token), 0)
+        .await
+        .unwrap();
+
+    let cache = ShopCache::new(ledger.clone()).with_secrets(ssm.clone());
+    let profile = cache
+        .profile("loja-rec", &SystemClock)
+        .await
+        .unwrap()
+        .expect("the shop is served");
+    assert!(
+        profile.cartpanda_api_token.is_none(),
+        "orders of a shop with verification off are not re-read"
+    );
+
+    let bridge = Bridge {
+        config: h.bridge.config.clone(),
+        ledger: ledger.clone(),
+        tracker: Arc::clone(&h.bridge.tracker),
+        clock: Arc::new(SystemClock),
+        queue: None,
+        shops: Some(cache),
+        orders: None,
+    };
+    let settings = ReconcileSettings::from_lookup(|_| None).unwrap();
+    let reconciler = Reconciler {
+        bridge: Arc::new(bridge),
+        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
+        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
+        settings,
+    };
+    let targets = cartpanda_redtrack::reconcile::targets(&reconciler)
+        .await
+        .unwrap();
+    assert_eq!(targets.len(), 1, "the shop is reconciled");
+    assert_eq!(targets[0].shop.as_deref(), Some("loja-rec"));
+    assert_eq!(targets[0].slug, "loja-rec-slug");
+    assert_eq!(targets[0].token.expose(), token.expose());
 }

@@ -312,7 +312,7 @@ async fn shop_put(
     let mut record = put.record()?;
     let name = &put.name;
     let token = record.cartpanda_api_token.take().map(Secret::new);
-    let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+    let secrets = SsmSecrets::from_sdk(aws);
     crate::shops::api_token::put_shop(
         &put.table.ledger(aws)?,
         &secrets,
@@ -384,7 +384,7 @@ async fn shop_migrate_secrets(
     aws: &aws_config::SdkConfig,
     now_ms: i64,
 ) -> Result<String, String> {
-    let secrets = SsmSecrets::new(aws_sdk_ssm::Client::new(aws));
+    let secrets = SsmSecrets::from_sdk(aws);
     let moved =
         crate::shops::api_token::migrate_plain_tokens(&table.ledger(aws)?, &secrets, now_ms)
             .await?;

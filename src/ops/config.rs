@@ -46,6 +46,33 @@ pub async fn resolve_secret_parameters(
     Ok(resolved)
 }
 
+/// The variables a function reads: `lookup` (the process environment, or a map in tests) with
+/// each secret named by a `*_PARAMETER` variable ([`SECRET_PARAMETERS`]) read once, so the
+/// bridge's and reconciliation's settings read the same values.
+pub struct Environment<L> {
+    lookup: L,
+    resolved: Vec<(&'static str, String)>,
+}
+
+impl<L: Fn(&str) -> Option<String>> Environment<L> {
+    /// Reads the secrets `lookup` names as parameters from `secrets`.
+    pub async fn read(
+        lookup: L,
+        secrets: &dyn crate::ops::secrets::SecretStore,
+    ) -> Result<Self, ConfigError> {
+        let resolved = resolve_secret_parameters(&lookup, secrets).await?;
+        Ok(Environment { lookup, resolved })
+    }
+
+    /// A variable's value: a secret read from its parameter, else `lookup`'s.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match self.resolved.iter().find(|(var, _)| *var == name) {
+            Some((_, value)) => Some(value.clone()),
+            None => (self.lookup)(name),
+        }
+    }
+}
+
 /// A configuration error: which variable, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error: {var} {problem}")]
@@ -119,12 +146,8 @@ impl Config {
     pub async fn from_env_with(
         secrets: &dyn crate::ops::secrets::SecretStore,
     ) -> Result<Self, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok();
-        let resolved = resolve_secret_parameters(&env, secrets).await?;
-        Self::from_lookup(|name| match resolved.iter().find(|(var, _)| *var == name) {
-            Some((_, value)) => Some(value.clone()),
-            None => env(name),
-        })
+        let env = Environment::read(|name| std::env::var(name).ok(), secrets).await?;
+        Self::from_lookup(|name| env.get(name))
     }
 
     /// Reads configuration through `lookup` (the environment, or a map in tests). Variables are

@@ -1,6 +1,7 @@
 //! Secrets kept out of the ledger's table and out of the template: SSM Parameter Store
 //! SecureStrings, read with decryption (the AWS-managed `aws/ssm` key, whose key policy lets the
-//! account's principals decrypt through SSM) by one SSM client built at cold start.
+//! account's principals decrypt through SSM) by one SSM client, built on first use: a deployment
+//! that keeps no secret in SSM never pays for it at cold start (docs/performance.md).
 //!
 //! Every parameter of a deployment lives under [`prefix`] (`/cartpanda-redtrack/<table>/`), the
 //! one path the function's role may read: a named shop's Cartpanda API token at
@@ -49,16 +50,33 @@ pub fn check_parameter(name: &str, table: &str) -> Result<(), String> {
     }
 }
 
-/// SSM Parameter Store.
+/// SSM Parameter Store. The client is built on the first read or write, not with the store:
+/// building an SDK client costs about as much CPU as the rest of init (its endpoint rules and
+/// partitions are parsed from JSON), and most instances never read a parameter.
 #[cfg(feature = "runtime")]
 pub struct SsmSecrets {
-    client: aws_sdk_ssm::Client,
+    conf: aws_sdk_ssm::Config,
+    client: std::sync::OnceLock<aws_sdk_ssm::Client>,
 }
 
 #[cfg(feature = "runtime")]
 impl SsmSecrets {
-    pub fn new(client: aws_sdk_ssm::Client) -> Self {
-        SsmSecrets { client }
+    /// A store whose client will use `conf`.
+    pub fn new(conf: aws_sdk_ssm::Config) -> Self {
+        SsmSecrets {
+            conf,
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A store whose client will use the shared AWS configuration.
+    pub fn from_sdk(aws: &aws_config::SdkConfig) -> Self {
+        Self::new(aws_sdk_ssm::Config::from(aws))
+    }
+
+    fn client(&self) -> &aws_sdk_ssm::Client {
+        self.client
+            .get_or_init(|| aws_sdk_ssm::Client::from_conf(self.conf.clone()))
     }
 }
 
@@ -68,7 +86,7 @@ impl SecretStore for SsmSecrets {
     async fn get(&self, name: &str) -> Result<Secret, SecretError> {
         use aws_sdk_ssm::error::ProvideErrorMetadata;
         let answer = self
-            .client
+            .client()
             .get_parameter()
             .name(name)
             .with_decryption(true)
@@ -90,7 +108,7 @@ impl SecretStore for SsmSecrets {
 
     async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError> {
         use aws_sdk_ssm::error::ProvideErrorMetadata;
-        self.client
+        self.client()
             .put_parameter()
             .name(name)
             .value(value.expose())

@@ -228,7 +228,7 @@ fn default_shop(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DefaultS
     let token = get("CARTPANDA_API_TOKEN").ok_or_else(|| {
         err(
             "CARTPANDA_API_TOKEN",
-            "is not set: RECONCILE=true reads Cartpanda's order list with it",
+            "is not set (nor CARTPANDA_API_TOKEN_PARAMETER): RECONCILE=true reads Cartpanda's order list with it",
         )
     })?;
     let slug = get("CARTPANDA_SHOP_SLUG").ok_or_else(|| {

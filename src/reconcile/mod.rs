@@ -6,8 +6,10 @@
 //! reconciliation comes first sends, and the other finds the claim. Refunds and chargebacks are
 //! reconciled only with an "updated since" filter (`CARTPANDA_ORDER_LIST_UPDATED_FILTER`).
 //!
-//! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` and `CARTPANDA_SHOP_SLUG`
-//! for the default shop; `--reconcile` (with its slug and token) for a named shop. Order
+//! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` (or the SSM parameter
+//! `CARTPANDA_API_TOKEN_PARAMETER` names, read as the webhook function reads it) and
+//! `CARTPANDA_SHOP_SLUG` for the default shop; `--reconcile` (with its slug and token, which
+//! `shop put` keeps in SSM) for a named shop. Order
 //! verification is not affected (it keeps its own trigger, the token; `VERIFY_ORDERS=false` opts
 //! out while a token is set).
 //!
@@ -21,6 +23,7 @@ pub mod run;
 pub mod watermark;
 
 use crate::bridge::Bridge;
+use crate::inbound::auth::Secret;
 use crate::ledger::dynamo::DynamoLedger;
 use crate::shops::directory::ShopRecord;
 use run::{Reconciler, RunOptions, Since, Summary, Target};
@@ -39,14 +42,17 @@ pub fn default_target(reconciler: &Reconciler) -> Option<Target> {
 }
 
 /// A named shop's target, when its record has reconciliation on.
-pub fn shop_target(record: &ShopRecord) -> Result<Option<Target>, String> {
+pub async fn shop_target(
+    reconciler: &Reconciler,
+    record: &ShopRecord,
+) -> Result<Option<Target>, String> {
     if !record.reconcile {
         return Ok(None);
     }
     let profile = record
         .profile()
         .map_err(|p| format!("shop `{}`: {p}", record.name))?;
-    let (Some(slug), Some(token)) = (&record.shop_slug, &record.cartpanda_api_token) else {
+    let Some(slug) = &record.shop_slug else {
         return Err(format!(
             "shop `{}`: reconcile needs its Cartpanda slug and API token",
             record.name
@@ -56,9 +62,30 @@ pub fn shop_target(record: &ShopRecord) -> Result<Option<Target>, String> {
         shop: Some(record.name.clone()),
         profile: Arc::new(profile),
         slug: slug.clone(),
-        token: crate::inbound::auth::Secret::new(token.clone()),
+        token: shop_api_token(reconciler, record).await?,
         s2s: record.s2s,
     }))
+}
+
+/// A named shop's Cartpanda API token: from the SSM parameter its record names, or in the clear
+/// in a record written before tokens moved to SSM.
+async fn shop_api_token(reconciler: &Reconciler, record: &ShopRecord) -> Result<Secret, String> {
+    if let Some(token) = &record.cartpanda_api_token {
+        return Ok(Secret::new(token.clone()));
+    }
+    let (Some(parameter), Some(shops)) = (
+        &record.cartpanda_api_token_parameter,
+        &reconciler.bridge.shops,
+    ) else {
+        return Err(format!(
+            "shop `{}`: reconcile needs its Cartpanda slug and API token",
+            record.name
+        ));
+    };
+    shops
+        .api_token(parameter)
+        .await
+        .map_err(|e| format!("shop `{}`: {e}", record.name))
 }
 
 /// Every shop that has reconciliation on: the default one first, then named shops by name.
@@ -70,7 +97,7 @@ pub async fn targets(reconciler: &Reconciler) -> Result<Vec<Target>, String> {
         .await
         .map_err(|e| format!("could not list the shops: {e}"))?;
     for record in shops.iter().filter(|r| r.reconcile) {
-        match shop_target(record) {
+        match shop_target(reconciler, record).await {
             Ok(Some(target)) => out.push(target),
             Ok(None) => {}
             Err(problem) => {
@@ -127,7 +154,7 @@ pub async fn command(
                 .into_iter()
                 .find(|r| r.name == name)
                 .ok_or_else(|| format!("no shop `{name}`"))?;
-            shop_target(&record)?.ok_or_else(|| {
+            shop_target(reconciler, &record).await?.ok_or_else(|| {
                 format!("shop `{name}` does not have reconciliation on (store put … --reconcile true)")
             })?
         }
@@ -144,10 +171,16 @@ pub async fn command(
 /// reconciliation settings, DynamoDB, RedTrack and the redrive queue as the webhook function has
 /// them.
 pub async fn from_env(aws: &aws_config::SdkConfig) -> Result<Reconciler, String> {
+    use crate::ops::config::{Config, Environment};
     use crate::postback::redtrack::{RedTrackClient, RetryPolicy};
     use crate::redrive::queue::{RedriveQueue, SqsQueue};
-    let config = crate::ops::config::Config::from_env().map_err(|e| e.to_string())?;
-    let settings = config::ReconcileSettings::from_env().map_err(|e| e.to_string())?;
+    let secrets = Arc::new(crate::ops::secrets::SsmSecrets::from_sdk(aws));
+    let env = Environment::read(|name| std::env::var(name).ok(), secrets.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = Config::from_lookup(|name| env.get(name)).map_err(|e| e.to_string())?;
+    let settings =
+        config::ReconcileSettings::from_lookup(|name| env.get(name)).map_err(|e| e.to_string())?;
     let table = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone());
     let tracker = RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default())
         .map_err(|e| e.to_string())?;
@@ -162,7 +195,7 @@ pub async fn from_env(aws: &aws_config::SdkConfig) -> Result<Reconciler, String>
         tracker: Arc::new(tracker),
         clock: Arc::new(crate::ops::clock::SystemClock),
         queue,
-        shops: Some(crate::shops::directory::ShopCache::new(ledger)),
+        shops: Some(crate::shops::directory::ShopCache::new(ledger).with_secrets(secrets)),
         orders: None,
     };
     Ok(Reconciler {

@@ -117,7 +117,9 @@ impl ShopRecord {
             text => crate::conversion::clickid::ClickIdSources::parse(text)
                 .map_err(|e| format!("click ID sources {e}"))?,
         };
-        if self.reconcile && (self.shop_slug.is_none() || self.cartpanda_api_token.is_none()) {
+        let has_api_token =
+            self.cartpanda_api_token.is_some() || self.cartpanda_api_token_parameter.is_some();
+        if self.reconcile && (self.shop_slug.is_none() || !has_api_token) {
             return Err(
                 "reconcile needs the shop's Cartpanda slug and a Cartpanda API token".to_owned(),
             );
@@ -229,7 +231,13 @@ impl ShopCache {
                 return Ok(None);
             }
         };
-        if let Some(parameter) = &record.cartpanda_api_token_parameter {
+        // The token is read only when the shop's orders are verified, as a token in the clear
+        // is used only then (`ShopRecord::profile`).
+        let parameter = record
+            .cartpanda_api_token_parameter
+            .as_ref()
+            .filter(|_| record.verify_orders);
+        if let Some(parameter) = parameter {
             match self.api_token(parameter).await {
                 Ok(token) => profile.cartpanda_api_token = Some(token),
                 Err(SecretError::NotFound(_)) => {
@@ -245,7 +253,8 @@ impl ShopCache {
         Ok(Some(Arc::new(profile)))
     }
 
-    async fn api_token(&self, parameter: &str) -> Result<Secret, SecretError> {
+    /// A shop's Cartpanda API token from the parameter its record names.
+    pub async fn api_token(&self, parameter: &str) -> Result<Secret, SecretError> {
         match &self.secrets {
             Some(secrets) => secrets.get(parameter).await,
             None => Err(SecretError::Unavailable {
