@@ -5,6 +5,9 @@
 
 mod common;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
@@ -42,9 +45,11 @@ async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
     let capture = Capture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
-        .with_env_filter(cartpanda_redtrack::ops::logging::filter("trace"))
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .with_ansi(false)
+        .finish()
+        .with(cartpanda_redtrack::ops::logging::filter("trace"))
         .try_init()
         .expect("the only subscriber in this test binary");
 

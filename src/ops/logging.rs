@@ -4,8 +4,9 @@
 //! names, emails) — whatever level the operator chooses.
 
 use std::str::FromStr;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{Directive, LevelFilter};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Crates that print bodies or full URLs at their most verbose levels, and the most verbose level
 /// each may log at (never more verbose than the level chosen for everything else).
@@ -22,19 +23,21 @@ const CAPS: &[(&str, LevelFilter)] = &[
     ("rustls", LevelFilter::INFO),
 ];
 
-/// The filter for `level` (e.g. `"info"`, `"trace"`, or any `EnvFilter` directives), with the caps.
-pub fn filter(level: &str) -> EnvFilter {
-    let simple = LevelFilter::from_str(level).ok();
-    let base = simple.unwrap_or(LevelFilter::INFO);
-    let mut filter = EnvFilter::builder()
-        .with_default_directive(base.into())
-        .parse_lossy(if simple.is_some() { "" } else { level });
-    for (target, cap) in CAPS {
-        if let Ok(directive) = Directive::from_str(&format!("{target}={}", base.min(*cap))) {
-            filter = filter.add_directive(directive);
-        }
-    }
-    filter
+/// The filter for `level`: a level (`"info"`, `"TRACE"`) or `target=level` directives with an
+/// optional default level (`"warn,cartpanda_redtrack=debug"`; without one, `info`), with the caps
+/// applied under the default level. A per-target filter, not `EnvFilter`: span and field
+/// directives are not read (text that is not directives means `info`), and the regex engine
+/// `EnvFilter` links stays out of the binary (docs/performance.md).
+pub fn filter(level: &str) -> Targets {
+    let chosen = match LevelFilter::from_str(level) {
+        Ok(simple) => Targets::new().with_default(simple),
+        Err(_) => Targets::from_str(level).unwrap_or_default(),
+    };
+    let base = chosen.default_level().unwrap_or(LevelFilter::INFO);
+    CAPS.iter()
+        .fold(chosen.with_default(base), |filter, (target, cap)| {
+            filter.with_target(*target, base.min(*cap))
+        })
 }
 
 /// Installs the subscriber for a Lambda function.
@@ -43,15 +46,15 @@ pub fn init() {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
+    let registry = tracing_subscriber::registry().with(filter(&level));
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .without_time()
-        .with_env_filter(filter(&level));
+        .without_time();
     if json {
         // Fields at the top level of each JSON line, so Logs Insights reads `outcome`, `order_id`.
-        builder.json().flatten_event(true).init();
+        registry.with(layer.json().flatten_event(true)).init();
     } else {
-        builder.init();
+        registry.with(layer).init();
     }
 }
 
@@ -61,14 +64,18 @@ mod tests {
     use tracing::Level;
     use tracing_subscriber::layer::SubscriberExt;
 
+    fn hint(filter: Targets) -> Option<LevelFilter> {
+        tracing_subscriber::Layer::<tracing_subscriber::Registry>::max_level_hint(&filter)
+    }
+
     #[test]
     fn caps_never_make_a_crate_more_verbose_than_the_chosen_level() {
         // At `info` nothing logs at `debug` (the SDK's debug lines cost CPU on every call).
-        assert_eq!(filter("info").max_level_hint(), Some(LevelFilter::INFO));
-        assert_eq!(filter("INFO").max_level_hint(), Some(LevelFilter::INFO));
-        assert_eq!(filter("warn").max_level_hint(), Some(LevelFilter::WARN));
+        assert_eq!(hint(filter("info")), Some(LevelFilter::INFO));
+        assert_eq!(hint(filter("INFO")), Some(LevelFilter::INFO));
+        assert_eq!(hint(filter("warn")), Some(LevelFilter::WARN));
         // At `trace` our code traces, the capped crates stop at their caps.
-        assert_eq!(filter("trace").max_level_hint(), Some(LevelFilter::TRACE));
+        assert_eq!(hint(filter("trace")), Some(LevelFilter::TRACE));
     }
 
     /// The most verbose level at which an event of `$target` is enabled under the current
@@ -93,7 +100,7 @@ mod tests {
 
     /// The most verbose level events of `target` (a module inside the crate, as the crates log)
     /// pass `filter` at.
-    fn verbosity(filter: EnvFilter, target: &str) -> LevelFilter {
+    fn verbosity(filter: Targets, target: &str) -> LevelFilter {
         let subscriber = tracing_subscriber::registry().with(filter);
         tracing::subscriber::with_default(subscriber, || match target {
             "aws_smithy_runtime" => most_verbose!("aws_smithy_runtime::client::orchestrator"),
@@ -140,6 +147,20 @@ mod tests {
                 "cartpanda_redtrack"
             ),
             LevelFilter::TRACE
+        );
+        // A default level among the directives is the level the caps stay under.
+        assert_eq!(
+            verbosity(filter("warn,hyper=trace"), "hyper"),
+            LevelFilter::WARN
+        );
+        assert_eq!(
+            verbosity(filter("warn,hyper=trace"), "cartpanda_redtrack"),
+            LevelFilter::WARN
+        );
+        // Text that is not directives: the default.
+        assert_eq!(
+            verbosity(filter("[span{x=1}]=trace"), "cartpanda_redtrack"),
+            LevelFilter::INFO
         );
     }
 }
