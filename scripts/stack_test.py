@@ -14,7 +14,7 @@ build` made run with what the stack gives them.
    recording proxies; what AWS itself does with a function's role (the SQS event source mapping's
    polling, log delivery) is done by this script with that role's credentials, through a proxy
    too, and each such grant is in AWS_USES with its reason.
-4. The paths: webhook → claim → RedTrack → recorded; duplicate; a named store put with the admin
+4. The paths: webhook → claim → RedTrack → recorded; duplicate; a named shop put with the admin
    CLI and served on /cartpanda/{store}; RedTrack down → the stack's queue → the redrive function
    (fed the SQS event built from the message) → sent once; RedTrack refusing → the stack's DLQ;
    `make redrive` moving it back; the queue unavailable → the claim released; a retry delayed.
@@ -705,11 +705,11 @@ class Stack:
         self.phase = "named store: settings read"
         put = self.operator_admin(["store", "put", STORE, "--token", STORE_TOKEN, "--table", table,
                                    "--postback-url", rt.base + "/store-postback?clickid={cid}&sum={total_price}"])
-        check(put.returncode == 0, f"store put failed: {put.stderr.strip()}")
+        check(put.returncode == 0, f"shop put failed: {put.stderr.strip()}")
         self.expect(self.webhook(91000002, "StoreWebhookUrlPattern", STORE, STORE_TOKEN), (200, "sent"),
                     "a webhook on the named store's URL")
         check(rt.accepted("91000002-purchase", "/store-postback") == 1, "the store's postback URL was not used")
-        say(f"store `{STORE}` put with the admin CLI, its webhook (StoreWebhookUrlPattern) sent to its own postback URL")
+        say(f"shop `{STORE}` put with the admin CLI, its webhook (StoreWebhookUrlPattern) sent to its own postback URL")
 
         # RedTrack down: three conversions queued (B sent later, C refused, E retried).
         self.phase = "RedTrack down: queued for redrive"

@@ -412,7 +412,7 @@ async fn the_store_cli_puts_lists_and_deletes() {
     assert!(put.unwrap().contains("/cartpanda/loja-x"));
     let list = run(&["shop", "list"]).await.unwrap();
     assert!(
-        list.starts_with("1 store(s)") && list.contains("loja-x\tpostback https://trk.example.com"),
+        list.starts_with("1 shop(s)") && list.contains("loja-x\tpostback https://trk.example.com"),
         "{list}"
     );
     assert!(list.contains("sum USD"));
@@ -476,19 +476,19 @@ async fn the_store_cli_puts_lists_and_deletes() {
     }
     assert_eq!(
         run(&["store", "delete", "loja-x"]).await.unwrap(),
-        "store `loja-x` deleted"
+        "shop `loja-x` deleted"
     );
     assert!(
         run(&["store", "delete", "loja-x"])
             .await
             .unwrap_err()
-            .contains("no store")
+            .contains("no shop")
     );
     assert!(
         run(&["store", "list"])
             .await
             .unwrap()
-            .starts_with("0 store(s)")
+            .starts_with("0 shop(s)")
     );
 }
 

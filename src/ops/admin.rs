@@ -258,7 +258,7 @@ impl ShopPut {
         };
         record
             .profile()
-            .map_err(|problem| format!("store `{name}`: {problem}"))?;
+            .map_err(|problem| format!("shop `{name}`: {problem}"))?;
         Ok(record)
     }
 }
@@ -322,7 +322,7 @@ async fn shop_put(
     )
     .await?;
     Ok(format!(
-        "store `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
+        "shop `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
     ))
 }
 
@@ -333,7 +333,7 @@ async fn shop_list(table: &TableArg, aws: &aws_config::SdkConfig) -> Result<Stri
         .list_shops()
         .await
         .map_err(|e| e.to_string())?;
-    let mut out = format!("{} store(s)", shops.len());
+    let mut out = format!("{} shop(s)", shops.len());
     for shop in &shops {
         out.push('\n');
         out.push_str(&shop_line(shop));
@@ -373,8 +373,8 @@ async fn shop_delete(
         .await
         .map_err(|e| e.to_string())?
     {
-        true => Ok(format!("store `{name}` deleted")),
-        false => Err(format!("no store `{name}`")),
+        true => Ok(format!("shop `{name}` deleted")),
+        false => Err(format!("no shop `{name}`")),
     }
 }
 

@@ -155,7 +155,7 @@ pub async fn command(
                 .find(|r| r.name == name)
                 .ok_or_else(|| format!("no shop `{name}`"))?;
             shop_target(reconciler, &record).await?.ok_or_else(|| {
-                format!("shop `{name}` does not have reconciliation on (store put … --reconcile true)")
+                format!("shop `{name}` does not have reconciliation on (shop put … --reconcile true)")
             })?
         }
     };
