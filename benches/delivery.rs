@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench delivery` (or `make bench`, which runs every benchmark).
 
-use cartpanda_redtrack::conversion::classify::{self, Decision, Rules};
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::conversion::rules::Rules;
 use cartpanda_redtrack::inbound::webhook;
 use cartpanda_redtrack::postback::template::PostbackTemplate;
 use cartpanda_redtrack::postback::values::MacroContext;

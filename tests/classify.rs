@@ -3,9 +3,9 @@
 
 mod common;
 
-use cartpanda_redtrack::conversion::classify::{
-    self, CartxTestOrders, Decision, Kind, Reject, Rules, Skip,
-};
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::conversion::rules;
+use cartpanda_redtrack::conversion::rules::{CartxTestOrders, Kind, Reject, Rules, Skip};
 use cartpanda_redtrack::inbound::webhook;
 use cartpanda_redtrack::postback::template::Macro;
 use cartpanda_redtrack::postback::values::MacroContext;
@@ -159,7 +159,7 @@ fn chargeback_by_event_or_by_flag_in_order_updated() {
 #[test]
 fn conversion_types_are_configurable_and_unlisted_events_skip() {
     let custom = Rules {
-        conversion_types: classify::ConversionTypes::parse("order.paid=Sale,order.created=Pending")
+        conversion_types: rules::ConversionTypes::parse("order.paid=Sale,order.created=Pending")
             .unwrap(),
         ..Rules::default()
     };

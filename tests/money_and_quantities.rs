@@ -4,7 +4,8 @@
 
 mod common;
 
-use cartpanda_redtrack::conversion::classify::{self, Decision, Reject, Rules};
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::conversion::rules::{Reject, Rules};
 use cartpanda_redtrack::inbound::webhook;
 use cartpanda_redtrack::postback::template::Macro;
 use cartpanda_redtrack::postback::values::MacroContext;

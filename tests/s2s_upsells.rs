@@ -1,7 +1,8 @@
 //! S2S upsells without `upsell_no` (issue 14): told apart by what the postback carries, by one
 //! pure function reconciliation can call. Pure: no table, no network.
 
-use cartpanda_redtrack::conversion::classify::{self, Decision, Rules};
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::conversion::rules::Rules;
 use cartpanda_redtrack::inbound::s2s;
 use std::collections::HashMap;
 

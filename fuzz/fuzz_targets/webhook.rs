@@ -2,8 +2,10 @@
 //! is a valid URL whose click ID and event ID read back exactly.
 #![no_main]
 
+use cartpanda_redtrack::conversion::fields;
 use cartpanda_redtrack::postback::values::MacroContext;
-use cartpanda_redtrack::conversion::classify::{self, Decision, Rules};
+use cartpanda_redtrack::conversion::classify::{self, Decision};
+use cartpanda_redtrack::conversion::rules::Rules;
 use cartpanda_redtrack::postback::template::PostbackTemplate;
 use cartpanda_redtrack::inbound::webhook;
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             let url = template.render(|m| ctx.value(m));
             let reparsed = url::Url::parse(url.as_str()).expect("a rendered postback is a URL");
             let clickid = reparsed.query_pairs().find(|(k, _)| k == "clickid").map(|(_, v)| v.into_owned());
-            assert_eq!(clickid.as_deref(), classify::click_id(order).ok().flatten());
+            assert_eq!(clickid.as_deref(), fields::click_id(order).ok().flatten());
             let event_id = reparsed.query_pairs().find(|(k, _)| k == "rdtk_event_id").map(|(_, v)| v.into_owned());
             assert_eq!(event_id.as_deref(), Some(conversion.event_id.as_str()));
             let _ = classify::fingerprint(order, conversion);

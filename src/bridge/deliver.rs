@@ -4,8 +4,11 @@
 
 use super::report::{Answer, Handled};
 use super::{Bridge, ConversionReport, Report};
-use crate::conversion::classify::{self, Classified, Conversion, Decision, Rules, Skip};
+use crate::conversion::classify::{self, Classified, Decision};
 use crate::conversion::clickid;
+use crate::conversion::fields;
+use crate::conversion::rules;
+use crate::conversion::rules::{Conversion, Rules, Skip};
 use crate::inbound::error::AppError;
 use crate::inbound::money;
 use crate::inbound::webhook::{Delivery, EventField, Order, OrderField, ParseError};
@@ -50,7 +53,7 @@ impl Bridge {
         let refusal = Refusal {
             shop: profile.shop.clone(),
             order_id: match &delivery.order {
-                OrderField::Object(order) => classify::order_id(&order.id).ok(),
+                OrderField::Object(order) => fields::order_id(&order.id).ok(),
                 _ => None,
             },
             event: match &delivery.event {
@@ -144,7 +147,7 @@ impl Bridge {
                 order_id,
                 event,
                 outcome = "dry_run",
-                cartx_test = classify::is_cartx_test(order),
+                cartx_test = rules::is_cartx_test(order),
                 "dry run requested; nothing claimed or sent"
             );
             return Ok(self.preview(profile, order_id, order, conversions));
@@ -196,7 +199,7 @@ impl Bridge {
             event = classified.event,
             outcome = "skipped",
             reason = reason.code(),
-            cartx_test = classified.order.is_some_and(classify::is_cartx_test),
+            cartx_test = classified.order.is_some_and(rules::is_cartx_test),
             "delivery skipped"
         );
         crate::ops::metrics::skipped(reason.code());
@@ -224,7 +227,7 @@ impl Bridge {
 /// Counts orders marked only by `is_cartx_test`, by how the rules treat them (metric
 /// `CartxTestOrders` by `TreatedAs`).
 fn count_cartx_test(classified: &Classified<'_>, rules: &Rules) {
-    if let Some(order) = classified.order.filter(|o| classify::is_cartx_test(o)) {
+    if let Some(order) = classified.order.filter(|o| rules::is_cartx_test(o)) {
         crate::ops::metrics::cartx_test(rules.is_test(order));
     }
 }

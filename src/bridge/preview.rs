@@ -2,7 +2,7 @@
 //! `SEND_TEST_ORDERS` is off. Also the one render of a conversion's postback.
 
 use super::{Bridge, ConversionReport, Outcome, Report};
-use crate::conversion::classify::Conversion;
+use crate::conversion::rules::Conversion;
 use crate::inbound::webhook::Order;
 use crate::ops::clock::random_u64;
 use crate::ops::config::Profile;

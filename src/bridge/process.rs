@@ -4,7 +4,9 @@
 
 use super::preview::{entry, render};
 use super::{Bridge, ConversionReport, DEFAULT_BUDGET, Outcome, Report};
-use crate::conversion::classify::{self, Conversion};
+use crate::conversion::classify;
+use crate::conversion::rules;
+use crate::conversion::rules::Conversion;
 use crate::inbound::webhook::Order;
 use crate::ledger::claim::{Claim, ClaimOutcome, Finish};
 use crate::ops::config::Profile;
@@ -50,7 +52,7 @@ impl Bridge {
         };
         let mut report = Report::default();
         let mut ledger_down = false;
-        let cartx_test = classify::is_cartx_test(order);
+        let cartx_test = rules::is_cartx_test(order);
         for conversion in conversions {
             let entry = if ledger_down {
                 entry(conversion, Outcome::NotAttempted)

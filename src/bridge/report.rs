@@ -1,7 +1,7 @@
 //! What the service answers: the outcome of each conversion, the report of a delivery, and the
 //! one table that turns them into an HTTP status and an error message.
 
-use crate::conversion::classify::Skip;
+use crate::conversion::rules::Skip;
 use serde::Serialize;
 
 /// What happened to one conversion.

@@ -2,7 +2,7 @@
 //! before anything is claimed or sent.
 
 use super::Bridge;
-use crate::conversion::classify::Kind;
+use crate::conversion::rules::Kind;
 use crate::inbound::auth::Secret;
 use crate::inbound::verify::{self, VerifyError};
 use crate::inbound::webhook::Order;

@@ -1,12 +1,11 @@
 //! From a parsed delivery to the conversions it produces: which event, which RedTrack type, which
 //! amount, which event ID, and the fingerprint that tells a duplicate from a conflict. Pure: no
 //! I/O, no clock. The rules and types it follows are in [`crate::conversion::rules`], the order's
-//! fields in [`crate::conversion::fields`] (both re-exported here).
+//! fields in [`crate::conversion::fields`].
 
-pub use crate::conversion::fields::{click_id, order_id};
-pub use crate::conversion::rules::{
-    CartxTestOrders, Conversion, ConversionTypes, DEFAULT_CONVERSION_TYPES, Kind, MAX_CLICK_ID,
-    MAX_CONVERSIONS, MAX_LINE_ITEMS, Reject, Rules, Skip, is_cartx_test, status,
+use crate::conversion::fields::{click_id, order_id};
+use crate::conversion::rules::{
+    Conversion, Kind, MAX_CONVERSIONS, MAX_LINE_ITEMS, Reject, Rules, Skip,
 };
 
 use crate::conversion::currency;

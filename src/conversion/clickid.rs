@@ -1,7 +1,7 @@
 //! Where a shop's orders carry RedTrack's click ID: `CLICKID_SOURCES` (and per shop), an ordered
 //! list of places to look. The first usable value wins and is written into
 //! `checkout_params.cid` before classification, so everything downstream (the `{cid}` macro, the
-//! fingerprint, [`crate::conversion::classify::click_id`]) reads the one resolved click ID.
+//! fingerprint, [`crate::conversion::fields::click_id`]) reads the one resolved click ID.
 //!
 //! Sources:
 //!
@@ -24,7 +24,7 @@
 //!   passed over and the next source is tried.
 //! - Everywhere, an empty value or an unfilled Cartpanda macro (`{cid}`) counts as absent.
 
-use crate::conversion::classify::{MAX_CLICK_ID, Reject};
+use crate::conversion::rules::{MAX_CLICK_ID, Reject};
 use crate::inbound::lenient::Text;
 use crate::inbound::webhook::{CheckoutParams, Delivery, Order, OrderField};
 
@@ -361,6 +361,6 @@ mod tests {
         assert_eq!(none.checkout_params.unwrap().cid.get(), None);
         let mut bad = order(r#"{"id":1,"checkout_params":{"clickid":"a&b"}}"#);
         apply(&mut bad, &ClickIdSources::default());
-        assert!(crate::conversion::classify::click_id(&bad).is_err());
+        assert!(crate::conversion::fields::click_id(&bad).is_err());
     }
 }

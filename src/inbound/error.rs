@@ -2,7 +2,7 @@
 //! its mapping to HTTP. Each 4xx says precisely what was wrong; 5xx say little, the logs say the
 //! rest. (Outcomes after the claim are decided by [`crate::bridge::Report`].)
 
-use crate::conversion::classify::Reject;
+use crate::conversion::rules::Reject;
 use crate::inbound::auth::AuthError;
 use crate::inbound::verify::VerifyError;
 use crate::inbound::webhook::ParseError;

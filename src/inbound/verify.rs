@@ -7,7 +7,7 @@
 //! {shop_slug}/orders/{order_id}`, answering `{"order": {...}}`) is what open-source clients use.
 //! `CARTPANDA_ORDER_URL` overrides it.
 
-use crate::conversion::classify::Kind;
+use crate::conversion::rules::Kind;
 use crate::inbound::auth::Secret;
 use crate::inbound::money;
 use crate::inbound::webhook::Order;

@@ -17,7 +17,7 @@
 //! only; a shop's Cartpanda API token as an SSM SecureString ([`crate::shops::api_token`]).
 //! [`run`] takes the words after the program name, so tests run a command without a process.
 
-use crate::conversion::classify::CartxTestOrders;
+use crate::conversion::rules::CartxTestOrders;
 use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::secrets::SsmSecrets;

@@ -1,10 +1,8 @@
 //! Configuration from the environment, checked once at cold start: a wrong value stops the
 //! function with a message naming the variable and what is wrong.
 
-use crate::conversion::classify::{
-    CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
-};
 use crate::conversion::currency::is_sum_currency;
+use crate::conversion::rules::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
 use crate::inbound::auth::{Secret, Tokens};
 use crate::postback::template::PostbackTemplate;
 use std::time::Duration;

@@ -4,8 +4,9 @@
 //! that also arrives by webhook (before, during or after the run) is sent once.
 
 use crate::bridge::{Bridge, Outcome, Report};
-use crate::conversion::classify::{self, Conversion, Decision, Skip};
+use crate::conversion::classify::{self, Decision};
 use crate::conversion::clickid;
+use crate::conversion::rules::{Conversion, Skip};
 use crate::inbound::auth::Secret;
 use crate::inbound::lenient::Text;
 use crate::inbound::webhook::{Delivery, EventField, Order, OrderField};

@@ -4,10 +4,8 @@
 //! first use and cached for a short time. The environment keeps configuring the default shop
 //! (`POST /cartpanda`).
 
-use crate::conversion::classify::{
-    CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules,
-};
 use crate::conversion::currency::is_sum_currency;
+use crate::conversion::rules::{CartxTestOrders, ConversionTypes, DEFAULT_CONVERSION_TYPES, Rules};
 use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::claim::LedgerError;
 use crate::ops::clock::Clock;
