@@ -4,9 +4,6 @@
 
 mod common;
 
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
@@ -62,18 +59,7 @@ async fn redtrack(h: &Harness, status: u16, delay_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_on_any_path_carries_pii_or_a_postback_url() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    // The function's own filter at its most verbose setting: everything our code logs at every
-    // level, and every dependency up to the level the function allows it.
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish()
-        .with(cartpanda_redtrack::ops::logging::filter("trace"))
-        .try_init()
-        .expect("the only subscriber in this test binary");
+    let capture = capture_everything_logged();
 
     // Sent, duplicate, conflict.
     let h = harness_with(Options {

@@ -5,9 +5,6 @@
 
 mod common;
 
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
@@ -42,16 +39,7 @@ fn pii_order(id: u64) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish()
-        .with(cartpanda_redtrack::ops::logging::filter("trace"))
-        .try_init()
-        .expect("the only subscriber in this test binary");
+    let capture = capture_everything_logged();
 
     let h = harness().await;
     Mock::given(method("GET"))

@@ -460,6 +460,25 @@ impl std::io::Write for Capture {
     }
 }
 
+/// Installs for the whole test binary the function's own log filter at its most verbose setting
+/// (everything our code logs at every level, every dependency up to the level the function allows
+/// it), writing into the returned [`Capture`]. Once per test binary.
+pub fn capture_everything_logged() -> Capture {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish()
+        .with(cartpanda_redtrack::ops::logging::filter("trace"))
+        .try_init()
+        .expect("the only subscriber in this test binary");
+    capture
+}
+
 /// A sample API Gateway event of `events/`.
 pub fn sample(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR")))
