@@ -51,6 +51,16 @@ class Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def stop_process(proc):
+    """Terminates a child process still running; kills it if it has not exited within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def serve(handler_cls, **attrs):
     """Starts a keep-alive HTTP/1.1 server on a free loopback port; returns the server."""
     cls = type(handler_cls.__name__, (handler_cls,), attrs)
@@ -122,12 +132,7 @@ class Moto:
         return json.loads(urllib.request.urlopen(req, timeout=10).read())
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -302,12 +307,7 @@ class Function:
         return dict(p.split("=", 1) for p in pairs if "=" in p)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -37,15 +37,7 @@ async fn sample_harness(setting: &str) -> Harness {
 
 /// The JSON log lines with `message` = `wanted`, captured while `deliver` runs.
 async fn log_lines(wanted: &str, setting: &str) -> Vec<Value> {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_json_logs();
     let h = sample_harness(setting).await;
     deliver_event(&h.bridge, sample("paid-cartx-usd.json")).await;
     deliver_event(&h.bridge, sample("paid-discounted.json")).await;

@@ -22,16 +22,20 @@ use std::sync::Arc;
 /// Environment variables set for one case.
 type Overrides = Vec<(&'static str, String)>;
 
-fn ssm() -> SsmSecrets {
-    let conf = aws_sdk_ssm::Config::builder()
+/// The SSM client's configuration for moto.
+fn ssm_conf() -> aws_sdk_ssm::Config {
+    aws_sdk_ssm::Config::builder()
         .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
         .region(aws_sdk_ssm::config::Region::new("us-east-1"))
         .endpoint_url(moto_endpoint())
         .credentials_provider(aws_sdk_ssm::config::Credentials::new(
             "test", "test", None, None, "tests",
         ))
-        .build();
-    SsmSecrets::new(conf)
+        .build()
+}
+
+fn ssm() -> SsmSecrets {
+    SsmSecrets::new(ssm_conf())
 }
 
 fn shop(name: &str, plain_token: Option<&str>) -> ShopRecord {
@@ -112,15 +116,7 @@ async fn a_shops_api_token_lives_in_ssm_and_the_shop_cache_reads_it_from_there()
 }
 
 async fn ssm_delete(name: &str) {
-    let conf = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .build();
-    aws_sdk_ssm::Client::from_conf(conf)
+    aws_sdk_ssm::Client::from_conf(ssm_conf())
         .delete_parameter()
         .name(name)
         .send()

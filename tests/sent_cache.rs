@@ -113,24 +113,13 @@ fn outcome(answer: &Answer) -> (u16, &str, bool) {
     )
 }
 
-/// Captures this thread's log lines. Every test of this binary does: tracing caches whether a
-/// log line's call site is wanted when it is first hit, and a test hitting it first without a
-/// subscriber would make it unwanted for the others.
-fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    (capture, tracing::subscriber::set_default(subscriber))
-}
+// Every test of this binary captures its thread's log lines (`capture_json_logs`): tracing
+// caches whether a log line's call site is wanted when it is first hit, and a test hitting it
+// first without a subscriber would make it unwanted for the others.
 
 #[tokio::test]
 async fn the_second_delivery_of_a_sent_conversion_makes_no_dynamodb_call() {
-    let (capture, _guard) = capture_logs();
+    let (capture, _guard) = capture_json_logs();
 
     let (h, calls) = counted_harness().await;
     let bridge = instance(&h);
@@ -184,7 +173,7 @@ async fn the_second_delivery_of_a_sent_conversion_makes_no_dynamodb_call() {
 
 #[tokio::test]
 async fn a_changed_sum_still_gets_409() {
-    let _logs = capture_logs();
+    let _logs = capture_json_logs();
     let (h, calls) = counted_harness().await;
     let bridge = instance(&h);
     assert_eq!(
@@ -212,7 +201,7 @@ async fn a_changed_sum_still_gets_409() {
 
 #[tokio::test]
 async fn an_instance_learns_a_sent_conversion_from_the_table_once() {
-    let _logs = capture_logs();
+    let _logs = capture_json_logs();
     let (h, calls) = counted_harness().await;
     let (sender, other) = (instance(&h), instance(&h));
     assert_eq!(
@@ -235,7 +224,7 @@ async fn an_instance_learns_a_sent_conversion_from_the_table_once() {
 
 #[tokio::test]
 async fn dry_run_and_live_conversions_are_remembered_apart() {
-    let _logs = capture_logs();
+    let _logs = capture_json_logs();
     let (h, calls) = counted_harness().await;
     let mut dry = instance(&h);
     dry.config.dry_run = true;

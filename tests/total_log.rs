@@ -11,15 +11,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 #[tokio::test]
 async fn a_formatted_total_that_disagrees_with_the_cents_is_logged_and_the_cents_are_sent() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_json_logs();
     let h = harness().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200))

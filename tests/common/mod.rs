@@ -479,6 +479,21 @@ pub fn capture_everything_logged() -> Capture {
     capture
 }
 
+/// Captures this thread's log lines as the function writes them on Lambda (JSON, fields at the
+/// top level, INFO) until the guard is dropped. A test binary whose tests all capture this way
+/// may run them in parallel: each subscriber sees its own thread only.
+pub fn capture_json_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
 /// A sample API Gateway event of `events/`.
 pub fn sample(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR")))
