@@ -94,7 +94,13 @@ pub struct RedTrackClient {
 /// certificates to trust (a TLS-inspecting proxy's CA, say; Lambda sets neither).
 #[cfg(feature = "runtime")]
 pub fn tls_config() -> Option<rustls::ClientConfig> {
-    if crate::ops::aws::custom_ca_configured() {
+    tls_config_for(crate::ops::aws::custom_ca_configured())
+}
+
+/// [`tls_config`] with the environment's answer given: `None` when a custom CA is configured.
+#[cfg(feature = "runtime")]
+fn tls_config_for(custom_ca: bool) -> Option<rustls::ClientConfig> {
+    if custom_ca {
         return None;
     }
     let roots = rustls::RootCertStore {
@@ -280,12 +286,18 @@ mod tests {
 
     #[cfg(feature = "runtime")]
     #[test]
-    fn tls_trusts_the_compiled_in_roots() {
-        if let Some(config) = tls_config() {
-            assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
-        } else {
-            assert!(crate::ops::aws::custom_ca_configured());
-        }
+    fn tls_trusts_the_compiled_in_roots_unless_a_custom_ca_is_configured() {
+        // Each branch asserted on its own, whatever this machine's environment says.
+        let config = tls_config_for(false).expect("the compiled-in roots make a TLS config");
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert!(
+            tls_config_for(true).is_none(),
+            "a custom CA falls back to reqwest's system store"
+        );
+        assert_eq!(
+            tls_config().is_none(),
+            crate::ops::aws::custom_ca_configured()
+        );
         assert!(http_builder().build().is_ok());
     }
 
