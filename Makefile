@@ -29,6 +29,10 @@ ADMIN      ?= cargo run --quiet --release --bin cartpanda-redtrack-admin --
 
 FUZZ_SECONDS ?= 60
 
+# Where cargo puts what it builds: `target/` unless CARGO_TARGET_DIR (or a cargo config) says
+# otherwise. Asked of cargo, evaluated only by the targets that use it.
+TARGET_DIR = $(shell cargo metadata --format-version 1 --no-deps | python3 -c "import json, sys; print(json.load(sys.stdin)['target_directory'])")
+
 .PHONY: bench fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
@@ -68,7 +72,7 @@ arm64-check: tools qemu sam-build ## the arm64 bootstrap under qemu-user: a new 
 
 stack-test: tools qemu sam-build ## template.yaml stood up in moto (SAM translator, CloudFormation), each function run with its role and environment
 	cargo build --quiet --bin cartpanda-redtrack-admin
-	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT) --admin target/debug/cartpanda-redtrack-admin
+	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT) --admin "$(TARGET_DIR)/debug/cartpanda-redtrack-admin"
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -133,10 +137,10 @@ fuzz: tools ## fuzz webhook parsing, money parsing and template rendering, FUZZ_
 
 bench: tools ## performance figures (docs/performance.md): CPU per delivery, cold start, CPU per invocation, RSS, DynamoDB calls, zip size
 	cargo lambda build --release --output-format zip --bin cartpanda-redtrack
-	@mkdir -p target/bench && rm -f target/bench/bootstrap && $(PY) -c "import zipfile; zipfile.ZipFile('target/lambda/cartpanda-redtrack/bootstrap.zip').extract('bootstrap', 'target/bench')" && chmod +x target/bench/bootstrap
+	@target="$(TARGET_DIR)"; mkdir -p "$$target/bench" && rm -f "$$target/bench/bootstrap" && $(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1] + '/lambda/cartpanda-redtrack/bootstrap.zip').extract('bootstrap', sys.argv[1] + '/bench')" "$$target" && chmod +x "$$target/bench/bootstrap"
 	cargo bench --bench delivery
-	BENCH_BINARY=$(CURDIR)/target/bench/bootstrap BENCH_PYTHON=$(CURDIR)/$(PY) BENCH_JSON=$(CURDIR)/target/bench/lambda.json cargo bench --bench lambda
-	@echo "deployment zip (cargo lambda build --release --output-format zip, x86_64): $$(stat -c %s target/lambda/cartpanda-redtrack/bootstrap.zip) bytes"
+	@target="$(TARGET_DIR)"; BENCH_BINARY="$$target/bench/bootstrap" BENCH_PYTHON=$(CURDIR)/$(PY) BENCH_JSON="$$target/bench/lambda.json" cargo bench --bench lambda
+	@echo "deployment zip (cargo lambda build --release --output-format zip, x86_64): $$(stat -c %s "$(TARGET_DIR)/lambda/cartpanda-redtrack/bootstrap.zip") bytes"
 
 clean: moto-stop ## remove build output and local tools
 	cargo clean
