@@ -10,8 +10,6 @@
 //! refusals are recorded the same way (`refused_422`, …). The first note of an order and reason
 //! is kept (a redelivery does not move it to another day).
 
-/// The key prefix of notes.
-pub const NOTE_PREFIX: &str = "note#";
 /// The reason of an order without a usable click ID.
 pub const NO_CLICK_ID: &str = "no_click_id";
 
@@ -32,10 +30,7 @@ pub struct Note {
 impl Note {
     /// The record key.
     pub fn key(&self) -> String {
-        match &self.shop {
-            None => format!("{NOTE_PREFIX}{}#{}", self.order_id, self.reason),
-            Some(shop) => format!("{NOTE_PREFIX}{shop}#{}#{}", self.order_id, self.reason),
-        }
+        crate::ledger::keys::note(self.shop.as_deref(), &self.order_id, &self.reason)
     }
 
     /// When DynamoDB's TTL may remove it (epoch seconds).

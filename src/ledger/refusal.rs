@@ -30,14 +30,11 @@ pub struct Refusal {
 impl Refusal {
     /// The record's key: `refused#<shop or default>#<order id or no-id-<ms>>#<event>`.
     pub fn key(&self) -> String {
-        format!(
-            "refused#{}#{}#{}",
-            key_part(self.shop.as_deref().unwrap_or("default")),
-            self.order_id
-                .as_deref()
-                .map_or_else(|| format!("no-id-{}", self.at_ms), key_part),
-            key_part(&self.event)
-        )
+        let order = self
+            .order_id
+            .clone()
+            .unwrap_or_else(|| format!("no-id-{}", self.at_ms));
+        crate::ledger::keys::refusal(self.shop.as_deref(), &order, &self.event)
     }
 
     /// When the record expires (epoch seconds).
@@ -66,14 +63,6 @@ impl Refusal {
         }
         out
     }
-}
-
-/// A key segment: at most 64 characters from `[A-Za-z0-9._-]`, others dropped.
-fn key_part(text: &str) -> String {
-    text.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(64)
-        .collect()
 }
 
 #[cfg(test)]

@@ -107,11 +107,7 @@ pub struct Profile {
 impl Profile {
     /// The ledger's record key of a conversion of this shop.
     pub fn record_key(&self, event_id: &str, dry_run: bool) -> String {
-        let space = if dry_run { "dry" } else { "evt" };
-        match &self.shop {
-            None => format!("{space}#{event_id}"),
-            Some(shop) => format!("{space}#{shop}#{event_id}"),
-        }
+        crate::ledger::keys::conversion(self.shop.as_deref(), event_id, dry_run)
     }
 }
 

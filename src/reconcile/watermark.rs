@@ -28,10 +28,7 @@ pub struct Mark {
 
 /// The record key of a shop's watermark.
 pub fn key(shop: Option<&str>) -> String {
-    match shop {
-        None => "watermark#default".to_owned(),
-        Some(name) => format!("watermark#shop#{name}"),
-    }
+    crate::ledger::keys::watermark(shop)
 }
 
 fn unavailable<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> LedgerError {

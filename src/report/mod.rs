@@ -13,7 +13,8 @@
 //! and the notes of [`crate::ledger::notes`]. Never PII: there is none in the table.
 
 use crate::ledger::claim::{STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED, STATUS_SENT};
-use crate::ledger::notes::{NO_CLICK_ID, NOTE_PREFIX, day_of};
+use crate::ledger::keys::{self, Key};
+use crate::ledger::notes::{NO_CLICK_ID, day_of};
 use aws_sdk_dynamodb::types::AttributeValue;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -96,22 +97,13 @@ fn number(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The shop and the rest of a record key after its prefix: `evt#<id>` or `evt#<shop>#<id>`;
-/// `note#<order>#<reason>` or `note#<shop>#<order>#<reason>`.
-fn split_key(rest: &str, parts_without_shop: usize) -> (String, Vec<&str>) {
-    let parts: Vec<&str> = rest.split('#').collect();
-    if parts.len() > parts_without_shop {
-        (parts[0].to_owned(), parts[1..].to_vec())
-    } else {
-        (DEFAULT_SHOP.to_owned(), parts)
-    }
+/// The report's name of the shop a record key names.
+fn shop_name(shop: Option<&str>) -> String {
+    shop.map_or_else(|| DEFAULT_SHOP.to_owned(), str::to_owned)
 }
 
 /// A row and its sums by currency while they are added up.
 type RowSums = (Row, BTreeMap<String, Decimal>);
-
-/// Key prefix of the records orders refused with 422 leave ([`crate::ledger::refusal`]).
-const REFUSED_PREFIX: &str = "refused#";
 
 /// Builds the report from the table's items (a scan of `evt#`, `note#` and `refused#` records).
 pub fn from_items(
@@ -128,13 +120,15 @@ pub fn from_items(
         looks: Vec::new(),
     };
     for item in items {
-        let pk = text(item, "pk");
-        if let Some(rest) = pk.strip_prefix("evt#") {
-            tally.conversion(item, rest);
-        } else if let Some(rest) = pk.strip_prefix(NOTE_PREFIX) {
-            tally.note(item, rest);
-        } else if pk.starts_with(REFUSED_PREFIX) {
-            tally.refusal(item);
+        match keys::parse(text(item, "pk")) {
+            Some(Key::Conversion {
+                shop,
+                event_id,
+                dry_run: false,
+            }) => tally.conversion(item, shop_name(shop), event_id),
+            Some(Key::Note { shop, order_id, .. }) => tally.note(item, shop_name(shop), order_id),
+            Some(Key::Refusal { .. }) => tally.refusal(item),
+            _ => {}
         }
     }
     tally.report()
@@ -171,10 +165,9 @@ impl Tally<'_> {
             })
     }
 
-    /// A conversion record (`evt#…`, after the prefix): counted by status, its sum added when
+    /// A conversion record (`evt#…`, its shop and event ID read from the key): counted by status, its sum added when
     /// sent; failed, long queued or stuck in progress, it needs a look.
-    fn conversion(&mut self, item: &HashMap<String, AttributeValue>, rest: &str) {
-        let (shop, parts) = split_key(rest, 1);
+    fn conversion(&mut self, item: &HashMap<String, AttributeValue>, shop: String, event_id: &str) {
         let Some(at) = number(item, "claimed_at_ms").filter(|at| *at >= self.since_ms) else {
             return;
         };
@@ -212,16 +205,15 @@ impl Tally<'_> {
                 day,
                 shop,
                 order_id: text(item, "order_id").to_owned(),
-                what: parts.join("#"),
+                what: event_id.to_owned(),
                 reason: reason.to_owned(),
             });
         }
     }
 
-    /// A note (`note#…`, after the prefix): an order refused or without a click ID, counted
+    /// A note (`note#…`, its shop and order ID read from the key): an order refused or without a click ID, counted
     /// under its Cartpanda event; it needs a look.
-    fn note(&mut self, item: &HashMap<String, AttributeValue>, rest: &str) {
-        let (shop, parts) = split_key(rest, 2);
+    fn note(&mut self, item: &HashMap<String, AttributeValue>, shop: String, order_id: &str) {
         let Some(at) = number(item, "created_at_ms").filter(|at| *at >= self.since_ms) else {
             return;
         };
@@ -240,7 +232,7 @@ impl Tally<'_> {
         self.looks.push(Look {
             day,
             shop,
-            order_id: parts.first().map_or("", |p| p).to_owned(),
+            order_id: order_id.to_owned(),
             what: event,
             reason,
         });
@@ -319,9 +311,9 @@ pub async fn build(
                  OR (begins_with(pk, :note) AND created_at_ms >= :since) \
                  OR (begins_with(pk, :refused) AND refused_at_ms >= :since)",
             )
-            .expression_attribute_values(":refused", AttributeValue::S(REFUSED_PREFIX.to_owned()))
-            .expression_attribute_values(":evt", AttributeValue::S("evt#".to_owned()))
-            .expression_attribute_values(":note", AttributeValue::S(NOTE_PREFIX.to_owned()))
+            .expression_attribute_values(":refused", AttributeValue::S(keys::REFUSED.to_owned()))
+            .expression_attribute_values(":evt", AttributeValue::S(keys::CONVERSION.to_owned()))
+            .expression_attribute_values(":note", AttributeValue::S(keys::NOTE.to_owned()))
             .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
             .set_exclusive_start_key(start.take())
             .send()

@@ -4,16 +4,14 @@
 
 use crate::ledger::claim::LedgerError;
 use crate::ledger::dynamo::{DynamoLedger, get_s, ledger_error, n, s};
+use crate::ledger::keys;
 use crate::shops::directory::{ShopDirectory, ShopRecord};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
-/// Frozen: the key prefix of shop records already in deployed tables.
-const SHOP_PREFIX: &str = "store#";
-
 fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
-    let name = get_s(item, "pk").strip_prefix(SHOP_PREFIX)?.to_owned();
+    let name = get_s(item, "pk").strip_prefix(keys::SHOP)?.to_owned();
     let opt = |k: &str| Some(get_s(item, k)).filter(|v| !v.is_empty());
     let flag = |k: &str, default: bool| {
         item.get(k)
@@ -48,7 +46,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
 impl ShopDirectory for DynamoLedger {
     async fn get(&self, name: &str) -> Result<Option<ShopRecord>, LedgerError> {
         Ok(self
-            .read(&format!("{SHOP_PREFIX}{name}"))
+            .read(&keys::shop(name))
             .await?
             .as_ref()
             .and_then(record_of))
@@ -62,7 +60,7 @@ impl DynamoLedger {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(&format!("{SHOP_PREFIX}{}", record.name)))
+            .item("pk", s(&keys::shop(&record.name)))
             // Frozen attribute value of shop records.
             .item("kind", s("store"))
             .item(
@@ -108,7 +106,7 @@ impl DynamoLedger {
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(pk, :prefix)")
-                .expression_attribute_values(":prefix", s(SHOP_PREFIX))
+                .expression_attribute_values(":prefix", s(keys::SHOP))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -129,7 +127,7 @@ impl DynamoLedger {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(&format!("{SHOP_PREFIX}{name}")))
+            .key("pk", s(&keys::shop(name)))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
