@@ -24,7 +24,8 @@ STACK      ?= cartpanda-redtrack
 # moto instances of their own for the arm64 check and the stack test (IAM enforcement there).
 ARM64_MOTO_PORT ?= 5057
 STACK_MOTO_PORT ?= 5056
-# The program `make redrive` runs (the stack test points it at the arm64 build under qemu).
+# The program `make redrive` runs (the stack test points it at its own debug build of
+# cartpanda-redtrack-admin).
 ADMIN      ?= cargo run --quiet --release --bin cartpanda-redtrack-admin --
 
 FUZZ_SECONDS ?= 60
@@ -70,7 +71,7 @@ qemu: ## install qemu-user and the arm64 C library (Debian packages) when missin
 arm64-check: tools qemu sam-build ## the arm64 bootstrap under qemu-user: a new conversion sent, its duplicate answered duplicate
 	$(PY) scripts/arm64_check.py .aws-sam/build/BridgeFunction/bootstrap --moto-port $(ARM64_MOTO_PORT)
 
-stack-test: tools qemu sam-build ## template.yaml stood up in moto (SAM translator, CloudFormation), each function run with its role and environment
+stack-test: tools qemu sam-build ## template.yaml stood up in moto (SAM translator, CloudFormation), the bridge and redrive functions run with their roles and environment
 	cargo build --quiet --bin cartpanda-redtrack-admin
 	$(PY) scripts/stack_test.py --build-dir .aws-sam/build --moto-port $(STACK_MOTO_PORT) --admin "$(TARGET_DIR)/debug/cartpanda-redtrack-admin"
 

@@ -56,7 +56,9 @@ fn event_body(name: &str) -> Value {
         .expect("sample body is JSON")
 }
 
-/// `paid-brl` with 50 line items (distinct products), the total their sum.
+/// `paid-brl` with 50 line items (distinct products); `total_price` says their sum, but the
+/// sample's `unformatted_total_price` (197.00) still decides the total (and the disagreement is
+/// flagged), as it would in a real delivery shaped so.
 fn fifty_items() -> Value {
     let mut body = event_body("paid-brl");
     let order = &mut body["order"];

@@ -1160,8 +1160,8 @@ fn thread_cpu_us() -> f64 {
 }
 
 /// CPU per DynamoDB PutItem through the AWS SDK configured as the function configures it (a local
-/// endpoint that answers at once, so only the client's work is counted) and per RedTrack GET
-/// through reqwest configured as the tracker configures it.
+/// endpoint that answers at once, so only the client's work is counted; a PutItem like the
+/// claim's) and per RedTrack GET through reqwest with the tracker's TLS set-up.
 fn clients_alone(n: usize, redtrack_port: u16) -> Result<(f64, f64), String> {
     let dynamo_port = serve("fake-dynamodb", |stream| {
         let mut writer = stream.try_clone()?;

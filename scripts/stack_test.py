@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""`make stack-test`: the stack `make deploy` creates, stood up in moto, and the functions `sam
-build` made run with what the stack gives them.
+"""`make stack-test`: the stack `make deploy` creates, stood up in moto, and the bridge and redrive
+functions `sam build` made run with what the stack gives them (the reconcile function is checked
+in the translated template: its schedule).
 
 1. template.yaml → plain CloudFormation by the SAM translator the SAM CLI ships; the functions'
    CodeUri → a placeholder zip in moto's S3; the stack created in moto's CloudFormation (all but
@@ -440,7 +441,7 @@ class Stack:
               "REDRIVE_QUEUE_URL differs between the functions and the output")
         check(redrive_env["REDRIVE_DLQ_URL"] == dlq_url, "REDRIVE_DLQ_URL is not the stack's DLQ")
         check(bridge_env["WEBHOOK_TOKEN"] == TOKEN, "WEBHOOK_TOKEN is not the WebhookToken parameter")
-        # The table is what DynamoStore writes: key pk (S), TTL on expires_at.
+        # The table is what DynamoLedger (src/ledger/dynamo.rs) writes: key pk (S), TTL on expires_at.
         desc = ddb.describe_table(TableName=table)["Table"]
         check(desc["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}], f"table key {desc['KeySchema']}")
         check({"AttributeName": "pk", "AttributeType": "S"} in desc["AttributeDefinitions"], "pk is not a string")

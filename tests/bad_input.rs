@@ -1,6 +1,6 @@
 //! The catalogue of bad requests: each class through the runtime adapter and the real handler,
-//! with its exact status and error message, and for every one: no request to RedTrack, no record
-//! left in the table, no panic.
+//! with its exact status and error message, and for every one: no request to RedTrack, no claim
+//! left in the table (only the 422s' refusal records and the no-click-ID notes), no panic.
 
 mod common;
 

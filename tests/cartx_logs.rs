@@ -1,6 +1,6 @@
 //! The decision log lines mark orders whose only test mark is `is_cartx_test` (`cartx_test`),
-//! whatever `CARTX_TEST_ORDERS` says. Alone in its test binary: a thread-scoped log subscriber
-//! must not race other tests' threads.
+//! whatever `CARTX_TEST_ORDERS` says. Alone in its test binary: tracing caches a log call
+//! site's interest on first use, so a test without a subscriber could turn these lines off here.
 
 mod common;
 

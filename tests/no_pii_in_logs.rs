@@ -152,7 +152,8 @@ async fn no_log_line_on_any_path_carries_pii_or_a_postback_url() {
             .unwrap()
             .contains("fname=Zephyrinaqx")
     );
-    // Refused before any I/O: bad amount, bad click ID, wrong token.
+    // Refused before anything is claimed or sent (the 422s still write their refusal record):
+    // bad amount, bad click ID, wrong token.
     let mut bad = pii_order(8);
     bad["order"]["total_price"] = json!(format!("{EMAIL}"));
     assert_eq!(deliver(&h, &bad).await.status, 422);

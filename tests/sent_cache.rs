@@ -91,7 +91,7 @@ async fn counted_harness() -> (Harness, Calls) {
 }
 
 /// One instance of the function: the harness's bridge with its own memory of sent conversions,
-/// wired as `main.rs` wires it.
+/// wired as `src/entry.rs` (`bridge()`) wires it.
 fn instance(h: &Harness) -> Bridge {
     Bridge {
         config: h.bridge.config.clone(),

@@ -1,6 +1,6 @@
 //! The total in cents decides, and a formatted total that disagrees is logged with the order ID
-//! and both values, never PII (issue 14). Alone in its test binary: a thread-scoped log
-//! subscriber must not race other tests' threads.
+//! and both values, never PII (issue 14). Alone in its test binary: tracing caches a log
+//! call site's interest on first use, so a test without a subscriber could turn these lines off.
 
 mod common;
 

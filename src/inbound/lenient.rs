@@ -1,7 +1,7 @@
 //! Tolerant serde building blocks for Cartpanda's loosely typed JSON: the same field arrives as a
 //! number or a string, as `0`/`1`/`true`/`"1"`, as an object or `null` or `[]`. A leaf of the wrong
-//! type is read as absent instead of failing the whole delivery; structure (nesting depth,
-//! duplicate keys) is still enforced by serde_json.
+//! type is read as absent instead of failing the whole delivery; structure is still enforced:
+//! nesting depth by `webhook::parse` before parsing, duplicate keys by serde.
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -12,7 +12,8 @@ use std::marker::PhantomData;
 pub struct Text(pub Option<String>);
 
 impl Text {
-    /// The value, or `None` when absent, null, of another type, or blank.
+    /// The value, or `None` when absent, null, an array or object, or blank (booleans read as
+    /// `1`/`0`).
     pub fn get(&self) -> Option<&str> {
         self.0.as_deref().filter(|s| !s.is_empty())
     }

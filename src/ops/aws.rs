@@ -1,4 +1,4 @@
-//! AWS SDK configuration shared by both functions: loaded once at cold start, with the timeouts of
+//! AWS SDK configuration shared by every function (bridge, redrive, reconcile): loaded once at cold start, with the timeouts of
 //! [`crate::ops::budget`] so a hanging DynamoDB or SQS cannot eat the invocation (the handler then
 //! answers 503) and the step after RedTrack always fits before the deadline.
 //!

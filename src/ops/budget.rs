@@ -32,7 +32,7 @@ mod tests {
     #[test]
     fn the_step_after_redtrack_fits_in_the_margin() {
         assert!(SDK_CONNECT <= SDK_ATTEMPT && SDK_ATTEMPT <= SDK_OPERATION);
-        // The figures docs/reliability.md and the README give, checked against the constants
+        // The figures docs/reliability.md and docs/security.md give, checked against the constants
         // (not against the formula that defines them).
         assert_eq!(SDK_OPERATION, Duration::from_millis(1600));
         assert_eq!(CALLS_AFTER_SEND, 2);

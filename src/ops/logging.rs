@@ -1,4 +1,4 @@
-//! Logging set-up shared by both functions: Lambda's level and format (`AWS_LAMBDA_LOG_LEVEL` /
+//! Logging set-up shared by every function (bridge, redrive, reconcile): Lambda's level and format (`AWS_LAMBDA_LOG_LEVEL` /
 //! `RUST_LOG`, `AWS_LAMBDA_LOG_FORMAT=JSON`), with the HTTP and AWS SDK crates capped below the
 //! levels at which they print request and response bodies — those carry PII (the queued postback,
 //! names, emails) — whatever level the operator chooses.

@@ -5,8 +5,8 @@
 //! failed, conflict, in_progress, store_unavailable, dead_lettered) and in total;
 //! `RedTrackLatency` (ms, per postback sent or failed); `DuplicatesFromMemory` (by `Outcome`
 //! `duplicate`, on the same line: duplicates answered from the instance's memory of sent
-//! conversions, without a DynamoDB call); `Skipped` by `Reason`; `Rejected` (4xx)
-//! by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
+//! conversions, without a DynamoDB call); `Skipped` by `Reason`; `Rejected` (every request
+//! refused with an error status) by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
 //! `is_cartx_test` = 1; `Refused` (orders refused with 422, each also recorded in the ledger) by
 //! `Field`.
 
@@ -103,7 +103,8 @@ pub fn refused(field_class: &str) {
     emit(line("Refused", "Count", "Field", field_class, 1.0, None));
 }
 
-/// A request refused with a 4xx before any I/O.
+/// A request refused with an error status (a 4xx, or a 503 when the shop record or Cartpanda's
+/// API could not be read), by its code.
 pub fn rejected(reason: &str) {
     emit(line("Rejected", "Count", "Reason", reason, 1.0, None));
 }

@@ -1,5 +1,5 @@
-//! The RedTrack client: one GET per postback, retried within the invocation's deadline on
-//! connection errors, timeouts, 429 and 5xx. Errors never carry the postback URL (it holds PII):
+//! The RedTrack client: one GET per postback, retried within the invocation's deadline on any
+//! transport error (connect, timeout, …), 429 and 5xx. Errors never carry the postback URL (it holds PII):
 //! only scheme and host.
 
 use async_trait::async_trait;

@@ -3,14 +3,16 @@
 //!
 //! Per day (UTC, of the claim), shop and conversion type: conversions **sent**, **queued**
 //! (waiting for RedTrack in the redrive queue), **failed** (RedTrack refused them), **in
-//! progress**, orders **refused** (the `refused_*` notes, e.g. 422) and **skipped without a
-//! click ID** (the `no_click_id` notes), and the sums sent by currency. Then the orders that need
-//! a look: failed, queued for more than an hour, stuck in progress, refused, without a click ID.
-//! Duplicates cost no write and are not recorded; their rate is on the dashboard (metrics).
+//! progress**, orders **refused** with 422 (their `refused#…` records,
+//! [`crate::ledger::refusal`]) and **skipped without a click ID** (the `no_click_id` notes), and
+//! the sums sent by currency. Then the orders that need a look: failed, queued for more than an
+//! hour, stuck in progress, refused, without a click ID. Duplicates leave no record and are not
+//! counted; their rate is on the dashboard (metrics).
 //!
 //! Read from the records: `conversion_type`, `status`, `claimed_at_ms`, `amount`, `currency`
 //! (written with each claim since this report exists; older records have no sum), `order_id`,
-//! and the notes of [`crate::ledger::notes`]. Never PII: there is none in the table.
+//! the notes of [`crate::ledger::notes`] and the refusal records. Never PII: there is none in the
+//! table.
 
 use crate::ledger::claim::{STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED, STATUS_SENT};
 use crate::ledger::keys::{self, Key};
