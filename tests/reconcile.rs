@@ -384,3 +384,30 @@ async fn a_dry_run_back_fill_counts_what_it_would_send_and_writes_nothing() {
             .unwrap_err();
     assert!(bad.starts_with("--since `soon`"), "{bad}");
 }
+
+#[tokio::test]
+async fn orders_of_the_v3_api_are_sent_with_the_click_id_of_their_conversion_summary() {
+    let s = setup(&[], &[]).await;
+    // As a v3 client reads an order: no checkout_params, the tracking parameters in
+    // conversion_summary (issue 22).
+    let mut order = listed(paid_order(501));
+    let click_id = order["checkout_params"]["cid"]
+        .as_str()
+        .expect("the sample order has a click ID")
+        .to_owned();
+    order.as_object_mut().unwrap().remove("checkout_params");
+    order["conversion_summary"] = json!([
+        {"parameter_name": "utm_source", "parameter_value": "facebook"},
+        {"parameter_name": "cid", "parameter_value": click_id},
+    ]);
+    serve_page(&s, 1, page(vec![order], 1, 1)).await;
+    let summary = run(&s, 60_000).await;
+    assert_eq!(
+        (summary.sent, summary.skipped_no_click_id),
+        (1, 0),
+        "{summary:?}"
+    );
+    let sent = postbacks(&s.h).await;
+    assert_eq!(event_ids(&sent), ["501-purchase"]);
+    assert_eq!(sent[0]["clickid"], click_id);
+}

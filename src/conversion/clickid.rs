@@ -7,10 +7,14 @@
 //!
 //! - `checkout_params.<key>`: a query parameter the checkout was opened with (`cid`, `clickid`,
 //!   `rtkcid`, `sck`, `src`, `utm_term`, …);
-//! - `thank_you_page.<param>`: a query parameter of the order's `thank_you_page` URL.
+//! - `thank_you_page.<param>`: a query parameter of the order's `thank_you_page` URL;
+//! - `conversion_summary.<name>`: the `parameter_value` of the entry named `<name>` in the
+//!   order's `conversion_summary` (orders read from Cartpanda's v3 API carry their tracking
+//!   parameters there, and no `checkout_params`).
 //!
-//! The default is what the bridge always read: `checkout_params.cid`, `checkout_params.clickid`,
-//! `checkout_params.rtkcid`.
+//! The default is what the bridge always read, `checkout_params.cid`, `checkout_params.clickid`,
+//! `checkout_params.rtkcid`, then `conversion_summary.cid` (so reconciliation finds the click ID of
+//! orders listed by the v3 API).
 //!
 //! What counts as a click ID. RedTrack's click IDs are 24 lowercase hexadecimal characters (a
 //! MongoDB ObjectId: `67d42f3b9a1e5c0012ab34cd`; every sample in `events/` has that shape).
@@ -19,7 +23,8 @@
 //!   offer URL fills them with `{clickid}` and nothing else) the value is taken as it is, as it
 //!   always was: up to [`MAX_CLICK_ID`] URL-safe characters, and a value with other characters is
 //!   refused (422), since it can only be a forged or broken delivery.
-//! - In any **other** place (`sck`, `src`, `utm_term`, a thank-you-page parameter), which carries
+//! - In any **other** place (`sck`, `src`, `utm_term`, a thank-you-page parameter, any
+//!   `conversion_summary` entry — whose values are not known to be checked), which carries
 //!   words too (`utm_term=summer-sale`), only a value of RedTrack's shape counts; anything else is
 //!   passed over and the next source is tried.
 //! - Everywhere, an empty value or an unfilled Cartpanda macro (`{cid}`) counts as absent.
@@ -28,9 +33,14 @@ use crate::conversion::rules::{MAX_CLICK_ID, Reject};
 use crate::inbound::lenient::Text;
 use crate::inbound::webhook::{CheckoutParams, Delivery, Order, OrderField};
 
-/// The default sources: the three dedicated checkout parameters, in the order always read.
+/// The default sources: the three dedicated checkout parameters, in the order always read, then
+/// the v3 API's `conversion_summary` entry `cid`.
 pub const DEFAULT_SOURCES: &str =
-    "checkout_params.cid,checkout_params.clickid,checkout_params.rtkcid";
+    "checkout_params.cid,checkout_params.clickid,checkout_params.rtkcid,conversion_summary.cid";
+
+/// What a source list must look like (the template's `ClickIdSources` pattern says the same).
+const SOURCE_FORM: &str =
+    "checkout_params.<key>, thank_you_page.<param> or conversion_summary.<name>";
 
 /// The checkout parameters that carry nothing but the click ID.
 const DEDICATED: [&str; 3] = ["cid", "clickid", "rtkcid"];
@@ -42,6 +52,8 @@ pub enum Source {
     CheckoutParam(String),
     /// `thank_you_page.<param>`: a query parameter of the thank-you page URL.
     ThankYouPage(String),
+    /// `conversion_summary.<name>`: the value of the order's `conversion_summary` entry `<name>`.
+    ConversionSummary(String),
 }
 
 impl Source {
@@ -55,6 +67,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::CheckoutParam(k) => write!(f, "checkout_params.{k}"),
             Source::ThankYouPage(k) => write!(f, "thank_you_page.{k}"),
+            Source::ConversionSummary(k) => write!(f, "conversion_summary.{k}"),
         }
     }
 }
@@ -70,14 +83,14 @@ impl Default for ClickIdSources {
 }
 
 impl ClickIdSources {
-    /// Parses `checkout_params.cid,thank_you_page.rtkcid,…` (at most 16 entries; keys of 1–64
-    /// `A-Z a-z 0-9 _ - .`).
+    /// Parses `checkout_params.cid,thank_you_page.rtkcid,conversion_summary.cid,…` (at most 16
+    /// entries; keys of 1–64 `A-Z a-z 0-9 _ - .`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (place, key) = entry.split_once('.').ok_or_else(|| {
-                format!("`{entry}` must be checkout_params.<key> or thank_you_page.<param>")
-            })?;
+            let (place, key) = entry
+                .split_once('.')
+                .ok_or_else(|| format!("`{entry}` must be {SOURCE_FORM}"))?;
             let key_ok = !key.is_empty()
                 && key.len() <= 64
                 && key
@@ -91,11 +104,8 @@ impl ClickIdSources {
             let source = match place {
                 "checkout_params" => Source::CheckoutParam(key.to_owned()),
                 "thank_you_page" => Source::ThankYouPage(key.to_owned()),
-                _ => {
-                    return Err(format!(
-                        "`{entry}` must be checkout_params.<key> or thank_you_page.<param>"
-                    ));
-                }
+                "conversion_summary" => Source::ConversionSummary(key.to_owned()),
+                _ => return Err(format!("`{entry}` must be {SOURCE_FORM}")),
             };
             if out.contains(&source) {
                 return Err(format!("`{entry}` is listed twice"));
@@ -186,6 +196,14 @@ fn thank_you_value(order: &Order, param: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_owned())
 }
 
+fn summary_value<'a>(order: &'a Order, name: &str) -> Option<&'a str> {
+    order
+        .conversion_summary
+        .iter()
+        .find(|p| p.parameter_name.get() == Some(name))
+        .and_then(|p| p.parameter_value.get())
+}
+
 /// What the sources found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -204,6 +222,7 @@ pub fn find(order: &Order, sources: &ClickIdSources) -> Result<Option<Found>, Re
                 .and_then(|p| checkout_value(p, key))
                 .map(str::to_owned),
             Source::ThankYouPage(param) => thank_you_value(order, param),
+            Source::ConversionSummary(name) => summary_value(order, name).map(str::to_owned),
         };
         let Some(value) = value.filter(|v| !v.is_empty() && !unfilled_macro(v)) else {
             continue;
@@ -288,6 +307,7 @@ mod tests {
             ("", "names no source"),
             ("sck", "checkout_params.<key>"),
             ("query.cid", "checkout_params.<key>"),
+            ("conversion_summary", "conversion_summary.<name>"),
             ("checkout_params.", "1-64"),
             ("checkout_params.a b", "1-64"),
             ("checkout_params.cid,checkout_params.cid", "twice"),
@@ -345,6 +365,40 @@ mod tests {
         assert_eq!(find(&o, &any_key).unwrap().unwrap().click_id, ID);
         let o = order(r#"{"id":1,"checkout_params":"?xcid=67d42f3b9a1e5c0012ab34cd&src=fb"}"#);
         assert_eq!(find(&o, &any_key).unwrap().unwrap().click_id, ID);
+    }
+
+    #[test]
+    fn orders_of_the_v3_api_give_their_click_id_in_conversion_summary() {
+        let summary = |value: &str| {
+            order(&format!(
+                r#"{{"id":1,"conversion_summary":[
+                    {{"parameter_name":"utm_source","parameter_value":"fb"}},
+                    {{"parameter_name":"cid","parameter_value":"{value}"}}]}}"#
+            ))
+        };
+        let found = find(&summary(ID), &ClickIdSources::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.click_id, ID);
+        assert_eq!(found.source, Source::ConversionSummary("cid".into()));
+        // Not of RedTrack's shape: passed over, as in every non-dedicated place.
+        assert_eq!(
+            find(&summary("summer-sale"), &ClickIdSources::default()).unwrap(),
+            None
+        );
+        // The checkout parameters come first.
+        let both = order(&format!(
+            r#"{{"id":1,"checkout_params":{{"cid":"abc-1"}},
+            "conversion_summary":[{{"parameter_name":"cid","parameter_value":"{ID}"}}]}}"#
+        ));
+        let found = find(&both, &ClickIdSources::default()).unwrap().unwrap();
+        assert_eq!(found.click_id, "abc-1");
+        let mut resolved = summary(ID);
+        apply(&mut resolved, &ClickIdSources::default());
+        assert_eq!(
+            crate::conversion::fields::click_id(&resolved).unwrap(),
+            Some(ID)
+        );
     }
 
     #[test]

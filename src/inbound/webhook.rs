@@ -107,6 +107,18 @@ pub struct Order {
     pub line_items: Vec<LineItem>,
     #[serde(deserialize_with = "lenient::object_list")]
     pub refunds: Vec<Refund>,
+    /// The tracking parameters of orders read from Cartpanda's v3 API (`[{parameter_name,
+    /// parameter_value}]`), where those orders carry no `checkout_params`.
+    #[serde(deserialize_with = "lenient::object_list")]
+    pub conversion_summary: Vec<SummaryParameter>,
+}
+
+/// One entry of an order's `conversion_summary`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SummaryParameter {
+    pub parameter_name: Text,
+    pub parameter_value: Text,
 }
 
 /// The query parameters the checkout was opened with; `cid` is RedTrack's click ID.
