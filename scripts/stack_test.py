@@ -185,7 +185,13 @@ def check_absent(cfn, absent, created):
         elif kind == "AWS::ApiGatewayV2::Stage":
             check(props.get("StageName") == "$default" and props.get("AutoDeploy") is True and refs(props["ApiId"]) == {"HttpApi"},
                   f"stage {name}: {props.get('StageName')}, AutoDeploy {props.get('AutoDeploy')}")
-            how = "$default, auto-deployed, of HttpApi"
+            routes = props.get("DefaultRouteSettings", {})
+            for key, parameter in (("ThrottlingRateLimit", "ApiRateLimit"), ("ThrottlingBurstLimit", "ApiBurstLimit")):
+                value = routes.get(key)
+                default = cfn.get("Parameters", {}).get(parameter, {}).get("Default")
+                check(refs(value) == {parameter} or (default is not None and str(value) == str(default)),
+                      f"stage {name}: {key} is {value!r}, not the {parameter} parameter")
+            how = "$default, auto-deployed, of HttpApi, throttled by ApiRateLimit and ApiBurstLimit"
         elif kind == "AWS::Scheduler::Schedule":
             target = props["Target"]
             check(refs(target["Arn"]) == {"ReconcileFunction"}, f"schedule {name} does not invoke ReconcileFunction")
