@@ -305,6 +305,26 @@ struct Life {
     refunded: bool,
     /// Charged back; `true`: only as an `order.updated` with `chargeback_received = 1`.
     chargeback: Option<bool>,
+    /// How the webhooks write amounts: 0 `"505.07"`, 1 `505.07`, 2 `"1.505,07"` (Brazilian),
+    /// 3 Brazilian with the total also in cents (`unformatted_total_price`).
+    shape: u8,
+}
+
+/// An amount as the order's webhooks write it.
+fn amount(cents: i64, shape: u8) -> Value {
+    match shape {
+        0 => json!(money(cents)),
+        1 => json!(cents as f64 / 100.0),
+        _ => {
+            let units = cents / 100;
+            let grouped = if units >= 1000 {
+                format!("{}.{:03}", units / 1000, units % 1000)
+            } else {
+                units.to_string()
+            };
+            json!(format!("{grouped},{:02}", cents % 100))
+        }
+    }
 }
 
 fn money(cents: i64) -> String {
@@ -335,6 +355,7 @@ impl Life {
             upsells,
             refunded: dice.chance(20),
             chargeback: dice.chance(15).then(|| dice.chance(50)),
+            shape: dice.below(4) as u8,
         }
     }
 
@@ -376,21 +397,25 @@ impl Life {
 
     /// The order as a webhook carries it with its first `upsells` upsells.
     fn order(&self, upsells: usize) -> Value {
+        let shape = self.shape;
         let mut lines = vec![json!({"id": self.id * 10, "product_id": 1, "name": "Front",
-            "price": money(self.front), "quantity": 1, "up_sell_id": 0})];
+            "price": amount(self.front, shape), "quantity": 1, "up_sell_id": 0})];
         for (n, (line, price, label)) in self.upsells[..upsells].iter().enumerate() {
             lines.push(json!({"id": line, "product_id": 100 + n, "name": label,
-                "price": money(*price), "quantity": 1, "up_sell_id": 7 + n, "up_sell_type": label}));
+                "price": amount(*price, shape), "quantity": 1, "up_sell_id": 7 + n, "up_sell_type": label}));
         }
         let mut order = json!({
             "id": self.id, "test": u8::from(self.test), "currency": "BRL",
-            "total_price": money(self.total(upsells)), "status_id": "New",
+            "total_price": amount(self.total(upsells), shape), "status_id": "New",
             "chargeback_received": 0, "created_at": "2026-11-30 13:42:07",
             "email": "buyer@example.com", "line_items": lines, "refunds": [],
             "customer": {"first_name": "Ana", "last_name": "Souza", "email": "buyer@example.com"},
         });
         if self.click_id {
             order["checkout_params"] = json!({"cid": CLICK_ID});
+        }
+        if shape == 3 {
+            order["unformatted_total_price"] = json!(self.total(upsells));
         }
         order
     }
