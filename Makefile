@@ -34,7 +34,7 @@ FUZZ_SECONDS ?= 60
 # otherwise. Asked of cargo, evaluated only by the targets that use it.
 TARGET_DIR = $(shell cargo metadata --format-version 1 --no-deps | python3 -c "import json, sys; print(json.load(sys.stdin)['target_directory'])")
 
-.PHONY: sim bench fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+.PHONY: sim browser bench fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ $(STAMP):
 
 tools: $(STAMP) ## install cargo-lambda, moto, cfn-lint and SAM CLI into .tools/
 
-test: tools ## everything CI checks: fmt, clippy, all tests against moto, template lint, the arm64 build, its check and the stack test
+test: tools browser ## everything CI checks: fmt, clippy, all tests against moto (and headless Chromium), template lint, the arm64 build, its check and the stack test
 	$(MAKE) --no-print-directory fmt-check clippy
 	$(MAKE) --no-print-directory moto-start
 	set +e; $(TEST_ENV) cargo test --no-fail-fast 2>&1 | tee $(TOOLS)/test.log; status=$${PIPESTATUS[0]}; set -e; \
@@ -69,6 +69,13 @@ qemu: ## install qemu-user and the arm64 C library (Debian packages) when missin
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing qemu-user and libc6-arm64-cross (apt-get)"; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null; \
+	fi
+
+browser: ## install Debian's chromium (headless, for the HTML report's test) when missing
+	@if ! command -v chromium >/dev/null && ! command -v chromium-headless-shell >/dev/null && [ -z "$${REPORT_BROWSER:-}" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing chromium (apt-get)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 arm64-check: tools qemu sam-build ## the arm64 bootstrap under qemu-user: a new conversion sent, its duplicate answered duplicate

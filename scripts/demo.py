@@ -3,7 +3,8 @@
 
 Starts moto as DynamoDB, creates the dedup table, runs the function under `cargo lambda watch`,
 sends every sample event in events/ (the paid order twice, to show deduplication), prints each
-outcome and rendered postback, then stops what it started.
+outcome and rendered postback, writes the report of what it recorded as a picture
+(`report --format html --dry-runs`), then stops what it started.
 """
 import argparse
 import json
@@ -109,6 +110,19 @@ def show(name, what, answer):
     return status
 
 
+def write_report(path, aws_env):
+    """The report of the demo's records as one self-contained HTML page."""
+    print("\nwriting the report (cartpanda-redtrack-admin report --format html --dry-runs)")
+    out = subprocess.run(
+        ["cargo", "run", "--quiet", "--bin", "cartpanda-redtrack-admin", "--", "report",
+         "--since", "1d", "--format", "html", "--dry-runs", "--table", TABLE],
+        cwd=ROOT, env=dict(os.environ, **aws_env), capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"demo failed: the report could not be written: {out.stderr.strip()[-500:]}")
+    path.write_text(out.stdout)
+    print(f"report: {path} (open it in a browser)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moto-port", type=int, default=5055)
@@ -157,6 +171,7 @@ def main():
               f"function log: {state / 'watch.log'}")
         if statuses[0] != 200 or statuses[1] != 200:
             sys.exit("demo failed: the paid order was not processed")
+        write_report(state / "report.html", aws_env)
     finally:
         stop(watch)
         stop(moto)

@@ -45,7 +45,7 @@ async fn the_report_counts_what_redtrack_received_and_lists_what_needs_a_look() 
     assert_eq!(deliver(&h, &no_click).await.body["skipped"], "no_click_id");
 
     let now_ms = SystemClock.now_ms();
-    let built = report::build(&h.dynamo, &h.table, since_ms, None, now_ms)
+    let built = report::build(&h.dynamo, &h.table, since_ms, None, now_ms, false)
         .await
         .unwrap();
 
@@ -92,7 +92,7 @@ async fn the_report_counts_what_redtrack_received_and_lists_what_needs_a_look() 
     assert_eq!(looks, [("7003", "failed"), ("7004", "no_click_id")]);
 
     // A shop filter that matches nothing, and the three formats.
-    let other = report::build(&h.dynamo, &h.table, since_ms, Some("loja"), now_ms)
+    let other = report::build(&h.dynamo, &h.table, since_ms, Some("loja"), now_ms, false)
         .await
         .unwrap();
     assert!(other.rows.is_empty() && other.needs_a_look.is_empty());
@@ -109,4 +109,32 @@ async fn the_report_counts_what_redtrack_received_and_lists_what_needs_a_look() 
             "{pii} in the report"
         );
     }
+}
+
+#[tokio::test]
+async fn a_dry_run_deployment_reports_its_dry_run_conversions_apart() {
+    let h = harness_with(Options {
+        env: vec![("DRY_RUN", "true".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let since_ms = SystemClock.now_ms() - 1000;
+    assert_eq!(deliver(&h, &paid_order(7101)).await.status, 200);
+    assert_eq!(deliver(&h, &upsell_order(7101, false)).await.status, 200);
+    assert!(postbacks(&h).await.is_empty(), "a dry run sends nothing");
+    let now_ms = SystemClock.now_ms();
+    let live = report::build(&h.dynamo, &h.table, since_ms, None, now_ms, false)
+        .await
+        .unwrap();
+    assert!(live.rows.is_empty(), "no live conversion: {live:?}");
+    let dry = report::build(&h.dynamo, &h.table, since_ms, None, now_ms, true)
+        .await
+        .unwrap();
+    let sent: Vec<(&str, u64)> = dry
+        .rows
+        .iter()
+        .map(|r| (r.conversion_type.as_str(), r.sent))
+        .collect();
+    assert_eq!(sent, [("Purchase", 1), ("Upsell", 1)]);
+    assert!(report::render(&dry, Format::Table).starts_with("Dry-run conversions since"));
 }

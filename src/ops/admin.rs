@@ -11,7 +11,8 @@
 //!   its old name)
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
-//! - `report [--since 7d] [--shop <name>] [--format table|csv|json]` ([`crate::report`])
+//! - `report [--since 7d] [--shop <name>] [--format table|csv|json|html] [--dry-runs]`
+//!   ([`crate::report`])
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Webhook tokens are stored as SHA-256 digests
 //! only; a shop's Cartpanda API token as an SSM SecureString ([`crate::shops::api_token`]).
@@ -63,9 +64,12 @@ pub enum Command {
         /// Only this named shop.
         #[arg(long, value_name = "name")]
         shop: Option<String>,
-        /// Output format.
-        #[arg(long, value_name = "table|csv|json", default_value = "table")]
+        /// Output format (`html`: one self-contained page with a chart per shop).
+        #[arg(long, value_name = "table|csv|json|html", default_value = "table")]
         format: String,
+        /// The dry-run conversions (`dry#…`, DRY_RUN=true) instead of the live ones.
+        #[arg(long)]
+        dry_runs: bool,
         #[command(flatten)]
         table: TableArg,
     },
@@ -297,8 +301,17 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
             since,
             shop,
             format,
+            dry_runs,
             table,
-        } => report(&since, shop.as_deref(), &format, &table, aws, now_ms).await,
+        } => {
+            let request = crate::report::Request {
+                since: &since,
+                shop: shop.as_deref(),
+                format: &format,
+                dry_run: dry_runs,
+            };
+            report(&request, &table, aws, now_ms).await
+        }
         Command::Redrive { from, to, max } => redrive(&from, &to, max, aws).await,
     }
 }
@@ -417,15 +430,13 @@ async fn reconcile(
 
 /// `report`: the ledger's conversions since `since` ([`crate::report::command`]).
 async fn report(
-    since: &str,
-    shop: Option<&str>,
-    format: &str,
+    request: &crate::report::Request<'_>,
     table: &TableArg,
     aws: &aws_config::SdkConfig,
     now_ms: i64,
 ) -> Result<String, String> {
     let ledger = table.ledger(aws)?;
-    crate::report::command(ledger.client(), ledger.table(), since, shop, format, now_ms).await
+    crate::report::command(ledger.client(), ledger.table(), request, now_ms).await
 }
 
 /// `redrive`: moves up to `max` messages from the dead-letter queue back to the redrive queue.

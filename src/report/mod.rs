@@ -1,4 +1,4 @@
-//! The report an agency reads: `report --since 7d [--shop NAME] [--format table|csv|json]`, from
+//! The report an agency reads: `report --since 7d [--shop NAME] [--format table|csv|json|html]`, from
 //! the ledger's table alone.
 //!
 //! Per day (UTC, of the claim), shop and conversion type: conversions **sent**, **queued**
@@ -17,6 +17,8 @@
 use crate::ledger::claim::{STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED, STATUS_SENT};
 use crate::ledger::keys::{self, Key};
 use crate::ledger::notes::{NO_CLICK_ID, day_of};
+pub mod html;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -61,6 +63,9 @@ pub struct Look {
 pub struct Report {
     pub since: String,
     pub shop: Option<String>,
+    /// Of the dry-run conversions (`report --dry-runs`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub rows: Vec<Row>,
     pub needs_a_look: Vec<Look>,
 }
@@ -71,6 +76,8 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    /// One self-contained page with a chart per shop ([`html`]).
+    Html,
 }
 
 impl FromStr for Format {
@@ -80,8 +87,9 @@ impl FromStr for Format {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
+            "html" => Ok(Format::Html),
             other => Err(format!(
-                "--format must be table, csv or json, got `{other}`"
+                "--format must be table, csv, json or html, got `{other}`"
             )),
         }
     }
@@ -114,6 +122,17 @@ pub fn from_items(
     shop: Option<&str>,
     now_ms: i64,
 ) -> Report {
+    from_items_of(items, since_ms, shop, now_ms, false)
+}
+
+/// [`from_items`], of the dry-run conversions (`dry#…`, `DRY_RUN=true`) when `dry_run`.
+pub fn from_items_of(
+    items: &[HashMap<String, AttributeValue>],
+    since_ms: i64,
+    shop: Option<&str>,
+    now_ms: i64,
+    dry_run: bool,
+) -> Report {
     let mut tally = Tally {
         since_ms,
         now_ms,
@@ -126,14 +145,17 @@ pub fn from_items(
             Some(Key::Conversion {
                 shop,
                 event_id,
-                dry_run: false,
-            }) => tally.conversion(item, shop_name(shop), event_id),
+                dry_run: of_dry_run,
+            }) if of_dry_run == dry_run => tally.conversion(item, shop_name(shop), event_id),
             Some(Key::Note { shop, order_id, .. }) => tally.note(item, shop_name(shop), order_id),
             Some(Key::Refusal { .. }) => tally.refusal(item),
             _ => {}
         }
     }
-    tally.report()
+    Report {
+        dry_run,
+        ..tally.report()
+    }
 }
 
 /// The rows and the orders that need a look, while the records are read.
@@ -277,6 +299,7 @@ impl Tally<'_> {
         Report {
             since: crate::inbound::datetime::format_utc(self.since_ms / 1000),
             shop: self.shop.map(str::to_owned),
+            dry_run: false,
             rows: self
                 .rows
                 .into_values()
@@ -294,14 +317,20 @@ impl Tally<'_> {
 }
 
 /// Reads the table and builds the report. `shop`: a named shop, or [`DEFAULT_SHOP`]; `None`
-/// reports every shop.
+/// reports every shop. `dry_run`: of the dry-run conversions instead of the live ones.
 pub async fn build(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     since_ms: i64,
     shop: Option<&str>,
     now_ms: i64,
+    dry_run: bool,
 ) -> Result<Report, String> {
+    let conversions = if dry_run {
+        keys::DRY_RUN
+    } else {
+        keys::CONVERSION
+    };
     let mut items = Vec::new();
     let mut start = None;
     loop {
@@ -314,7 +343,7 @@ pub async fn build(
                  OR (begins_with(pk, :refused) AND refused_at_ms >= :since)",
             )
             .expression_attribute_values(":refused", AttributeValue::S(keys::REFUSED.to_owned()))
-            .expression_attribute_values(":evt", AttributeValue::S(keys::CONVERSION.to_owned()))
+            .expression_attribute_values(":evt", AttributeValue::S(conversions.to_owned()))
             .expression_attribute_values(":note", AttributeValue::S(keys::NOTE.to_owned()))
             .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
             .set_exclusive_start_key(start.take())
@@ -333,7 +362,7 @@ pub async fn build(
             _ => break,
         }
     }
-    Ok(from_items(&items, since_ms, shop, now_ms))
+    Ok(from_items_of(&items, since_ms, shop, now_ms, dry_run))
 }
 
 fn sums_text(row: &Row) -> String {
@@ -408,6 +437,7 @@ pub fn render(report: &Report, format: Format) -> String {
         Format::Json => serde_json::to_string_pretty(report).unwrap_or_default(),
         Format::Csv => render_csv(report),
         Format::Table => render_table(report),
+        Format::Html => html::render_html(report),
     }
 }
 
@@ -436,18 +466,29 @@ fn render_csv(report: &Report) -> String {
     out
 }
 
-/// The report as aligned columns: a title, the rows, then how many orders need a look and
-/// which.
-fn render_table(report: &Report) -> String {
-    let mut out = format!(
-        "Conversions since {} UTC{}\n",
+/// The report's heading: what it counts (conversions, or dry-run conversions), since when, of
+/// which shop.
+fn heading(report: &Report) -> String {
+    format!(
+        "{} since {} UTC{}",
+        if report.dry_run {
+            "Dry-run conversions"
+        } else {
+            "Conversions"
+        },
         report.since,
         report
             .shop
             .as_deref()
             .map(|s| format!(", shop {s}"))
             .unwrap_or_default()
-    );
+    )
+}
+
+/// The report as aligned columns: a title, the rows, then how many orders need a look and
+/// which.
+fn render_table(report: &Report) -> String {
+    let mut out = format!("{}\n", heading(report));
     let rows: Vec<_> = report.rows.iter().map(row_cells).collect();
     out.push_str(&table(&ROW_HEAD, &rows));
     out.push_str(&format!(
@@ -486,19 +527,28 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The admin command: `report --since <7d | RFC 3339> [--shop NAME] [--format table|csv|json]`.
+/// What `report` is asked.
+pub struct Request<'a> {
+    pub since: &'a str,
+    pub shop: Option<&'a str>,
+    pub format: &'a str,
+    /// `--dry-runs`: the dry-run conversions (`dry#…`) instead of the live ones.
+    pub dry_run: bool,
+}
+
+/// The admin command: `report --since <7d | RFC 3339> [--shop NAME]
+/// [--format table|csv|json|html] [--dry-runs]`.
 pub async fn command(
     client: &aws_sdk_dynamodb::Client,
     table_name: &str,
-    since: &str,
-    shop: Option<&str>,
-    format: &str,
+    request: &Request<'_>,
     now_ms: i64,
 ) -> Result<String, String> {
-    let format: Format = format.parse()?;
-    let since_s = crate::reconcile::config::parse_since(since, now_ms / 1000)
+    let format: Format = request.format.parse()?;
+    let since_s = crate::reconcile::config::parse_since(request.since, now_ms / 1000)
         .map_err(|e| format!("--since {e}"))?;
-    let report = build(client, table_name, since_s * 1000, shop, now_ms).await?;
+    let (shop, dry_run) = (request.shop, request.dry_run);
+    let report = build(client, table_name, since_s * 1000, shop, now_ms, dry_run).await?;
     Ok(render(&report, format))
 }
 
@@ -643,7 +693,7 @@ mod tests {
         assert_eq!(json["rows"][0]["sums"]["BRL"], "15.00");
         assert_eq!(
             "xml".parse::<Format>().unwrap_err(),
-            "--format must be table, csv or json, got `xml`"
+            "--format must be table, csv, json or html, got `xml`"
         );
     }
 }
