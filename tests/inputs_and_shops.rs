@@ -8,16 +8,7 @@ use cartpanda_redtrack::ops::admin;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-async fn accept_all(server: &MockServer) {
-    Mock::given(method("GET"))
-        .and(path("/postback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(server)
-        .await;
-}
+use wiremock::MockServer;
 
 async fn sent_to(server: &MockServer) -> Vec<BTreeMap<String, String>> {
     server

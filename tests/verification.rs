@@ -29,12 +29,19 @@ async fn verifying_harness(cartpanda: &MockServer) -> Harness {
         ..Options::default()
     })
     .await;
-    Mock::given(method("GET"))
-        .and(path("/postback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&h.redtrack)
-        .await;
+    accept_all(&h.redtrack).await;
     h
+}
+
+/// A harness whose deployment verifies orders, and Cartpanda's API (answering 200) holding
+/// `orders`; `cartpanda_has` gives it more answers.
+async fn verifying(orders: Vec<(u64, Value)>) -> (MockServer, Harness) {
+    let cartpanda = MockServer::start().await;
+    let h = verifying_harness(&cartpanda).await;
+    for (id, order) in orders {
+        cartpanda_has(&cartpanda, id, 200, order).await;
+    }
+    (cartpanda, h)
 }
 
 async fn cartpanda_has(server: &MockServer, order_id: u64, status: u16, order: Value) {
@@ -69,7 +76,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The answer's status and error text.
+/// The answer's status and error text (empty when it has none).
 async fn refused(h: &Harness, body: &Value) -> (u16, String) {
     let answer = deliver(h, body).await;
     let error = answer.body["error"].as_str().unwrap_or_default().to_owned();
@@ -78,16 +85,8 @@ async fn refused(h: &Harness, body: &Value) -> (u16, String) {
 
 #[tokio::test]
 async fn an_order_paid_processed_after_the_buyer_took_an_upsell_is_sent() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
     // By the time the API is asked, the order grew: a larger total and one more (upsell) line.
-    cartpanda_has(
-        &cartpanda,
-        8201,
-        200,
-        api_order_of(&upsell_order(8201, false)),
-    )
-    .await;
+    let (_api, h) = verifying(vec![(8201, api_order_of(&upsell_order(8201, false)))]).await;
 
     let paid = deliver(&h, &paid_order(8201)).await;
     assert_eq!(paid.status, 200, "{}", paid.body);
@@ -159,9 +158,7 @@ fn s2s_api_order(order_id: u64) -> Value {
 
 #[tokio::test]
 async fn an_s2s_shop_with_an_api_token_gets_its_purchase_and_upsells_sent() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    cartpanda_has(&cartpanda, 8301, 200, s2s_api_order(8301)).await;
+    let (_api, h) = verifying(vec![(8301, s2s_api_order(8301))]).await;
     // Each postback carries its own step's amount; the API's total is the sum of all three.
     for event in [
         s2s("8301", &[]),
@@ -184,9 +181,7 @@ async fn an_s2s_shop_with_an_api_token_gets_its_purchase_and_upsells_sent() {
 
 #[tokio::test]
 async fn an_s2s_upsell_in_another_currency_is_sent_without_comparing_its_price() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    cartpanda_has(&cartpanda, 8302, 200, s2s_api_order(8302)).await;
+    let (_api, h) = verifying(vec![(8302, s2s_api_order(8302))]).await;
     // The S2S form converted the upsell into USD: its line is the API's, its price is not.
     let usd = s2s_upsell("8302", "1", "29662471", ["19.40", "USD"]);
     let answer = deliver_event(&h.bridge, usd).await;
@@ -230,9 +225,7 @@ fn api_paid(order_id: u64, change: impl FnOnce(&mut Value)) -> Value {
 
 #[tokio::test]
 async fn forged_tampered_cancelled_and_unpaid_orders_are_refused_and_nothing_is_claimed() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    let api = [
+    let (_api, h) = verifying(vec![
         (8401, api_paid(8401, |_| {})),
         (
             8402,
@@ -250,10 +243,8 @@ async fn forged_tampered_cancelled_and_unpaid_orders_are_refused_and_nothing_is_
             api_paid(8407, |o| o["line_items"][0]["id"] = json!(90002)),
         ),
         (8408, api_order_of(&upsell_order(8408, true))),
-    ];
-    for (id, order) in api {
-        cartpanda_has(&cartpanda, id, 200, order).await;
-    }
+    ])
+    .await;
     let mut forged_line = paid_order(8401);
     forged_line["order"]["line_items"][0]["id"] = json!(99999);
     let mut dearer_upsell = upsell_order(8406, false);
@@ -311,19 +302,14 @@ async fn forged_tampered_cancelled_and_unpaid_orders_are_refused_and_nothing_is_
 
 #[tokio::test]
 async fn a_numeric_status_id_proves_nothing_and_an_absent_payment_status_is_not_checked() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    cartpanda_has(
-        &cartpanda,
-        8410,
-        200,
-        api_paid(8410, |o| o["status_id"] = json!(6)),
-    )
-    .await;
     let no_payment_status = api_paid(8411, |o| {
         o.as_object_mut().unwrap().remove("payment_status");
     });
-    cartpanda_has(&cartpanda, 8411, 200, no_payment_status).await;
+    let (_api, h) = verifying(vec![
+        (8410, api_paid(8410, |o| o["status_id"] = json!(6))),
+        (8411, no_payment_status),
+    ])
+    .await;
     for id in [8410, 8411] {
         let answer = deliver(&h, &paid_order(id)).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -334,18 +320,19 @@ async fn a_numeric_status_id_proves_nothing_and_an_absent_payment_status_is_not_
 
 #[tokio::test]
 async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
     let refund = |id: u64, amount: &str| {
         let mut order = api_order_of(&refund_order(id));
         order["refunds"] = json!([{"id": 777, "total_amount": amount}]);
         order
     };
-    cartpanda_has(&cartpanda, 8501, 200, refund(8501, "1234.56")).await;
-    cartpanda_has(&cartpanda, 8502, 200, refund(8502, "100.00")).await;
     let chargeback = |id: u64, flag: u8| api_paid(id, |o| o["chargeback_received"] = json!(flag));
-    cartpanda_has(&cartpanda, 8503, 200, chargeback(8503, 1)).await;
-    cartpanda_has(&cartpanda, 8504, 200, chargeback(8504, 0)).await;
+    let (_api, h) = verifying(vec![
+        (8501, refund(8501, "1234.56")),
+        (8502, refund(8502, "100.00")),
+        (8503, chargeback(8503, 1)),
+        (8504, chargeback(8504, 0)),
+    ])
+    .await;
     let chargeback_of = |id: u64| {
         let mut body = paid_order(id);
         body["event"] = json!("order.chargeback");
@@ -353,24 +340,23 @@ async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
         body
     };
 
-    let answer = deliver(&h, &refund_order(8501)).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(
-        refused(&h, &refund_order(8502)).await,
+    let cases = [
+        (refund_order(8501), 200, ""),
         (
+            refund_order(8502),
             422,
-            "order 8502: Cartpanda's API shows no refund of 1234.56".to_owned()
-        )
-    );
-    let answer = deliver(&h, &chargeback_of(8503)).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(
-        refused(&h, &chargeback_of(8504)).await,
+            "order 8502: Cartpanda's API shows no refund of 1234.56",
+        ),
+        (chargeback_of(8503), 200, ""),
         (
+            chargeback_of(8504),
             422,
-            "order 8504: Cartpanda's API shows no chargeback".to_owned()
-        )
-    );
+            "order 8504: Cartpanda's API shows no chargeback",
+        ),
+    ];
+    for (body, status, message) in cases {
+        assert_eq!(refused(&h, &body).await, (status, message.to_owned()));
+    }
     assert_eq!(
         sent(&h).await,
         pairs(&[("Refund", "1234.56"), ("Chargeback", "1234.56")])
@@ -380,16 +366,12 @@ async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
 
 #[tokio::test]
 async fn an_oversized_answer_of_cartpandas_api_is_not_read_and_nothing_is_sent() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
     // A real order, padded past the 1 MiB cap.
     let padding = "x".repeat(cartpanda_redtrack::inbound::verify::MAX_ANSWER_BYTES);
-    cartpanda_has(
-        &cartpanda,
+    let (_api, h) = verifying(vec![(
         8101,
-        200,
         json!({"id": 8101, "total_price": "1234.56", "status_id": "New", "note": padding}),
-    )
+    )])
     .await;
     let answer = deliver(&h, &paid_order(8101)).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
@@ -407,42 +389,28 @@ async fn an_oversized_answer_of_cartpandas_api_is_not_read_and_nothing_is_sent()
 
 #[tokio::test]
 async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    cartpanda_has(
-        &cartpanda,
-        8001,
-        200,
-        json!({
-            "id": 8001, "total_price": "1234.56", "status_id": "New", "line_items": [{"id": 90001}]
-        }),
-    )
+    let line = json!([{"id": 90001}]);
+    let (cartpanda, h) = verifying(vec![
+        (
+            8001,
+            json!({"id": 8001, "total_price": "1234.56", "status_id": "New", "line_items": line}),
+        ),
+        (
+            8003,
+            json!({"id": 8003, "total_price": "12.00", "status_id": "New", "line_items": line}),
+        ),
+        (
+            8004,
+            json!({"id": 8004, "total_price": "1234.56", "status_id": "New", "refunds": []}),
+        ),
+        (
+            8006,
+            json!({"id": 8006, "total_price": 1234.56, "status_id": "Cancelled"}),
+        ),
+    ])
     .await;
     cartpanda_has(&cartpanda, 8002, 404, json!(null)).await;
-    cartpanda_has(
-        &cartpanda,
-        8003,
-        200,
-        json!({
-            "id": 8003, "total_price": "12.00", "status_id": "New", "line_items": [{"id": 90001}]
-        }),
-    )
-    .await;
-    cartpanda_has(
-        &cartpanda,
-        8004,
-        200,
-        json!({"id": 8004, "total_price": "1234.56", "status_id": "New", "refunds": []}),
-    )
-    .await;
     cartpanda_has(&cartpanda, 8005, 503, json!(null)).await;
-    cartpanda_has(
-        &cartpanda,
-        8006,
-        200,
-        json!({"id": 8006, "total_price": 1234.56, "status_id": "Cancelled"}),
-    )
-    .await;
 
     assert_eq!(
         deliver(&h, &paid_order(8001)).await.body["conversions"][0]["outcome"],
