@@ -1,5 +1,5 @@
-//! Beyond one webhook: Cartpanda's S2S GET as a second input, several stores on one deployment,
-//! and optional order verification against Cartpanda's API (a local server plays it).
+//! Beyond one webhook: Cartpanda's S2S GET as a second input and several stores on one
+//! deployment (order verification against Cartpanda's API: tests/verification.rs).
 
 mod common;
 
@@ -8,16 +8,7 @@ use cartpanda_redtrack::ops::admin;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-async fn accept_all(server: &MockServer) {
-    Mock::given(method("GET"))
-        .and(path("/postback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(server)
-        .await;
-}
+use wiremock::MockServer;
 
 async fn sent_to(server: &MockServer) -> Vec<BTreeMap<String, String>> {
     server
@@ -490,146 +481,4 @@ async fn the_store_cli_puts_lists_and_deletes() {
             .unwrap()
             .starts_with("0 shop(s)")
     );
-}
-
-async fn verifying_harness(cartpanda: &MockServer) -> Harness {
-    let h = harness_with(Options {
-        env: vec![
-            ("CARTPANDA_API_TOKEN", "cp-api-token-123".to_owned()),
-            (
-                "CARTPANDA_ORDER_URL",
-                format!(
-                    "{}/api/v3/{{shop_slug}}/orders/{{order_id}}",
-                    cartpanda.uri()
-                ),
-            ),
-        ],
-        ..Options::default()
-    })
-    .await;
-    accept_all(&h.redtrack).await;
-    h
-}
-
-async fn cartpanda_has(server: &MockServer, order_id: u64, status: u16, order: Value) {
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/api/v3/vitalidade-natural/orders/{order_id}"
-        )))
-        .and(header("authorization", "Bearer cp-api-token-123"))
-        .respond_with(ResponseTemplate::new(status).set_body_json(json!({ "order": order })))
-        .mount(server)
-        .await;
-}
-
-#[tokio::test]
-async fn an_oversized_answer_of_cartpandas_api_is_not_read_and_nothing_is_sent() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    // A real order, padded past the 1 MiB cap.
-    let padding = "x".repeat(cartpanda_redtrack::inbound::verify::MAX_ANSWER_BYTES);
-    cartpanda_has(
-        &cartpanda,
-        8101,
-        200,
-        json!({"id": 8101, "total_price": "1234.56", "status_id": "New", "note": padding}),
-    )
-    .await;
-    let answer = deliver(&h, &paid_order(8101)).await;
-    assert_eq!(answer.status, 503, "{}", answer.body);
-    assert!(
-        answer.body["error"]
-            .as_str()
-            .unwrap()
-            .contains("larger than"),
-        "{}",
-        answer.body
-    );
-    assert!(sent_to(&h.redtrack).await.is_empty());
-    assert_eq!(items(&h).await, 0);
-}
-
-#[tokio::test]
-async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
-    let cartpanda = MockServer::start().await;
-    let h = verifying_harness(&cartpanda).await;
-    cartpanda_has(
-        &cartpanda,
-        8001,
-        200,
-        json!({"id": 8001, "total_price": "1234.56", "status_id": "New"}),
-    )
-    .await;
-    cartpanda_has(&cartpanda, 8002, 404, json!(null)).await;
-    cartpanda_has(
-        &cartpanda,
-        8003,
-        200,
-        json!({"id": 8003, "total_price": "12.00", "status_id": "New"}),
-    )
-    .await;
-    cartpanda_has(
-        &cartpanda,
-        8004,
-        200,
-        json!({"id": 8004, "total_price": "1234.56", "status_id": "New", "refunds": []}),
-    )
-    .await;
-    cartpanda_has(&cartpanda, 8005, 503, json!(null)).await;
-    cartpanda_has(
-        &cartpanda,
-        8006,
-        200,
-        json!({"id": 8006, "total_price": 1234.56, "status_id": "Cancelled"}),
-    )
-    .await;
-
-    assert_eq!(
-        deliver(&h, &paid_order(8001)).await.body["conversions"][0]["outcome"],
-        "sent"
-    );
-    let cases = [
-        (
-            paid_order(8002),
-            422,
-            "order 8002 does not exist in Cartpanda's API",
-        ),
-        (
-            paid_order(8003),
-            422,
-            "order 8003: total 1234.56 disagrees with Cartpanda's API (12.00)",
-        ),
-        (
-            refund_order(8004),
-            422,
-            "order 8004: Cartpanda's API shows no refund",
-        ),
-        (
-            paid_order(8005),
-            503,
-            "Cartpanda's API could not confirm the order: HTTP 503",
-        ),
-        (
-            paid_order(8006),
-            422,
-            "order 8006: Cartpanda's API says the order is cancelled",
-        ),
-    ];
-    for (body, status, message) in cases {
-        let answer = deliver(&h, &body).await;
-        assert_eq!(
-            (
-                answer.status,
-                answer.body["error"].as_str().unwrap_or_default()
-            ),
-            (status, message)
-        );
-    }
-    assert_eq!(
-        sent_to(&h.redtrack).await.len(),
-        1,
-        "only the confirmed order was sent"
-    );
-    assert_eq!(claims(&h).await, 1, "refused deliveries leave no claim");
-    assert!(refusals(&h).await > 0, "but a refusal record (issue 14)");
 }

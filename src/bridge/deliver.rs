@@ -153,8 +153,8 @@ impl Bridge {
             return Ok(self.preview(profile, order_id, order, conversions));
         }
         if let Some(token) = &profile.cartpanda_api_token {
-            self.verify(order_id, order, conversions[0].kind, token)
-                .await?;
+            // Every conversion is checked; one not confirmed refuses the delivery (422).
+            self.verify(order_id, order, conversions, token).await?;
         }
         Ok(self
             .process(

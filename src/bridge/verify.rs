@@ -1,19 +1,20 @@
-//! Order verification: re-read the order from Cartpanda's API and compare it with the delivery,
-//! before anything is claimed or sent.
+//! Order verification: re-read the order from Cartpanda's API and check each conversion of the
+//! delivery against it (see [`crate::inbound::verify`]), before anything is claimed or sent.
 
 use super::Bridge;
-use crate::conversion::rules::Kind;
+use crate::conversion::rules::Conversion;
 use crate::inbound::auth::Secret;
 use crate::inbound::verify::{self, VerifyError};
 use crate::inbound::webhook::Order;
 
 impl Bridge {
-    /// Re-reads the order from Cartpanda's API and compares it with the delivery.
+    /// Re-reads the order from Cartpanda's API and checks each of the delivery's conversions
+    /// against it; one not confirmed refuses the whole delivery.
     pub async fn verify(
         &self,
         order_id: &str,
         order: &Order,
-        kind: Kind,
+        conversions: &[Conversion<'_>],
         token: &Secret,
     ) -> Result<(), VerifyError> {
         let template = &self.config.cartpanda_order_url;
@@ -38,7 +39,7 @@ impl Bridge {
             .await?
         {
             None => Err(VerifyError::NotFound(order_id.to_owned())),
-            Some(api) => verify::compare(order_id, order, &api, kind),
+            Some(api) => verify::compare(order_id, order, &api, conversions),
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Order {
     #[serde(rename = "exchange_rate_USD")]
     pub exchange_rate_usd_upper: RawAmount,
     pub status_id: Text,
+    /// 1 pending, 3 paid, 4 cancelled (as Cartpanda's API reports an order).
+    pub payment_status: Text,
     pub chargeback_received: Flag,
     pub afid: Text,
     pub affiliate_slug: Text,

@@ -298,6 +298,16 @@ pub async fn deliver(h: &Harness, body: &Value) -> Answer {
     deliver_event(&h.bridge, post(body)).await
 }
 
+/// Makes `server` (a RedTrack stand-in) accept every postback.
+pub async fn accept_all(server: &MockServer) {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path("/postback"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(server)
+        .await;
+}
+
 /// Every postback RedTrack received, as decoded query maps, in arrival order.
 pub async fn postbacks(h: &Harness) -> Vec<BTreeMap<String, String>> {
     h.redtrack
