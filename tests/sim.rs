@@ -7,7 +7,9 @@
 //! The world is the project's own code: [`Bridge::deliver`] for every webhook (what the HTTP
 //! handler calls after the token) and the redrive consumer ([`Redriver::handle`]) for every queued
 //! message, over the in-memory ledger wrapped in a fault injector, a RedTrack that records what it
-//! accepted, a queue and a clock of the simulation's own.
+//! accepted, a queue and a clock of the simulation's own. In half the histories the shop verifies
+//! orders against Cartpanda's API, which shows each order as it stands at the end of its life
+//! (every upsell taken, refunded, charged back) and fails now and then.
 //!
 //! After the storm the faults stop, every delivery not answered 2xx is redelivered and the queue
 //! is drained, as Cartpanda's retries and the consumer would; then the history is checked against
@@ -22,7 +24,9 @@
 
 use async_trait::async_trait;
 use cartpanda_redtrack::bridge::{Bridge, DeliveryOptions, Handled};
-use cartpanda_redtrack::inbound::webhook;
+use cartpanda_redtrack::inbound::auth::Secret;
+use cartpanda_redtrack::inbound::verify::{OrderSource, VerifyError};
+use cartpanda_redtrack::inbound::webhook::{self, Order};
 use cartpanda_redtrack::ledger::claim::{
     Claim, ClaimOutcome, Finish, Ledger, LedgerError, MemoryLedger,
 };
@@ -291,6 +295,28 @@ impl RedriveQueue for SimQueue {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Cartpanda's API: each order as it stands at the end of its life; unavailable now and then.
+
+struct SimApi {
+    storm: Storm,
+    orders: HashMap<String, Value>,
+}
+
+#[async_trait]
+impl OrderSource for SimApi {
+    async fn fetch(&self, url: &str, _token: &Secret) -> Result<Option<Order>, VerifyError> {
+        tokio::task::yield_now().await;
+        let id = url.rsplit('/').next().unwrap_or_default();
+        if self.storm.strikes(5) {
+            self.storm.trace.say(format!("  api order {id}: 503"));
+            return Err(VerifyError::Unavailable("HTTP 503".to_owned()));
+        }
+        let order = self.orders.get(id).cloned();
+        Ok(order.map(|o| serde_json::from_value(o).expect("the model's orders read")))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // The model: an order's life and what it earns.
 
 #[derive(Debug, Clone)]
@@ -303,6 +329,8 @@ struct Life {
     /// Upsell lines: (line ID, price in cents, label).
     upsells: Vec<(u64, i64, String)>,
     refunded: bool,
+    /// The refund is listed in `refunds[]` (else only the status says `Refunded`).
+    refund_record: bool,
     /// Charged back; `true`: only as an `order.updated` with `chargeback_received = 1`.
     chargeback: Option<bool>,
     /// How the webhooks write amounts: 0 `"505.07"`, 1 `505.07`, 2 `"1.505,07"` (Brazilian),
@@ -354,6 +382,7 @@ impl Life {
             front: (dice.below(500) as i64 + 5) * 100 + 7,
             upsells,
             refunded: dice.chance(20),
+            refund_record: dice.chance(50),
             chargeback: dice.chance(15).then(|| dice.chance(50)),
             shape: dice.below(4) as u8,
         }
@@ -381,8 +410,10 @@ impl Life {
             );
         }
         if self.refunded {
+            // The refund's key: its record's ID, else `1` (made from the status alone).
+            let key = if self.refund_record { 700 + self.id } else { 1 };
             out.insert(
-                format!("{}-refund-1", self.id),
+                format!("{}-refund-{key}", self.id),
                 ("Refund".into(), money(self.total(all))),
             );
         }
@@ -410,12 +441,35 @@ impl Life {
             "chargeback_received": 0, "created_at": "2026-11-30 13:42:07",
             "email": "buyer@example.com", "line_items": lines, "refunds": [],
             "customer": {"first_name": "Ana", "last_name": "Souza", "email": "buyer@example.com"},
+            "shop": {"slug": "sim-shop"},
         });
         if self.click_id {
             order["checkout_params"] = json!({"cid": CLICK_ID});
         }
         if shape == 3 {
             order["unformatted_total_price"] = json!(self.total(upsells));
+        }
+        order
+    }
+
+    /// The order refunded in full: its status, and its refund record when it has one.
+    fn refund(&self, order: &mut Value) {
+        order["status_id"] = json!("Refunded");
+        if self.refund_record {
+            let all = self.upsells.len();
+            order["refunds"] = json!([{"id": 700 + self.id,
+                "total_amount": amount(self.total(all), self.shape)}]);
+        }
+    }
+
+    /// The order as Cartpanda's API shows it at the end of its life.
+    fn in_the_api(&self) -> Value {
+        let mut order = self.order(self.upsells.len());
+        if self.refunded {
+            self.refund(&mut order);
+        }
+        if self.chargeback.is_some() {
+            order["chargeback_received"] = json!(1);
         }
         order
     }
@@ -429,7 +483,7 @@ impl Life {
         }
         if self.refunded {
             let mut order = self.order(all);
-            order["status_id"] = json!("Refunded");
+            self.refund(&mut order);
             out.push(("order.refunded".to_owned(), order));
         }
         if let Some(only_updated) = self.chargeback {
@@ -481,7 +535,7 @@ struct World {
     died: Mutex<Vec<String>>,
 }
 
-fn world(seed: u64) -> World {
+fn world(seed: u64, lives: &[Life]) -> World {
     let dice = Dice::new(seed);
     let storm = Storm {
         dice,
@@ -504,7 +558,7 @@ fn world(seed: u64) -> World {
         messages: Mutex::default(),
         refused: Mutex::default(),
     });
-    let env: HashMap<&str, &str> = HashMap::from([
+    let mut env: HashMap<&str, &str> = HashMap::from([
         (
             "REDTRACK_POSTBACK_URL",
             "https://trk.example/postback?clickid={cid}&sum={total_price}&status=approved",
@@ -512,6 +566,18 @@ fn world(seed: u64) -> World {
         ("WEBHOOK_TOKEN", "a-token-long-enough-for-the-sim"),
         ("DEDUP_TABLE", "sim"),
     ]);
+    let verify = storm.dice.chance(50);
+    if verify {
+        env.insert("CARTPANDA_API_TOKEN", "a-cartpanda-api-token");
+    }
+    storm.trace.say(format!("verification: {verify}"));
+    let api = SimApi {
+        storm: storm.clone(),
+        orders: lives
+            .iter()
+            .map(|l| (l.id.to_string(), l.in_the_api()))
+            .collect(),
+    };
     let config = Config::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).expect("config");
     let ttl_days = config.ttl_days;
     let bridge = Bridge {
@@ -521,7 +587,7 @@ fn world(seed: u64) -> World {
         clock: clock.clone(),
         queue: Some(queue.clone()),
         shops: None,
-        orders: None,
+        orders: Some(Arc::new(api)),
     };
     let redriver = Redriver {
         ledger: ledger.clone(),
@@ -778,8 +844,8 @@ fn history(seed: u64) -> (Vec<String>, usize, Vec<String>) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let w = world(seed);
         let lives = lives(seed);
+        let w = world(seed, &lives);
         for life in &lives {
             w.storm.trace.say(format!("order {life:?}"));
         }

@@ -326,9 +326,18 @@ async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
         order
     };
     let chargeback = |id: u64, flag: u8| api_paid(id, |o| o["chargeback_received"] = json!(flag));
+    // An API order listing no refund record: its status text decides.
+    let no_records = |id: u64, status: &str| {
+        let mut order = api_order_of(&refund_order(id));
+        order["refunds"] = json!([]);
+        order["status_id"] = json!(status);
+        order
+    };
     let (_api, h) = verifying(vec![
         (8501, refund(8501, "1234.56")),
         (8502, refund(8502, "100.00")),
+        (8505, no_records(8505, "Refunded")),
+        (8506, no_records(8506, "New")),
         (8503, chargeback(8503, 1)),
         (8504, chargeback(8504, 0)),
     ])
@@ -347,6 +356,12 @@ async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
             422,
             "order 8502: Cartpanda's API shows no refund of 1234.56",
         ),
+        (refund_order(8505), 200, ""),
+        (
+            refund_order(8506),
+            422,
+            "order 8506: Cartpanda's API shows no refund of 1234.56",
+        ),
         (chargeback_of(8503), 200, ""),
         (
             chargeback_of(8504),
@@ -359,9 +374,13 @@ async fn a_refund_is_matched_by_amount_and_a_chargeback_needs_the_apis_flag() {
     }
     assert_eq!(
         sent(&h).await,
-        pairs(&[("Refund", "1234.56"), ("Chargeback", "1234.56")])
+        pairs(&[
+            ("Refund", "1234.56"),
+            ("Refund", "1234.56"),
+            ("Chargeback", "1234.56")
+        ])
     );
-    assert_eq!(claims(&h).await, 2);
+    assert_eq!(claims(&h).await, 3);
 }
 
 #[tokio::test]
