@@ -14,9 +14,12 @@ use cartpanda_redtrack::inbound::s2s;
 use cartpanda_redtrack::inbound::webhook::{Delivery, EventField, Order, OrderField};
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
+use cartpanda_redtrack::postback::redtrack::RedTrackClient;
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since, Summary};
+use cartpanda_redtrack::redrive::consumer::{Disposition, Redriver};
+use cartpanda_redtrack::redrive::queue::RedriveMessage;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -130,7 +133,12 @@ async fn s2s(h: &Harness, query: &[(&'static str, String)]) -> String {
     let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let event = apigw_event_at("/cartpanda/s2s", "GET", None, &pairs, &[]);
     let answer = deliver_event(&h.bridge, event).await;
-    assert!(answer.status < 300, "{} {}", answer.status, answer.body);
+    assert!(
+        answer.status < 300 || answer.status == 409,
+        "{} {}",
+        answer.status,
+        answer.body
+    );
     answer.body["conversions"][0]["outcome"]
         .as_str()
         .unwrap()
@@ -256,6 +264,10 @@ fn fingerprint(line: &Line) -> String {
 /// A `SENT` record of `line` as versions before issue 20 wrote it, under `key` (their key format,
 /// literally).
 async fn sent_before_upgrade(h: &Harness, key: &str, order_id: u64, line: &Line) {
+    recorded_before_upgrade(h, key, order_id, line, "SENT").await;
+}
+
+async fn recorded_before_upgrade(h: &Harness, key: &str, order_id: u64, line: &Line, status: &str) {
     let now_ms = SystemClock.now_ms();
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let n = |v: i64| AttributeValue::N(v.to_string());
@@ -263,7 +275,7 @@ async fn sent_before_upgrade(h: &Harness, key: &str, order_id: u64, line: &Line)
         .put_item()
         .table_name(&h.table)
         .item("pk", s(key))
-        .item("status", s("SENT"))
+        .item("status", s(status))
         .item("fingerprint", s(&fingerprint(line)))
         .item("attempt", s("18c2f00d1e0-0123456789abcdef"))
         .item("order_id", s(&order_id.to_string()))
@@ -331,6 +343,58 @@ async fn after_an_upgrade_reconciliation_first_re_sends_nothing_either() {
         sent_counts(&h).await,
         HashMap::from([(format!("{order_id}-purchase"), 1)]),
         "only the sale no version had sent"
+    );
+}
+
+#[tokio::test]
+async fn an_upsell_queued_before_the_upgrade_is_sent_once_by_the_redrive_consumer() {
+    let h = s2s_shop().await;
+    let order_id = 7301;
+    // RedTrack was down when an earlier version took Upsell 1's S2S postback (`upsell_no` = 1):
+    // `QUEUED` under `-s2s-1`, and its message in the redrive queue.
+    let key = format!("evt#{order_id}-upsell-s2s-1");
+    recorded_before_upgrade(&h, &key, order_id, &LINES[0], "QUEUED").await;
+    let message: RedriveMessage = serde_json::from_value(json!({
+        "v": 1, "key": key, "event_id": format!("{order_id}-upsell-s2s-1"),
+        "fingerprint": fingerprint(&LINES[0]), "order_id": order_id.to_string(),
+        "event": "order.upsell", "conversion_type": "Upsell",
+        "postback": format!("{}/postback?clickid={CID}&sum=97.00&rdtk_event_id={order_id}-upsell-s2s-1", h.redtrack.uri()),
+        "first_failure_ms": SystemClock.now_ms() - 60_000, "amount": "97.00", "currency": "BRL"
+    }))
+    .unwrap();
+    // After the upgrade, the S2S postback repeated and reconciliation leave it to the queue.
+    let outcome = s2s(&h, &s2s_query(order_id, Some(&LINES[0]), true)).await;
+    assert_eq!(outcome, "in_progress");
+    let summary = reconcile(&h, vec![api_order(order_id, &LINES[..1])]).await;
+    assert_eq!((summary.sent, summary.in_progress), (1, 1), "{summary:?}");
+    let redriver = Redriver {
+        ledger: Arc::new(DynamoLedger::new(h.dynamo.clone(), h.table.clone())),
+        tracker: Arc::new(
+            RedTrackClient::new(
+                std::time::Duration::from_millis(1000),
+                Options::default().retry,
+            )
+            .unwrap(),
+        ),
+        clock: Arc::new(SystemClock),
+        ttl_days: 30,
+        dlq: None,
+    };
+    let done = redriver
+        .handle(&message, 1, SystemClock.now_ms() + 10_000)
+        .await;
+    assert_eq!(done, Disposition::Done);
+    // Sent: the S2S postback and reconciliation now find it so.
+    let outcome = s2s(&h, &s2s_query(order_id, Some(&LINES[0]), true)).await;
+    assert_eq!(outcome, "duplicate");
+    let summary = reconcile(&h, vec![api_order(order_id, &LINES[..1])]).await;
+    assert_eq!((summary.sent, summary.already_sent), (0, 2), "{summary:?}");
+    assert_eq!(
+        sent_counts(&h).await,
+        HashMap::from([
+            (format!("{order_id}-purchase"), 1),
+            (format!("{order_id}-upsell-s2s-1"), 1)
+        ])
     );
 }
 
