@@ -16,8 +16,7 @@ use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::postback::redtrack::RedTrackClient;
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
-use cartpanda_redtrack::reconcile::orders::OrderLister;
-use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since, Summary};
+use cartpanda_redtrack::reconcile::run::{RunOptions, Since, Summary};
 use cartpanda_redtrack::redrive::consumer::{Disposition, Redriver};
 use cartpanda_redtrack::redrive::queue::RedriveMessage;
 use common::*;
@@ -170,12 +169,7 @@ async fn reconcile(h: &Harness, orders: Vec<Value>) -> Summary {
         ("RECONCILE_SETTLE_MIN", "0".to_owned()),
     ]);
     let settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let reconciler = Reconciler {
-        bridge: Arc::clone(&h.bridge),
-        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
-        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
-        settings,
-    };
+    let reconciler = reconciler(h, settings);
     let target = cartpanda_redtrack::reconcile::default_target(&reconciler).unwrap();
     assert!(target.s2s, "RECONCILE_S2S reaches the run");
     let now_ms = SystemClock.now_ms();
@@ -307,18 +301,23 @@ async fn upsells_sent_before_upgrade(h: &Harness, order_id: u64) {
     }
 }
 
+/// Each S2S postback of [`LINES`] repeated as it came before the upgrade (with `upsell_no` only
+/// for the first Upsell 2, which reconciliation sent): each a duplicate.
+async fn repeated_postbacks_are_duplicates(h: &Harness, order_id: u64) {
+    for (i, line) in LINES.iter().enumerate() {
+        let outcome = s2s(h, &s2s_query(order_id, Some(line), i == 2)).await;
+        assert_eq!(outcome, "duplicate", "{}", line.label);
+    }
+}
+
 #[tokio::test]
 async fn an_upgrade_re_sends_nothing_earlier_versions_sent() {
     let h = s2s_shop().await;
     let order_id = 7201;
     assert_eq!(s2s(&h, &s2s_query(order_id, None, true)).await, "sent");
     upsells_sent_before_upgrade(&h, order_id).await;
-    // After the upgrade: each S2S postback repeated as it came (only the first Upsell 2, which
-    // reconciliation sent, with `upsell_no`), then reconciliation over the same order.
-    for (i, line) in LINES.iter().enumerate() {
-        let outcome = s2s(&h, &s2s_query(order_id, Some(line), i == 2)).await;
-        assert_eq!(outcome, "duplicate", "{}", line.label);
-    }
+    // After the upgrade: each S2S postback repeated, then reconciliation over the same order.
+    repeated_postbacks_are_duplicates(&h, order_id).await;
     let summary = reconcile(&h, vec![api_order(order_id, &LINES)]).await;
     assert_eq!((summary.sent, summary.already_sent), (0, 5), "{summary:?}");
     assert_eq!(
@@ -335,10 +334,7 @@ async fn after_an_upgrade_reconciliation_first_re_sends_nothing_either() {
     upsells_sent_before_upgrade(&h, order_id).await;
     let summary = reconcile(&h, vec![api_order(order_id, &LINES)]).await;
     assert_eq!((summary.sent, summary.already_sent), (1, 4), "{summary:?}");
-    for (i, line) in LINES.iter().enumerate() {
-        let outcome = s2s(&h, &s2s_query(order_id, Some(line), i == 2)).await;
-        assert_eq!(outcome, "duplicate", "{}", line.label);
-    }
+    repeated_postbacks_are_duplicates(&h, order_id).await;
     assert_eq!(
         sent_counts(&h).await,
         HashMap::from([(format!("{order_id}-purchase"), 1)]),
