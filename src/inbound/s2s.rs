@@ -2,9 +2,9 @@
 //! carrying every S2S macro. The query becomes an order and goes through the same classify →
 //! claim → render → send path as a webhook: a sale is a Purchase (`<order>-purchase`, the same
 //! event ID as the webhook's, so both inputs deduplicate together), an upsell (`upsell_no` > 0 or
-//! `order_type` naming an upsell/downsell) an Upsell (event ID: [`upsell_event_id`], whose
-//! [`Upsell::key`] reconciliation of an S2S shop calls too: `crate::reconcile::run::s2s_line_ids`),
-//! and `is_test=1` a test order.
+//! `order_type` naming an upsell/downsell) an Upsell (event ID: `<order>-upsell-` and its
+//! [`Upsell::key`], which reconciliation of an S2S shop calls too:
+//! `crate::reconcile::run::s2s_line_ids`), and `is_test=1` a test order.
 
 use crate::inbound::lenient::{Flag, RawAmount, RawId, Text};
 use crate::inbound::webhook::{
@@ -127,8 +127,9 @@ fn product_key(product_id: Option<&str>) -> String {
 }
 
 impl Upsell<'_> {
-    /// The key of its event ID, the part after `<order>-upsell-` ([`upsell_event_id`]): the one
-    /// scheme of the S2S route and of reconciliation of an S2S shop (both call it).
+    /// The key of its event ID, the part after `<order>-upsell-` (the line ID the S2S route gives
+    /// its one line, and reconciliation of an S2S shop each upsell line): the one scheme of both
+    /// paths (both call it).
     ///
     /// - with a product ID: `s2s-p<product_id>` (upsell or downsell alike);
     /// - without one: `s2s-n<16 hex digits>`, a digest of whether it is a downsell, its step and
@@ -175,11 +176,6 @@ impl Upsell<'_> {
         }
         keys
     }
-}
-
-/// The event ID of an S2S shop's upsell: `<order>-upsell-` and its [`Upsell::key`].
-pub fn upsell_event_id(order_id: &str, upsell: &Upsell<'_>) -> String {
-    format!("{order_id}-upsell-{}", upsell.key())
 }
 
 /// Which sale the postback reports: the main sale, or upsell/downsell number `number`.
@@ -324,6 +320,69 @@ fn checkout_params(q: &Query<'_>) -> CheckoutParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line a postback with these parameters (besides an order ID) becomes.
+    fn line(pairs: &[(&str, &str)]) -> LineItem {
+        let mut query: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        query.insert("order_id".to_owned(), "5100".to_owned());
+        match delivery(&query).order {
+            OrderField::Object(mut order) => order.line_items.remove(0),
+            _ => unreachable!("the S2S input always makes an order"),
+        }
+    }
+
+    #[test]
+    fn an_upsell_keeps_the_ids_earlier_versions_gave_it() {
+        // The postback's parameters, the start of the key, the former keys.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a [&'a str]);
+        let cases: [Case<'_>; 5] = [
+            (
+                &[("upsell_no", "2"), ("product_id", "77")],
+                "s2s-p77",
+                &["s2s-2"],
+            ),
+            (
+                &[
+                    ("order_type", "downsell"),
+                    ("upsell_no", "1"),
+                    ("product_id", "78"),
+                ],
+                "s2s-p78",
+                &["s2s-1", "s2s-dp78"],
+            ),
+            (
+                &[("order_type", "downsell"), ("product_id", "78")],
+                "s2s-p78",
+                &["s2s-dp78"],
+            ),
+            (
+                &[("order_type", "upsell"), ("product_id", "77")],
+                "s2s-p77",
+                &[],
+            ),
+            (
+                &[("order_type", "upsell"), ("upsell_no", "{upsell_no}")],
+                "",
+                &["s2s-1"],
+            ),
+        ];
+        for (pairs, key, former) in cases {
+            let item = line(pairs);
+            let id = item.id.get().unwrap();
+            assert!(
+                id.starts_with(if key.is_empty() { "s2s-n" } else { key }),
+                "{id}"
+            );
+            assert_eq!(item.former_ids, former, "{pairs:?}");
+        }
+        assert!(
+            line(&[("upsell_no", "0")]).former_ids.is_empty(),
+            "a sale has none"
+        );
+    }
 
     #[test]
     fn the_paste_query_carries_every_macro() {
