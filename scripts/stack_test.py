@@ -442,13 +442,6 @@ class Stack:
               "REDRIVE_QUEUE_URL differs between the functions and the output")
         check(redrive_env["REDRIVE_DLQ_URL"] == dlq_url, "REDRIVE_DLQ_URL is not the stack's DLQ")
         check(bridge_env["WEBHOOK_TOKEN"] == TOKEN, "WEBHOOK_TOKEN is not the WebhookToken parameter")
-        # Reconciliation's switches reach the reconcile function (not started here: it needs Cartpanda).
-        reconcile_name = self.resources["ReconcileFunction"]["PhysicalResourceId"]
-        reconcile_env = lam.get_function_configuration(FunctionName=reconcile_name)["Environment"]["Variables"]
-        check(reconcile_env.get("RECONCILE_S2S") == self.parameters["ReconcileS2S"],
-              f"RECONCILE_S2S is {reconcile_env.get('RECONCILE_S2S')!r}, not the ReconcileS2S parameter")
-        check(reconcile_env.get("RECONCILE") == self.resolve({"Ref": "Reconcile"}),
-              "RECONCILE is not the Reconcile parameter")
         # The table is what DynamoStore writes: key pk (S), TTL on expires_at.
         desc = ddb.describe_table(TableName=table)["Table"]
         check(desc["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}], f"table key {desc['KeySchema']}")
@@ -484,6 +477,13 @@ class Stack:
               "the event source mapping lacks ReportBatchItemFailures: a failed message would redo the batch")
         check(not lam.list_event_source_mappings(FunctionName=self.functions["BridgeFunction"]["name"])["EventSourceMappings"],
               "the bridge has an event source mapping")
+        # Reconciliation's switches reach the reconcile function (not started here: it needs Cartpanda).
+        reconcile_name = self.resources["ReconcileFunction"]["PhysicalResourceId"]
+        reconcile_env = lam.get_function_configuration(FunctionName=reconcile_name)["Environment"]["Variables"]
+        check(reconcile_env.get("RECONCILE_S2S") == self.parameters["ReconcileS2S"],
+              f"RECONCILE_S2S is {reconcile_env.get('RECONCILE_S2S')!r}, not the ReconcileS2S parameter")
+        check(reconcile_env.get("RECONCILE") == self.resolve({"Ref": "Reconcile"}),
+              "RECONCILE is not the Reconcile parameter")
         self.routes()
         self.outputs_match_readme()
         say(f"read back: environments, roles ({', '.join(f['role'] for f in self.functions.values())}), "

@@ -298,20 +298,6 @@ pub async fn deliver(h: &Harness, body: &Value) -> Answer {
     deliver_event(&h.bridge, post(body)).await
 }
 
-/// A reconciler over the harness's bridge and table, listing orders as `settings` say.
-pub fn reconciler(
-    h: &Harness,
-    settings: cartpanda_redtrack::reconcile::config::ReconcileSettings,
-) -> cartpanda_redtrack::reconcile::run::Reconciler {
-    use cartpanda_redtrack::reconcile::{orders::OrderLister, run::Reconciler};
-    Reconciler {
-        bridge: Arc::clone(&h.bridge),
-        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
-        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
-        settings,
-    }
-}
-
 /// Every postback RedTrack received, as decoded query maps, in arrival order.
 pub async fn postbacks(h: &Harness) -> Vec<BTreeMap<String, String>> {
     h.redtrack
@@ -397,6 +383,20 @@ pub async fn item(
         .await
         .expect("get item")
         .item
+}
+
+/// A reconciler over the harness's bridge and table, listing orders as `settings` say.
+pub fn reconciler(
+    h: &Harness,
+    settings: cartpanda_redtrack::reconcile::config::ReconcileSettings,
+) -> cartpanda_redtrack::reconcile::run::Reconciler {
+    use cartpanda_redtrack::reconcile::{orders::OrderLister, run::Reconciler};
+    Reconciler {
+        bridge: Arc::clone(&h.bridge),
+        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
+        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
+        settings,
+    }
 }
 
 /// A realistic paid Cartpanda order (Brazilian store, money as Brazilian strings).
