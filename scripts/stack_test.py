@@ -391,6 +391,8 @@ class Stack:
         self.parameters = {
             "WebhookToken": TOKEN,
             "RedTrackPostbackUrl": self.redtrack.base + "/postback?clickid={cid}&sum={total_price}&email={email}",
+            # Not the default, so that reading it back shows the parameter reaches the function.
+            "ReconcileS2S": "true",
         }
         self.cfn_template = translate(bucket, key, self.parameters)
         check_dashboard(self.cfn_template)
@@ -482,6 +484,13 @@ class Stack:
               "the event source mapping lacks ReportBatchItemFailures: a failed message would redo the batch")
         check(not lam.list_event_source_mappings(FunctionName=self.functions["BridgeFunction"]["name"])["EventSourceMappings"],
               "the bridge has an event source mapping")
+        # Reconciliation's switches reach the reconcile function (not started here: it needs Cartpanda).
+        reconcile_name = self.resources["ReconcileFunction"]["PhysicalResourceId"]
+        reconcile_env = lam.get_function_configuration(FunctionName=reconcile_name)["Environment"]["Variables"]
+        check(reconcile_env.get("RECONCILE_S2S") == self.parameters["ReconcileS2S"],
+              f"RECONCILE_S2S is {reconcile_env.get('RECONCILE_S2S')!r}, not the ReconcileS2S parameter")
+        check(reconcile_env.get("RECONCILE") == self.resolve({"Ref": "Reconcile"}),
+              "RECONCILE is not the Reconcile parameter")
         self.routes()
         self.outputs_match_readme()
         say(f"read back: environments, roles ({', '.join(f['role'] for f in self.functions.values())}), "

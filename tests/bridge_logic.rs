@@ -69,6 +69,12 @@ impl Ledger for FailingStore {
     ) -> Result<(), LedgerError> {
         self.inner.note_refusal(refusal).await
     }
+    async fn look_up(
+        &self,
+        key: &str,
+    ) -> Result<Option<cartpanda_redtrack::ledger::claim::Record>, LedgerError> {
+        self.inner.look_up(key).await
+    }
 }
 
 fn config() -> Config {

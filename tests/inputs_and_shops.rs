@@ -73,25 +73,30 @@ async fn s2s_postbacks_go_through_the_same_path() {
                 ("order_type", "upsell"),
                 ("upsell_no", "1"),
                 ("total_price", "97.00"),
+                ("product_id", "29662471"),
             ],
         )),
     )
     .await;
     assert_eq!(
         upsell.body["conversions"][0]["event_id"],
-        "5001-upsell-s2s-1"
+        "5001-upsell-s2s-p29662471"
     );
     let second = deliver_event(
         &h.bridge,
         s2s_event(&s2s_query(
             "5001",
-            &[("upsell_no", "2"), ("total_price", "67.00")],
+            &[
+                ("upsell_no", "2"),
+                ("total_price", "67.00"),
+                ("product_id", "29662472"),
+            ],
         )),
     )
     .await;
     assert_eq!(
         second.body["conversions"][0]["event_id"],
-        "5001-upsell-s2s-2"
+        "5001-upsell-s2s-p29662472"
     );
     // Cartpanda repeating the sale's S2S, and the same sale arriving as a webhook: duplicates.
     let again = deliver_event(&h.bridge, s2s_event(&s2s_query("5001", &[]))).await;

@@ -282,6 +282,7 @@ async fn an_s2s_shop_reconciles_with_the_s2s_event_ids() {
         ("currency", "BRL"),
         ("order_type", "upsell"),
         ("upsell_no", "1"),
+        ("product_id", "22264763"),
     ];
     let answer = deliver_event(
         &s.h.bridge,
@@ -289,7 +290,7 @@ async fn an_s2s_shop_reconciles_with_the_s2s_event_ids() {
     )
     .await;
     assert_eq!(
-        answer.body["conversions"][0]["event_id"], "401-upsell-s2s-1",
+        answer.body["conversions"][0]["event_id"], "401-upsell-s2s-p22264763",
         "{}",
         answer.body
     );
@@ -299,7 +300,7 @@ async fn an_s2s_shop_reconciles_with_the_s2s_event_ids() {
     assert_eq!(summary.conflicts, 0);
     assert_eq!(
         event_ids(&postbacks(&s.h).await),
-        ["401-purchase", "401-upsell-s2s-1"]
+        ["401-purchase", "401-upsell-s2s-p22264763"]
     );
 }
 

@@ -5,14 +5,11 @@
 
 mod common;
 
-use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
-use cartpanda_redtrack::reconcile::orders::OrderLister;
-use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
+use cartpanda_redtrack::reconcile::run::{RunOptions, Since};
 use common::*;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -82,12 +79,7 @@ async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
     })
     .unwrap();
     settings.margin = Duration::from_millis(300);
-    let reconciler = Reconciler {
-        bridge: Arc::clone(&h.bridge),
-        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
-        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
-        settings,
-    };
+    let reconciler = reconciler(&h, settings);
     let target = cartpanda_redtrack::reconcile::default_target(&reconciler).unwrap();
     let summary = reconciler
         .run(

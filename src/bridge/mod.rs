@@ -5,12 +5,15 @@
 //! - [`preview`]: render the postbacks without claiming or sending (dry runs, test orders);
 //! - [`verify`]: re-read the order from Cartpanda's API;
 //! - [`process`]: for each conversion, claim → render → send → record (or queue or release);
+//! - [`former`]: an S2S shop's upsell claimed under its new event ID, looked up under the IDs
+//!   earlier versions gave it;
 //! - [`report`]: the outcomes, the service's [`Answer`], and the status table.
 //!
 //! It talks to the world only through the [`Ledger`], [`Tracker`], [`Clock`], queue, shop cache
 //! and order source it is given; [`crate::inbound::http`] is the thin adapter in front of it.
 
 mod deliver;
+mod former;
 mod preview;
 mod process;
 mod report;

@@ -92,23 +92,18 @@ impl Bridge {
         job: &Job<'_>,
         conversion: &Conversion<'_>,
     ) -> Result<Claim, ConversionReport> {
-        let claim = Claim::new(
-            job.profile
-                .record_key(&conversion.event_id, self.config.dry_run),
-            classify::fingerprint(job.order, conversion),
-            job.order_id,
-            job.event,
-            &conversion.conversion_type,
-            self.clock.now_ms(),
-            job.deadline_ms,
-        )
-        .with_sum(
-            Some(crate::inbound::money::format_sum(conversion.amount)),
-            conversion.currency.clone(),
-        );
+        let claim = self.claim_of(job, conversion);
         let order_id = job.order_id;
         let mut entry = entry(conversion, Outcome::NotAttempted);
-        match self.ledger.claim(&claim).await {
+        let outcome = match self.ledger.claim(&claim).await {
+            // An S2S shop's upsell may be recorded under an earlier version's event ID.
+            Ok(ClaimOutcome::Claimed) => {
+                self.former_records(job.profile, order_id, conversion, &claim)
+                    .await
+            }
+            other => other,
+        };
+        match outcome {
             Ok(ClaimOutcome::Claimed) => return Ok(claim),
             Ok(ClaimOutcome::AlreadySent { from_memory, .. }) => {
                 entry.outcome = Outcome::Duplicate;
@@ -141,6 +136,24 @@ impl Bridge {
             }
         }
         Err(entry)
+    }
+
+    /// The claim of one conversion: its record key, fingerprint, attempt and lease.
+    fn claim_of(&self, job: &Job<'_>, conversion: &Conversion<'_>) -> Claim {
+        Claim::new(
+            job.profile
+                .record_key(&conversion.event_id, self.config.dry_run),
+            classify::fingerprint(job.order, conversion),
+            job.order_id,
+            job.event,
+            &conversion.conversion_type,
+            self.clock.now_ms(),
+            job.deadline_ms,
+        )
+        .with_sum(
+            Some(crate::inbound::money::format_sum(conversion.amount)),
+            conversion.currency.clone(),
+        )
     }
 
     /// A dry run: recorded as sent (in the `dry#` key space), the postback returned.

@@ -2,13 +2,15 @@
 //! carrying every S2S macro. The query becomes an order and goes through the same classify →
 //! claim → render → send path as a webhook: a sale is a Purchase (`<order>-purchase`, the same
 //! event ID as the webhook's, so both inputs deduplicate together), an upsell (`upsell_no` > 0 or
-//! `order_type` naming an upsell/downsell) an Upsell (event ID: [`upsell_event_id`]), and
-//! `is_test=1` a test order.
+//! `order_type` naming an upsell/downsell) an Upsell (event ID: `<order>-upsell-` and its
+//! [`Upsell::key`], which reconciliation of an S2S shop calls too:
+//! `crate::reconcile::run::s2s_line_ids`), and `is_test=1` a test order.
 
 use crate::inbound::lenient::{Flag, RawAmount, RawId, Text};
 use crate::inbound::webhook::{
     Address, CheckoutParams, Customer, Delivery, EventField, LineItem, Order, OrderField, Shop,
 };
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// Every S2S macro, as the query parameter this input reads it from.
@@ -95,45 +97,85 @@ impl Query<'_> {
     }
 }
 
-/// The key of the upsell an S2S postback reports: the part of its event ID after
-/// `<order>-upsell-` (see [`upsell_event_id`]).
-///
-/// - `upsell_no` filled (> 0): `s2s-<upsell_no>` (the IDs so far);
-/// - else with a `product_id`: `s2s-p<product_id>` for an upsell, `s2s-dp<product_id>` for a
-///   downsell (`order_type` naming one), the product ID's letters and digits only (at most 48):
-///   two upsells of different products stay distinct, the same upsell repeated stays the same;
-/// - else `s2s-1`: nothing in the postback tells one upsell from another.
-///
-/// Pure, so that reconciliation of S2S shops can reproduce it.
-pub fn upsell_key(upsell_no: Option<u32>, product_id: Option<&str>, order_type: &str) -> String {
-    if let Some(n) = upsell_no.filter(|n| *n > 0) {
-        return format!("s2s-{n}");
-    }
-    let product: String = product_id
+/// What tells one upsell of a shop fed by S2S from another, as both paths read it: the S2S
+/// postback (`product_id`, `order_type`, `upsell_no`, `product_name`) and reconciliation (the
+/// listed order's line: `product_id`, `up_sell_type`, `name`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upsell<'a> {
+    pub product_id: Option<&'a str>,
+    /// A downsell (`order_type` / `up_sell_type` naming one).
+    pub downsell: bool,
+    /// Its step (`upsell_no`, or the number in `Upsell 2`), when known.
+    pub step: Option<u32>,
+    pub name: Option<&'a str>,
+}
+
+/// The step an `up_sell_type` or `order_type` names (`Upsell 2` → 2); none without a number > 0.
+pub fn step_of(label: &str) -> Option<u32> {
+    let digits: String = label.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
+/// A product ID as event IDs carry it: its letters and digits only, at most 48.
+fn product_key(product_id: Option<&str>) -> String {
+    product_id
         .unwrap_or("")
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(48)
-        .collect();
-    if product.is_empty() {
-        return "s2s-1".to_owned();
-    }
-    let downsell = order_type.to_ascii_lowercase().contains("downsell");
-    format!("s2s-{}p{product}", if downsell { "d" } else { "" })
+        .collect()
 }
 
-/// The event ID of the upsell an S2S postback reports: `<order>-upsell-` and its
-/// [`upsell_key`].
-pub fn upsell_event_id(
-    order_id: &str,
-    upsell_no: Option<u32>,
-    product_id: Option<&str>,
-    order_type: &str,
-) -> String {
-    format!(
-        "{order_id}-upsell-{}",
-        upsell_key(upsell_no, product_id, order_type)
-    )
+impl Upsell<'_> {
+    /// The key of its event ID, the part after `<order>-upsell-` (the line ID the S2S route gives
+    /// its one line, and reconciliation of an S2S shop each upsell line): the one scheme of both
+    /// paths (both call it).
+    ///
+    /// - with a product ID: `s2s-p<product_id>` (upsell or downsell alike);
+    /// - without one: `s2s-n<16 hex digits>`, a digest of whether it is a downsell, its step and
+    ///   its product name (trimmed, lower-cased): two upsells that differ in any of them never
+    ///   share an ID, and the same one repeated keeps its ID. An upsell of a postback without
+    ///   `upsell_no` has no step, so its ID differs from reconciliation's (which reads the step in
+    ///   `up_sell_type`): keep `{product_id}` in the S2S URL, as the paste query has it.
+    pub fn key(&self) -> String {
+        let product = product_key(self.product_id);
+        if !product.is_empty() {
+            return format!("s2s-p{product}");
+        }
+        let name = self.name.unwrap_or("").trim().to_lowercase();
+        let step = self.step.map(|n| n.to_string()).unwrap_or_default();
+        let mut h = Sha256::new();
+        for part in [
+            if self.downsell { "downsell" } else { "upsell" },
+            &step,
+            &name,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        format!("s2s-n{}", hex::encode(&h.finalize()[..8]))
+    }
+
+    /// The keys versions before issue 20 gave the same upsell, which a claim under [`key`]
+    /// looks up first (`crate::bridge::former`): `s2s-<n>` for each step in `steps` (the S2S
+    /// route's `upsell_no`, reconciliation's step or position) and, for a downsell with a product
+    /// ID, `s2s-dp<product_id>`. Never the key itself (`s2s-p<product_id>` is unchanged).
+    ///
+    /// [`key`]: Upsell::key
+    pub fn former_keys(&self, steps: &[u32]) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for n in steps.iter().filter(|n| **n > 0) {
+            let key = format!("s2s-{n}");
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let product = product_key(self.product_id);
+        if self.downsell && !product.is_empty() {
+            keys.push(format!("s2s-dp{product}"));
+        }
+        keys
+    }
 }
 
 /// Which sale the postback reports: the main sale, or upsell/downsell number `number`.
@@ -141,22 +183,39 @@ struct Sale {
     upsell: bool,
     number: u32,
     downsell: bool,
-    /// The upsell's key in its event ID ([`upsell_key`]).
+    /// The upsell's key in its event ID ([`Upsell::key`]).
     key: String,
+    /// The keys earlier versions gave it ([`Upsell::former_keys`]).
+    former: Vec<String>,
 }
 
 impl Sale {
     fn of(q: &Query<'_>) -> Sale {
         let order_type = q.get("order_type").unwrap_or_default().to_ascii_lowercase();
-        let upsell_no: u32 = q.get("upsell_no").and_then(|n| n.parse().ok()).unwrap_or(0);
-        let product_id = q.get("product_id");
+        let upsell_no: Option<u32> = q
+            .get("upsell_no")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0);
+        let (product_id, name) = (q.get("product_id"), q.get("product_name"));
+        let downsell = order_type.contains("downsell");
+        let upsell = Upsell {
+            product_id: product_id.as_deref(),
+            downsell,
+            step: upsell_no.or_else(|| step_of(&order_type)),
+            name: name.as_deref(),
+        };
+        // Earlier versions: `s2s-<upsell_no>`; without it `s2s-p`/`s2s-dp<product>`, else
+        // `s2s-1`; reconciliation `s2s-<step>`.
+        let mut steps: Vec<u32> = upsell.step.into_iter().collect();
+        if upsell_no.is_none() && product_key(upsell.product_id).is_empty() {
+            steps.push(1);
+        }
         Sale {
-            upsell: upsell_no > 0
-                || order_type.contains("upsell")
-                || order_type.contains("downsell"),
-            number: upsell_no.max(1),
-            downsell: order_type.contains("downsell"),
-            key: upsell_key(Some(upsell_no), product_id.as_deref(), &order_type),
+            upsell: upsell_no.is_some() || order_type.contains("upsell") || downsell,
+            number: upsell_no.unwrap_or(1),
+            downsell,
+            key: upsell.key(),
+            former: upsell.former_keys(&steps),
         }
     }
 
@@ -184,6 +243,11 @@ impl Sale {
                 "0".to_owned()
             })),
             up_sell_type: Text(self.upsell.then_some(label)),
+            former_ids: if self.upsell {
+                self.former.clone()
+            } else {
+                Vec::new()
+            },
             ..LineItem::default()
         }
     }
@@ -256,6 +320,69 @@ fn checkout_params(q: &Query<'_>) -> CheckoutParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line a postback with these parameters (besides an order ID) becomes.
+    fn line(pairs: &[(&str, &str)]) -> LineItem {
+        let mut query: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        query.insert("order_id".to_owned(), "5100".to_owned());
+        match delivery(&query).order {
+            OrderField::Object(mut order) => order.line_items.remove(0),
+            _ => unreachable!("the S2S input always makes an order"),
+        }
+    }
+
+    #[test]
+    fn an_upsell_keeps_the_ids_earlier_versions_gave_it() {
+        // The postback's parameters, the start of the key, the former keys.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a [&'a str]);
+        let cases: [Case<'_>; 5] = [
+            (
+                &[("upsell_no", "2"), ("product_id", "77")],
+                "s2s-p77",
+                &["s2s-2"],
+            ),
+            (
+                &[
+                    ("order_type", "downsell"),
+                    ("upsell_no", "1"),
+                    ("product_id", "78"),
+                ],
+                "s2s-p78",
+                &["s2s-1", "s2s-dp78"],
+            ),
+            (
+                &[("order_type", "downsell"), ("product_id", "78")],
+                "s2s-p78",
+                &["s2s-dp78"],
+            ),
+            (
+                &[("order_type", "upsell"), ("product_id", "77")],
+                "s2s-p77",
+                &[],
+            ),
+            (
+                &[("order_type", "upsell"), ("upsell_no", "{upsell_no}")],
+                "",
+                &["s2s-1"],
+            ),
+        ];
+        for (pairs, key, former) in cases {
+            let item = line(pairs);
+            let id = item.id.get().unwrap();
+            assert!(
+                id.starts_with(if key.is_empty() { "s2s-n" } else { key }),
+                "{id}"
+            );
+            assert_eq!(item.former_ids, former, "{pairs:?}");
+        }
+        assert!(
+            line(&[("upsell_no", "0")]).former_ids.is_empty(),
+            "a sale has none"
+        );
+    }
 
     #[test]
     fn the_paste_query_carries_every_macro() {

@@ -216,6 +216,11 @@ pub struct LineItem {
     pub up_sell_type: Text,
     pub is_refunded: Flag,
     pub refunded_quantity: Text,
+    /// Not read from the wire: for an upsell of a shop fed by S2S, the keys earlier versions gave
+    /// it in its event ID (after `<order>-upsell-`; [`crate::inbound::s2s::Upsell::former_keys`]),
+    /// which a claim under its new ID looks up first.
+    #[serde(skip)]
+    pub former_ids: Vec<String>,
 }
 
 impl LineItem {

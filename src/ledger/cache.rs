@@ -157,6 +157,13 @@ impl Ledger for CachedLedger {
     ) -> Result<(), LedgerError> {
         self.inner.note_refusal(refusal).await
     }
+
+    async fn look_up(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::ledger::claim::Record>, LedgerError> {
+        self.inner.look_up(key).await
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +213,13 @@ mod tests {
         ) -> Result<(), LedgerError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.ledger.note_refusal(refusal).await
+        }
+        async fn look_up(
+            &self,
+            key: &str,
+        ) -> Result<Option<crate::ledger::claim::Record>, LedgerError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.ledger.look_up(key).await
         }
     }
 

@@ -134,6 +134,10 @@ pub trait Ledger: Send + Sync {
     /// Keeps the record of an order refused with 422 ([`Refusal`]: its own key space, a TTL).
     /// Required (no default), so no wrapper can drop it by forgetting it.
     async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError>;
+    /// The record under `key`, read consistently; `None` when there is none. Called only by a
+    /// claim of an S2S shop's upsell, for the event IDs earlier versions gave it
+    /// (`crate::bridge::former`). Required (no default), so no wrapper can drop it by forgetting it.
+    async fn look_up(&self, key: &str) -> Result<Option<Record>, LedgerError>;
 }
 
 pub const STATUS_IN_PROGRESS: &str = "IN_PROGRESS";
@@ -298,5 +302,10 @@ impl Ledger for MemoryLedger {
         let mut refusals = self.refusals.lock().expect("memory ledger lock");
         refusals.insert(refusal.key(), refusal.clone());
         Ok(())
+    }
+
+    async fn look_up(&self, key: &str) -> Result<Option<Record>, LedgerError> {
+        let records = self.records.lock().expect("memory ledger lock");
+        Ok(records.get(key).cloned())
     }
 }

@@ -209,6 +209,10 @@ impl Ledger for DynamoLedger {
     async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
         self.put_refusal(refusal).await
     }
+
+    async fn look_up(&self, key: &str) -> Result<Option<Record>, LedgerError> {
+        Ok(self.read(key).await?.as_ref().map(record_from_item))
+    }
 }
 
 impl DynamoLedger {

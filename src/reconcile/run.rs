@@ -9,6 +9,7 @@ use crate::conversion::clickid;
 use crate::conversion::rules::{Conversion, Skip};
 use crate::inbound::auth::Secret;
 use crate::inbound::lenient::Text;
+use crate::inbound::s2s;
 use crate::inbound::webhook::{Delivery, EventField, Order, OrderField};
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::config::Profile;
@@ -16,6 +17,7 @@ use crate::reconcile::config::ReconcileSettings;
 use crate::reconcile::orders::{ListError, OrderLister, Pass, Window};
 use crate::reconcile::watermark::{self, Cursor, Mark};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,8 @@ pub struct Target {
     pub slug: String,
     /// Cartpanda's API token.
     pub token: Secret,
-    /// Fed by S2S: upsells get the S2S event IDs (`<order>-upsell-s2s-<n>`).
+    /// Fed by S2S: upsells get the S2S event IDs (`<order>-upsell-s2s-p<product_id>`,
+    /// [`s2s_line_ids`]).
     pub s2s: bool,
 }
 
@@ -570,7 +573,7 @@ fn updated_events(order: Option<&Order>) -> Vec<&'static str> {
 }
 
 /// A listed order as the delivery of `event` would carry it, click ID resolved; an S2S shop's
-/// upsell lines take the S2S line IDs (`s2s-<n>`), so the event IDs are the S2S input's.
+/// upsell lines take the S2S input's event-ID keys ([`s2s_line_ids`]).
 fn delivery(value: &serde_json::Value, event: &str, target: &Target) -> Option<Delivery> {
     let mut order = Order::deserialize(value).ok()?;
     if target.s2s {
@@ -583,25 +586,35 @@ fn delivery(value: &serde_json::Value, event: &str, target: &Target) -> Option<D
     })
 }
 
-/// The line IDs the S2S input gives upsells: `s2s-<n>`, `n` the number in `up_sell_type`
-/// (`Upsell 2` → 2), else the upsell's position; see [`crate::inbound::s2s`].
+/// Gives an S2S shop's upsell lines the keys the S2S input gives the same upsells: each line's
+/// [`s2s::Upsell::key`] (`s2s-p<product_id>`; see there without a product ID), the function the
+/// S2S route calls too. A key a line before it already took gets `-2`, `-3`… in line order (the
+/// same product bought twice), so no two lines share an event ID. Each line also keeps the keys
+/// earlier versions gave it (`s2s-<n>`, `n` the number in `up_sell_type` else the upsell's
+/// position, and `s2s-dp<product_id>` for a downsell), which its claim looks up first.
 pub fn s2s_line_ids(order: &mut Order) {
+    let mut taken: HashMap<String, u32> = HashMap::new();
     let mut position = 0;
     for item in order.line_items.iter_mut().filter(|i| i.is_upsell()) {
         position += 1;
-        let number: String = item
-            .up_sell_type
-            .get()
-            .unwrap_or("")
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
-        let number = number
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or(position);
-        item.id = Text(Some(format!("s2s-{number}")));
+        let label = item.up_sell_type.get().unwrap_or("");
+        let step = s2s::step_of(label);
+        let upsell = s2s::Upsell {
+            product_id: item.product_id.get(),
+            downsell: label.to_ascii_lowercase().contains("downsell"),
+            step,
+            name: item.display_name(),
+        };
+        let key = upsell.key();
+        let former = upsell.former_keys(&[step.unwrap_or(position)]);
+        let times = taken.entry(key.clone()).or_insert(0);
+        *times += 1;
+        let key = match *times {
+            1 => key,
+            n => format!("{key}-{n}"),
+        };
+        item.id = Text(Some(key));
+        item.former_ids = former;
     }
 }
 
@@ -610,18 +623,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn s2s_shops_get_s2s_upsell_ids() {
+    fn s2s_shops_get_distinct_s2s_upsell_ids() {
         let mut order: Order = serde_json::from_value(serde_json::json!({
             "id": 5, "line_items": [
-                {"id": 1, "up_sell_id": 0},
-                {"id": 2, "up_sell_id": 7, "up_sell_type": "Upsell 2"},
-                {"id": 3, "up_sell_id": 8, "up_sell_type": "Downsell"}
+                {"id": 1, "product_id": 100, "up_sell_id": 0},
+                {"id": 2, "product_id": 7, "up_sell_id": 7, "up_sell_type": "Upsell 2"},
+                {"id": 3, "product_id": 8, "up_sell_id": 8, "up_sell_type": "Downsell"},
+                {"id": 4, "product_id": 7, "up_sell_id": 9, "up_sell_type": "Upsell 3"},
+                {"id": 5, "up_sell_id": 10, "up_sell_type": "Upsell 4", "name": "Frete"}
             ]
         }))
         .unwrap();
         s2s_line_ids(&mut order);
         let ids: Vec<_> = order.line_items.iter().map(|i| i.id.get()).collect();
-        assert_eq!(ids, [Some("1"), Some("s2s-2"), Some("s2s-2")]);
+        let no_product = s2s::Upsell {
+            step: Some(4),
+            name: Some("Frete"),
+            ..s2s::Upsell::default()
+        };
+        assert_eq!(
+            ids,
+            [
+                Some("1"),
+                Some("s2s-p7"),
+                Some("s2s-p8"),
+                Some("s2s-p7-2"),
+                Some(no_product.key().as_str())
+            ]
+        );
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "no two lines share an ID");
+        let former: Vec<_> = order.line_items.iter().map(|i| &i.former_ids).collect();
+        assert_eq!(
+            former,
+            [
+                &Vec::<String>::new(),
+                &vec!["s2s-2".to_owned()],
+                &vec!["s2s-2".to_owned(), "s2s-dp8".to_owned()],
+                &vec!["s2s-3".to_owned()],
+                &vec!["s2s-4".to_owned()]
+            ],
+            "the keys of earlier versions: step, else position; dp for a downsell"
+        );
     }
 
     #[test]

@@ -395,6 +395,20 @@ pub async fn item(
         .item
 }
 
+/// A reconciler over the harness's bridge and table, listing orders as `settings` say.
+pub fn reconciler(
+    h: &Harness,
+    settings: cartpanda_redtrack::reconcile::config::ReconcileSettings,
+) -> cartpanda_redtrack::reconcile::run::Reconciler {
+    use cartpanda_redtrack::reconcile::{orders::OrderLister, run::Reconciler};
+    Reconciler {
+        bridge: Arc::clone(&h.bridge),
+        lister: Arc::new(OrderLister::new(settings.list.clone()).unwrap()),
+        table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
+        settings,
+    }
+}
+
 /// A realistic paid Cartpanda order (Brazilian store, money as Brazilian strings).
 pub fn paid_order(order_id: u64) -> Value {
     json!({
