@@ -28,7 +28,7 @@ use cartpanda_redtrack::inbound::auth::Secret;
 use cartpanda_redtrack::inbound::verify::{OrderSource, VerifyError};
 use cartpanda_redtrack::inbound::webhook::{self, Order};
 use cartpanda_redtrack::ledger::claim::{
-    Claim, ClaimOutcome, Finish, Ledger, LedgerError, MemoryLedger,
+    Claim, ClaimOutcome, Finish, Ledger, LedgerError, MemoryLedger, Record,
 };
 use cartpanda_redtrack::ledger::notes::Note;
 use cartpanda_redtrack::ledger::refusal::Refusal;
@@ -193,6 +193,17 @@ impl Ledger for FaultyLedger {
 
     async fn note_refusal(&self, refusal: &Refusal) -> Result<(), LedgerError> {
         self.inner.note_refusal(refusal).await
+    }
+
+    async fn look_up(&self, key: &str) -> Result<Option<Record>, LedgerError> {
+        tokio::task::yield_now().await;
+        if self.storm.strikes(4) {
+            self.storm
+                .trace
+                .say(format!("  ledger look_up {key}: fails"));
+            return Err(lost());
+        }
+        self.inner.look_up(key).await
     }
 }
 
