@@ -428,7 +428,7 @@ impl FakeCartpanda {
                         at("created_at_max"),
                     ) && query
                         .get("payment_status")
-                        .is_none_or(|s| o["payment_status"].to_string() == *s)
+                        .is_none_or(|s| o["payment_status"] == s.parse::<u64>().unwrap_or(0))
                 }
             })
             .collect()
@@ -440,7 +440,10 @@ impl wiremock::Respond for FakeCartpanda {
         let single = request.url.path().strip_prefix(&format!("{LIST_PATH}/"));
         if let Some(id) = single {
             let orders = self.0.lock().unwrap().clone();
-            return match orders.into_iter().find(|o| o["id"].to_string() == id) {
+            return match orders
+                .into_iter()
+                .find(|o| o["id"] == id.parse::<u64>().unwrap_or(0))
+            {
                 Some(order) => ResponseTemplate::new(200).set_body_json(json!({ "order": order })),
                 None => ResponseTemplate::new(404),
             };

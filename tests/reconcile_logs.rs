@@ -66,17 +66,8 @@ async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
         }})))
         .mount(&cartpanda)
         .await;
-    let env = [
-        ("RECONCILE", "true".to_owned()),
-        ("CARTPANDA_API_TOKEN", API_TOKEN.to_owned()),
-        ("CARTPANDA_SHOP_SLUG", "loja".to_owned()),
-        (
-            "CARTPANDA_ORDER_LIST_URL",
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS", "10".to_owned()),
-        ("RECONCILE_SETTLE_MIN", "0".to_owned()),
-    ];
+    let mut env = default_shop_env(&cartpanda);
+    env.push(("RECONCILE_SETTLE_MIN", "0".to_owned()));
     let mut settings = ReconcileSettings::from_lookup(|k| {
         env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
     })
@@ -161,12 +152,18 @@ async fn program_env(
 ) {
     let dynamo = dynamo_client(&moto_endpoint());
     let table = create_table(&dynamo).await;
-    let env = vec![
-        ("DEDUP_TABLE", table.clone()),
-        (
-            "REDTRACK_POSTBACK_URL",
-            "http://127.0.0.1:9/postback?clickid={cid}&sum={total_price}".to_owned(),
-        ),
+    let mut env = default_shop_env(cartpanda);
+    env.push(("DEDUP_TABLE", table.clone()));
+    env.push((
+        "REDTRACK_POSTBACK_URL",
+        "http://127.0.0.1:9/postback?clickid={cid}&sum={total_price}".to_owned(),
+    ));
+    (dynamo, table, env)
+}
+
+/// The default shop reconciled against the order list at `cartpanda`.
+fn default_shop_env(cartpanda: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
         ("RECONCILE", "true".to_owned()),
         ("CARTPANDA_API_TOKEN", API_TOKEN.to_owned()),
         ("CARTPANDA_SHOP_SLUG", "loja".to_owned()),
@@ -175,8 +172,7 @@ async fn program_env(
             format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
         ),
         ("CARTPANDA_API_MIN_INTERVAL_MS", "10".to_owned()),
-    ];
-    (dynamo, table, env)
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

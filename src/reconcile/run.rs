@@ -135,6 +135,17 @@ enum Stop {
     Failed(ReconcileError),
 }
 
+/// One run's state as it goes: the shop, what to do, when to stop, where it stands.
+struct Walk<'a> {
+    target: &'a Target,
+    options: RunOptions,
+    stop_at: Instant,
+    mark: &'a Mark,
+    cursor: Cursor,
+    retry: RetrySet,
+    summary: Summary,
+}
+
 /// How often, at least, the lookback pass runs (it runs in the first run this long after the
 /// last one ended: daily for schedules up to an hour).
 pub const LOOKBACK_EVERY_S: i64 = 23 * 3600;
@@ -144,7 +155,6 @@ impl Reconciler {
     /// watermark.
     pub async fn run(&self, target: &Target, options: RunOptions) -> Summary {
         let now_ms = self.bridge.clock.now_ms();
-        let stop_at = self.stop_at(options.deadline_ms, now_ms);
         let shop = target.shop.as_deref();
         let mut summary = Summary {
             shop: target.shop.clone(),
@@ -164,19 +174,22 @@ impl Reconciler {
         } else {
             Mark::default()
         };
-        let mut retry = RetrySet::new(mark.retry.clone(), self.settings.retry_runs);
-        let mut cursor = self.start(options.since, &mark, now_ms / 1000);
-        let stop = self
-            .passes(
-                target,
-                options,
-                &mark,
-                &mut cursor,
-                stop_at,
-                &mut retry,
-                &mut summary,
-            )
-            .await;
+        let mut walk = Walk {
+            target,
+            options,
+            stop_at: self.stop_at(options.deadline_ms, now_ms),
+            mark: &mark,
+            cursor: self.start(options.since, &mark, now_ms / 1000),
+            retry: RetrySet::new(mark.retry.clone(), self.settings.retry_runs),
+            summary,
+        };
+        let stop = self.passes(&mut walk).await;
+        let Walk {
+            cursor,
+            retry,
+            mut summary,
+            ..
+        } = walk;
         stopped(&mut summary, stop);
         if uses_mark && !options.dry_run {
             self.advance(target, &mark, cursor, retry, &mut summary)
@@ -189,30 +202,18 @@ impl Reconciler {
 
     /// The window's passes, then (a scheduled run whose window was listed to the end) the
     /// retry set. Sets `summary.complete`; the stop, if any.
-    #[allow(clippy::too_many_arguments)]
-    async fn passes(
-        &self,
-        target: &Target,
-        options: RunOptions,
-        mark: &Mark,
-        cursor: &mut Cursor,
-        stop_at: Instant,
-        retry: &mut RetrySet,
-        summary: &mut Summary,
-    ) -> Option<Stop> {
-        summary.from = crate::inbound::datetime::format_utc(cursor.window.from_s);
-        summary.to = crate::inbound::datetime::format_utc(cursor.window.to_s);
-        if cursor.window.to_s > cursor.window.from_s {
-            let listed = self
-                .list(target, options, mark, cursor, stop_at, retry, summary)
-                .await;
+    async fn passes(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        w.summary.from = crate::inbound::datetime::format_utc(w.cursor.window.from_s);
+        w.summary.to = crate::inbound::datetime::format_utc(w.cursor.window.to_s);
+        if w.cursor.window.to_s > w.cursor.window.from_s {
+            let listed = self.list(w).await;
             if listed.is_some() {
                 return listed;
             }
         }
-        summary.complete = true;
-        if options.since == Since::Watermark && !options.dry_run {
-            return self.retry(target, options, stop_at, retry, summary).await;
+        w.summary.complete = true;
+        if w.options.since == Since::Watermark && !w.options.dry_run {
+            return self.retry(w).await;
         }
         None
     }
@@ -329,93 +330,65 @@ impl Reconciler {
 
     /// The window's pages from `cursor` on, each order sent; the created pass, then the next
     /// ones ([`Reconciler::next_pass`]). `cursor` ends where the listing stopped.
-    #[allow(clippy::too_many_arguments)]
-    async fn list(
-        &self,
-        target: &Target,
-        options: RunOptions,
-        mark: &Mark,
-        cursor: &mut Cursor,
-        stop_at: Instant,
-        retry: &mut RetrySet,
-        summary: &mut Summary,
-    ) -> Option<Stop> {
+    async fn list(&self, w: &mut Walk<'_>) -> Option<Stop> {
         loop {
-            if Instant::now() >= stop_at {
+            if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
             }
+            let (slug, token) = (&w.target.slug, &w.target.token);
+            let at = w.cursor;
             let listed = self
                 .lister
-                .page(
-                    &target.slug,
-                    &target.token,
-                    cursor.pass,
-                    cursor.window,
-                    cursor.page,
-                    stop_at,
-                )
+                .page(slug, token, at.pass, at.window, at.page, w.stop_at)
                 .await;
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(ListError::Deadline) => return Some(Stop::Deadline),
                 Err(err) => {
-                    tracing::error!(shop = target.shop.as_deref(), pass = cursor.pass.as_str(), page = cursor.page, error = %err, "order list failed; the run resumes from here next time");
+                    tracing::error!(shop = w.target.shop.as_deref(), pass = at.pass.as_str(), page = at.page, error = %err, "order list failed; the run resumes from here next time");
                     return Some(Stop::Failed(err.into()));
                 }
             };
-            summary.pages += 1;
+            w.summary.pages += 1;
             for order in &listed.orders {
-                if Instant::now() >= stop_at {
+                if Instant::now() >= w.stop_at {
                     return Some(Stop::Deadline);
                 }
-                let settled = self
-                    .order(target, options, cursor.pass, order, stop_at, summary)
-                    .await;
-                match settled {
-                    Ok(settled) => self.keep(target, retry, cursor.pass, order, settled, summary),
+                match self.order(w, at.pass, order).await {
+                    Ok(settled) => self.keep(w, at.pass, order, settled),
                     Err(stop) => return Some(stop),
                 }
             }
-            if listed.orders.is_empty()
-                || cursor.page >= listed.last_page
-                || cursor.page >= MAX_PAGES
-            {
-                match self.next_pass(cursor, mark) {
-                    Some(next) => *cursor = next,
+            if listed.orders.is_empty() || at.page >= listed.last_page || at.page >= MAX_PAGES {
+                match self.next_pass(&w.cursor, w.mark) {
+                    Some(next) => w.cursor = next,
                     None => return None,
                 }
                 continue;
             }
-            cursor.page += 1;
+            w.cursor.page += 1;
         }
     }
 
     /// The retry set's orders this run has not met yet: each re-read from Cartpanda's order
     /// API and processed again; a settled one leaves the set.
-    async fn retry(
-        &self,
-        target: &Target,
-        options: RunOptions,
-        stop_at: Instant,
-        retry: &mut RetrySet,
-        summary: &mut Summary,
-    ) -> Option<Stop> {
-        let shop = target.shop.as_deref();
-        for (order_id, pass) in retry.due() {
-            if Instant::now() >= stop_at {
+    async fn retry(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        let shop = w.target.shop.as_deref();
+        for (order_id, pass) in w.retry.due() {
+            if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
             }
-            summary.retried += 1;
+            w.summary.retried += 1;
             let url = crate::inbound::verify::order_url(
                 &self.bridge.config.cartpanda_order_url,
-                &target.slug,
+                &w.target.slug,
                 &order_id,
             );
-            let value = match self.lister.order(&url, &target.token, stop_at).await {
+            let value = match self.lister.order(&url, &w.target.token, w.stop_at).await {
                 Ok(Some(value)) => value,
                 Ok(None) => {
                     tracing::warn!(shop, order_id = %order_id, "reconcile: a retried order is no longer in Cartpanda's API; dropped");
-                    retry.drop_order(&order_id);
+                    w.retry.drop_order(&order_id);
                     continue;
                 }
                 Err(ListError::Deadline) => return Some(Stop::Deadline),
@@ -424,11 +397,8 @@ impl Reconciler {
                     return Some(Stop::Failed(err.into()));
                 }
             };
-            match self
-                .order(target, options, pass, &value, stop_at, summary)
-                .await
-            {
-                Ok(settled) => self.keep(target, retry, pass, &value, settled, summary),
+            match self.order(w, pass, &value).await {
+                Ok(settled) => self.keep(w, pass, &value, settled),
                 Err(stop) => return Some(stop),
             }
         }
@@ -436,26 +406,18 @@ impl Reconciler {
     }
 
     /// Notes a processed order in the retry set: kept when not settled, out when settled.
-    fn keep(
-        &self,
-        target: &Target,
-        retry: &mut RetrySet,
-        pass: Pass,
-        value: &serde_json::Value,
-        settled: bool,
-        summary: &mut Summary,
-    ) {
+    fn keep(&self, w: &mut Walk<'_>, pass: Pass, value: &serde_json::Value, settled: bool) {
         let Some(order_id) = order_id_of(value) else {
             return;
         };
-        let shop = target.shop.as_deref();
-        match retry.note(&order_id, pass, settled) {
+        let shop = w.target.shop.as_deref();
+        match w.retry.note(&order_id, pass, settled) {
             Noted::Added => {
                 tracing::warn!(shop, order_id = %order_id, "reconcile: conversions not settled; kept for the next runs")
             }
-            Noted::Recovered => summary.recovered += 1,
+            Noted::Recovered => w.summary.recovered += 1,
             Noted::Full => {
-                summary.given_up += 1;
+                w.summary.given_up += 1;
                 tracing::error!(shop, order_id = %order_id, "reconcile: order given up: the retry set is full");
             }
             Noted::Tried | Noted::Nothing => {}
@@ -467,13 +429,12 @@ impl Reconciler {
     /// pass (RedTrack or the queue unavailable, a concurrent delivery holding it).
     async fn order(
         &self,
-        target: &Target,
-        options: RunOptions,
+        w: &mut Walk<'_>,
         pass: Pass,
         value: &serde_json::Value,
-        stop_at: Instant,
-        summary: &mut Summary,
     ) -> Result<bool, Stop> {
+        let (target, options, stop_at) = (w.target, w.options, w.stop_at);
+        let summary = &mut w.summary;
         summary.orders_seen += 1;
         let Some(probe) = delivery(value, "order.paid", target) else {
             summary.unusable += 1;
