@@ -739,3 +739,36 @@ async fn a_shop_without_a_complete_run_for_two_hours_is_stale() {
     assert_eq!(complete["shops"][0]["complete"], true, "{complete}");
     assert_eq!(complete["stale"], json!([]), "{complete}");
 }
+
+#[tokio::test]
+async fn a_shop_whose_setup_fails_is_counted_failed_by_name() {
+    let s = setup(&[], &[]).await;
+    serve_page(&s, 1, page(Vec::new(), 1, 1)).await;
+    // A named shop with reconciliation on but no Cartpanda slug.
+    let record = cartpanda_redtrack::shops::directory::ShopRecord {
+        name: "loja-sem-slug".to_owned(),
+        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
+            "shop-secret-0123456789",
+        )],
+        postback_url: "https://trk.example.com/postback?clickid={cid}".to_owned(),
+        conversion_types: String::new(),
+        send_test_orders: false,
+        cartx_test_orders: String::new(),
+        sum_currency: None,
+        normalize_pii: true,
+        cartpanda_api_token: Some("cp-token".to_owned()),
+        cartpanda_api_token_parameter: None,
+        click_id_sources: String::new(),
+        reconcile: true,
+        shop_slug: None,
+        s2s: false,
+        verify_orders: false,
+    };
+    s.reconciler.table.put_shop(&record, 0).await.unwrap();
+    let answer = scheduled(&s, 60_000).await;
+    assert_eq!(answer["failed"], json!(["loja-sem-slug"]), "{answer}");
+    assert_eq!(
+        answer["shops"][0]["complete"], true,
+        "the default shop still ran"
+    );
+}

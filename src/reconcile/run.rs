@@ -411,6 +411,12 @@ impl Reconciler {
             return;
         };
         let shop = w.target.shop.as_deref();
+        if w.options.since != Since::Watermark {
+            if !settled {
+                tracing::warn!(shop, order_id = %order_id, "reconcile: conversions not settled; run the back-fill again");
+            }
+            return;
+        }
         match w.retry.note(&order_id, pass, settled) {
             Noted::Added => {
                 tracing::warn!(shop, order_id = %order_id, "reconcile: conversions not settled; kept for the next runs")
