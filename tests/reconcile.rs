@@ -128,275 +128,6 @@ async fn list_requests(s: &Setup) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-#[tokio::test]
-async fn missing_conversions_are_sent_once_and_the_watermark_advances() {
-    let s = setup(
-        &[(
-            "CLICKID_SOURCES",
-            "checkout_params.cid,checkout_params.rtkcid",
-        )],
-        &[],
-    )
-    .await;
-    // 101: never delivered (paid + an upsell); 102: delivered by webhook first; 103: no click
-    // ID; 104: its click ID only in `rtkcid`, which CLICKID_SOURCES names.
-    let webhooked = paid_order(102);
-    assert_eq!(deliver(&s.h, &webhooked).await.status, 200);
-    let mut no_click = paid_order(103);
-    no_click["order"]["checkout_params"] = json!({"utm_term": "summer-sale"});
-    let mut rtkcid = paid_order(104);
-    rtkcid["order"]["checkout_params"] = json!({"rtkcid": "67d42f3b9a1e5c0012ab9999"});
-    // Page 1 is refused once with 429 and Retry-After.
-    Mock::given(method("GET"))
-        .and(path(LIST_PATH))
-        .and(query_param("page", "1"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&s.cartpanda)
-        .await;
-    serve_page(
-        &s,
-        1,
-        page(
-            vec![listed(upsell_order(101, false)), listed(webhooked)],
-            1,
-            2,
-        ),
-    )
-    .await;
-    serve_page(&s, 2, page(vec![listed(no_click), listed(rtkcid)], 2, 2)).await;
-
-    let started = std::time::Instant::now();
-    let summary = run(&s, 60_000).await;
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After honoured"
-    );
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.orders_seen, 4);
-    assert_eq!((summary.missing, summary.sent), (3, 3), "{summary:?}");
-    assert_eq!(summary.already_sent, 1);
-    assert_eq!(summary.skipped_no_click_id, 1);
-    assert_eq!(summary.pages, 2);
-
-    let sent = postbacks(&s.h).await;
-    assert_eq!(
-        event_ids(&sent),
-        [
-            "101-purchase",
-            "101-upsell-90002",
-            "102-purchase",
-            "104-purchase"
-        ]
-    );
-    let by_id = |id: &str| sent.iter().find(|p| p["rdtk_event_id"] == id).unwrap();
-    assert_eq!(by_id("104-purchase")["clickid"], "67d42f3b9a1e5c0012ab9999");
-    assert_eq!(by_id("101-purchase")["sum"], "1234.56");
-    assert_eq!(by_id("101-upsell-90002")["sum"], "194.00");
-
-    let requests = list_requests(&s).await;
-    assert_eq!(requests.len(), 3, "429, page 1, page 2");
-    let first = &requests[0];
-    assert_eq!(first["payment_status"], "3");
-    let format = |t: &str| t.len() == 19 && t.as_bytes()[10] == b' ' && t.as_bytes()[13] == b':';
-    assert!(format(&first["created_at_min"]) && format(&first["created_at_max"]));
-
-    let note = item(&s.h, "note#103#no_click_id")
-        .await
-        .expect("a note for the order without a click ID");
-    assert_eq!(note["event"].as_s().unwrap(), "order.paid");
-    assert!(note.contains_key("expires_at"));
-    let mark = item(&s.h, "watermark#default").await.expect("watermark");
-    let watermark: i64 = mark["watermark_s"].as_n().unwrap().parse().unwrap();
-    assert!((watermark - SystemClock.now_ms() / 1000).abs() < 120);
-    assert!(!mark.contains_key("cursor_page"));
-
-    // The next run starts one overlap before the watermark and sends nothing again.
-    let again = run(&s, 60_000).await;
-    assert!(again.complete);
-    assert_eq!((again.sent, again.already_sent), (0, 4), "{again:?}");
-    assert_eq!(postbacks(&s.h).await.len(), 4, "nothing sent twice");
-    let second_from = &list_requests(&s).await[3]["created_at_min"];
-    let expected = cartpanda_redtrack::inbound::datetime::format_utc(watermark - 15 * 60);
-    assert_eq!(second_from, &expected);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_delivered_by_webhook_during_the_run_is_sent_once() {
-    let s = setup(&[], &[]).await;
-    serve_page(&s, 1, page(vec![listed(paid_order(201))], 1, 2)).await;
-    serve_page(
-        &s,
-        2,
-        page(vec![listed(paid_order(202))], 2, 2).set_delay(Duration::from_millis(3000)),
-    )
-    .await;
-    let webhook = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        deliver(&s.h, &paid_order(202)).await
-    };
-    let (summary, answer) = tokio::join!(run(&s, 60_000), webhook);
-    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
-    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
-    assert_eq!(
-        event_ids(&postbacks(&s.h).await),
-        ["201-purchase", "202-purchase"]
-    );
-    // And the webhook of an order reconciliation sent first is a duplicate.
-    let late = deliver(&s.h, &paid_order(201)).await;
-    assert_eq!(late.body["conversions"][0]["outcome"], "duplicate");
-    assert_eq!(postbacks(&s.h).await.len(), 2);
-}
-
-#[tokio::test]
-async fn a_run_cut_by_its_deadline_resumes_from_where_it_stopped() {
-    let s = setup(&[], &[("CARTPANDA_API_MIN_INTERVAL_MS", "4000")]).await;
-    serve_page(&s, 1, page(vec![listed(paid_order(301))], 1, 2)).await;
-    serve_page(&s, 2, page(vec![listed(paid_order(302))], 2, 2)).await;
-    // Budget: the first page, then the rate limit's wait ends past the stop time.
-    let cut = run(&s, 2_500).await;
-    assert!(!cut.complete);
-    assert_eq!(cut.stopped.as_deref(), Some("deadline"));
-    assert_eq!(cut.sent, 1);
-    let mark = item(&s.h, "watermark#default").await.expect("cursor kept");
-    assert!(!mark.contains_key("watermark_s"), "no watermark yet");
-    assert_eq!(mark["cursor_page"].as_n().unwrap(), "2");
-
-    let resumed = run(&s, 60_000).await;
-    assert!(resumed.complete, "{resumed:?}");
-    assert_eq!(resumed.from, cut.from, "the same window");
-    assert_eq!((resumed.sent, resumed.already_sent), (1, 1));
-    assert_eq!(
-        event_ids(&postbacks(&s.h).await),
-        ["301-purchase", "302-purchase"]
-    );
-    let mark = item(&s.h, "watermark#default").await.unwrap();
-    assert!(!mark.contains_key("cursor_page"));
-    let watermark: i64 = mark["watermark_s"].as_n().unwrap().parse().unwrap();
-    assert_eq!(
-        cartpanda_redtrack::inbound::datetime::format_utc(watermark),
-        cut.to
-    );
-}
-
-#[tokio::test]
-async fn an_s2s_shop_reconciles_with_the_s2s_event_ids() {
-    let s = setup(&[], &[("RECONCILE_S2S", "true")]).await;
-    // The upsell came by S2S; the sale's postback never did.
-    let query = [
-        ("token", TOKEN),
-        ("order_id", "401"),
-        ("cid", "67d42f3b9a1e5c0012ab34cd"),
-        ("total_price", "194.00"),
-        ("currency", "BRL"),
-        ("order_type", "upsell"),
-        ("upsell_no", "1"),
-    ];
-    let answer = deliver_event(
-        &s.h.bridge,
-        apigw_event_at("/cartpanda/s2s", "GET", None, &query, &[]),
-    )
-    .await;
-    assert_eq!(
-        answer.body["conversions"][0]["event_id"], "401-upsell-s2s-1",
-        "{}",
-        answer.body
-    );
-    serve_page(&s, 1, page(vec![listed(upsell_order(401, false))], 1, 1)).await;
-    let summary = run(&s, 60_000).await;
-    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
-    assert_eq!(summary.conflicts, 0);
-    assert_eq!(
-        event_ids(&postbacks(&s.h).await),
-        ["401-purchase", "401-upsell-s2s-1"]
-    );
-}
-
-#[tokio::test]
-async fn refunds_are_reconciled_only_with_the_updated_filter() {
-    let s = setup(
-        &[],
-        &[("CARTPANDA_ORDER_LIST_UPDATED_FILTER", "updated_at_min")],
-    )
-    .await;
-    assert_eq!(deliver(&s.h, &paid_order(501)).await.status, 200);
-    serve_page(&s, 1, page(vec![listed(paid_order(501))], 1, 1)).await;
-    Mock::given(method("GET"))
-        .and(path(LIST_PATH))
-        .and(wiremock::matchers::query_param_is_missing("payment_status"))
-        .respond_with(page(vec![listed(refund_order(501))], 1, 1))
-        .with_priority(1)
-        .mount(&s.cartpanda)
-        .await;
-    let summary = run(&s, 60_000).await;
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
-    assert_eq!(
-        event_ids(&postbacks(&s.h).await),
-        ["501-purchase", "501-refund-777"]
-    );
-    let updated = list_requests(&s)
-        .await
-        .into_iter()
-        .find(|q| q.contains_key("updated_at_min"))
-        .expect("an updated-since request");
-    assert!(!updated.contains_key("payment_status"));
-}
-
-#[tokio::test]
-async fn a_dry_run_back_fill_counts_what_it_would_send_and_writes_nothing() {
-    let s = setup(&[], &[]).await;
-    assert_eq!(deliver(&s.h, &paid_order(601)).await.status, 200);
-    serve_page(
-        &s,
-        1,
-        page(vec![listed(paid_order(601)), listed(paid_order(602))], 1, 1),
-    )
-    .await;
-    let deadline_ms = SystemClock.now_ms() + 60_000;
-    let summary =
-        cartpanda_redtrack::reconcile::command(&s.reconciler, "48h", None, true, deadline_ms)
-            .await
-            .unwrap();
-    assert_eq!(
-        (summary.would_send, summary.already_sent),
-        (1, 1),
-        "{summary:?}"
-    );
-    assert_eq!(summary.sent, 0);
-    assert_eq!(postbacks(&s.h).await.len(), 1, "only the webhook's");
-    assert_eq!(
-        record_keys(&s.h).await,
-        ["evt#601-purchase"],
-        "no claim, no watermark"
-    );
-    let from = &list_requests(&s).await[0]["created_at_min"];
-    let from_s = cartpanda_redtrack::inbound::datetime::parse_unix(from).unwrap();
-    assert!(
-        (from_s - (SystemClock.now_ms() / 1000 - 48 * 3600)).abs() < 60,
-        "the window starts at --since: {from}"
-    );
-    // A named shop that does not exist, and a bad --since, are refused precisely.
-    let unknown = cartpanda_redtrack::reconcile::command(
-        &s.reconciler,
-        "48h",
-        Some("nope"),
-        true,
-        deadline_ms,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(unknown.to_string(), "no shop `nope`");
-    assert!(!unknown.retryable());
-    let bad =
-        cartpanda_redtrack::reconcile::command(&s.reconciler, "soon", None, true, deadline_ms)
-            .await
-            .unwrap_err()
-            .to_string();
-    assert!(bad.starts_with("--since `soon`"), "{bad}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // A Cartpanda that answers as its API would: the list filtered by the query (created_at window
 // and payment_status, or updated_at_min), and single orders by ID.
@@ -771,4 +502,273 @@ async fn a_shop_whose_setup_fails_is_counted_failed_by_name() {
         answer["shops"][0]["complete"], true,
         "the default shop still ran"
     );
+}
+
+#[tokio::test]
+async fn missing_conversions_are_sent_once_and_the_watermark_advances() {
+    let s = setup(
+        &[(
+            "CLICKID_SOURCES",
+            "checkout_params.cid,checkout_params.rtkcid",
+        )],
+        &[],
+    )
+    .await;
+    // 101: never delivered (paid + an upsell); 102: delivered by webhook first; 103: no click
+    // ID; 104: its click ID only in `rtkcid`, which CLICKID_SOURCES names.
+    let webhooked = paid_order(102);
+    assert_eq!(deliver(&s.h, &webhooked).await.status, 200);
+    let mut no_click = paid_order(103);
+    no_click["order"]["checkout_params"] = json!({"utm_term": "summer-sale"});
+    let mut rtkcid = paid_order(104);
+    rtkcid["order"]["checkout_params"] = json!({"rtkcid": "67d42f3b9a1e5c0012ab9999"});
+    // Page 1 is refused once with 429 and Retry-After.
+    Mock::given(method("GET"))
+        .and(path(LIST_PATH))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&s.cartpanda)
+        .await;
+    serve_page(
+        &s,
+        1,
+        page(
+            vec![listed(upsell_order(101, false)), listed(webhooked)],
+            1,
+            2,
+        ),
+    )
+    .await;
+    serve_page(&s, 2, page(vec![listed(no_click), listed(rtkcid)], 2, 2)).await;
+
+    let started = std::time::Instant::now();
+    let summary = run(&s, 60_000).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(summary.orders_seen, 4);
+    assert_eq!((summary.missing, summary.sent), (3, 3), "{summary:?}");
+    assert_eq!(summary.already_sent, 1);
+    assert_eq!(summary.skipped_no_click_id, 1);
+    assert_eq!(summary.pages, 2);
+
+    let sent = postbacks(&s.h).await;
+    assert_eq!(
+        event_ids(&sent),
+        [
+            "101-purchase",
+            "101-upsell-90002",
+            "102-purchase",
+            "104-purchase"
+        ]
+    );
+    let by_id = |id: &str| sent.iter().find(|p| p["rdtk_event_id"] == id).unwrap();
+    assert_eq!(by_id("104-purchase")["clickid"], "67d42f3b9a1e5c0012ab9999");
+    assert_eq!(by_id("101-purchase")["sum"], "1234.56");
+    assert_eq!(by_id("101-upsell-90002")["sum"], "194.00");
+
+    let requests = list_requests(&s).await;
+    assert_eq!(requests.len(), 3, "429, page 1, page 2");
+    let first = &requests[0];
+    assert_eq!(first["payment_status"], "3");
+    let format = |t: &str| t.len() == 19 && t.as_bytes()[10] == b' ' && t.as_bytes()[13] == b':';
+    assert!(format(&first["created_at_min"]) && format(&first["created_at_max"]));
+
+    let note = item(&s.h, "note#103#no_click_id")
+        .await
+        .expect("a note for the order without a click ID");
+    assert_eq!(note["event"].as_s().unwrap(), "order.paid");
+    assert!(note.contains_key("expires_at"));
+    let mark = item(&s.h, "watermark#default").await.expect("watermark");
+    let watermark: i64 = mark["watermark_s"].as_n().unwrap().parse().unwrap();
+    assert!((watermark - SystemClock.now_ms() / 1000).abs() < 120);
+    assert!(!mark.contains_key("cursor_page"));
+
+    // The next run starts one overlap before the watermark and sends nothing again.
+    let again = run(&s, 60_000).await;
+    assert!(again.complete);
+    assert_eq!((again.sent, again.already_sent), (0, 4), "{again:?}");
+    assert_eq!(postbacks(&s.h).await.len(), 4, "nothing sent twice");
+    let second_from = &list_requests(&s).await[3]["created_at_min"];
+    let expected = cartpanda_redtrack::inbound::datetime::format_utc(watermark - 15 * 60);
+    assert_eq!(second_from, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_delivered_by_webhook_during_the_run_is_sent_once() {
+    let s = setup(&[], &[]).await;
+    serve_page(&s, 1, page(vec![listed(paid_order(201))], 1, 2)).await;
+    serve_page(
+        &s,
+        2,
+        page(vec![listed(paid_order(202))], 2, 2).set_delay(Duration::from_millis(3000)),
+    )
+    .await;
+    let webhook = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        deliver(&s.h, &paid_order(202)).await
+    };
+    let (summary, answer) = tokio::join!(run(&s, 60_000), webhook);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
+    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["201-purchase", "202-purchase"]
+    );
+    // And the webhook of an order reconciliation sent first is a duplicate.
+    let late = deliver(&s.h, &paid_order(201)).await;
+    assert_eq!(late.body["conversions"][0]["outcome"], "duplicate");
+    assert_eq!(postbacks(&s.h).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_run_cut_by_its_deadline_resumes_from_where_it_stopped() {
+    let s = setup(&[], &[("CARTPANDA_API_MIN_INTERVAL_MS", "4000")]).await;
+    serve_page(&s, 1, page(vec![listed(paid_order(301))], 1, 2)).await;
+    serve_page(&s, 2, page(vec![listed(paid_order(302))], 2, 2)).await;
+    // Budget: the first page, then the rate limit's wait ends past the stop time.
+    let cut = run(&s, 2_500).await;
+    assert!(!cut.complete);
+    assert_eq!(cut.stopped.as_deref(), Some("deadline"));
+    assert_eq!(cut.sent, 1);
+    let mark = item(&s.h, "watermark#default").await.expect("cursor kept");
+    assert!(!mark.contains_key("watermark_s"), "no watermark yet");
+    assert_eq!(mark["cursor_page"].as_n().unwrap(), "2");
+
+    let resumed = run(&s, 60_000).await;
+    assert!(resumed.complete, "{resumed:?}");
+    assert_eq!(resumed.from, cut.from, "the same window");
+    assert_eq!((resumed.sent, resumed.already_sent), (1, 1));
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["301-purchase", "302-purchase"]
+    );
+    let mark = item(&s.h, "watermark#default").await.unwrap();
+    assert!(!mark.contains_key("cursor_page"));
+    let watermark: i64 = mark["watermark_s"].as_n().unwrap().parse().unwrap();
+    assert_eq!(
+        cartpanda_redtrack::inbound::datetime::format_utc(watermark),
+        cut.to
+    );
+}
+
+#[tokio::test]
+async fn an_s2s_shop_reconciles_with_the_s2s_event_ids() {
+    let s = setup(&[], &[("RECONCILE_S2S", "true")]).await;
+    // The upsell came by S2S; the sale's postback never did.
+    let query = [
+        ("token", TOKEN),
+        ("order_id", "401"),
+        ("cid", "67d42f3b9a1e5c0012ab34cd"),
+        ("total_price", "194.00"),
+        ("currency", "BRL"),
+        ("order_type", "upsell"),
+        ("upsell_no", "1"),
+    ];
+    let answer = deliver_event(
+        &s.h.bridge,
+        apigw_event_at("/cartpanda/s2s", "GET", None, &query, &[]),
+    )
+    .await;
+    assert_eq!(
+        answer.body["conversions"][0]["event_id"], "401-upsell-s2s-1",
+        "{}",
+        answer.body
+    );
+    serve_page(&s, 1, page(vec![listed(upsell_order(401, false))], 1, 1)).await;
+    let summary = run(&s, 60_000).await;
+    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
+    assert_eq!(summary.conflicts, 0);
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["401-purchase", "401-upsell-s2s-1"]
+    );
+}
+
+#[tokio::test]
+async fn refunds_are_reconciled_only_with_the_updated_filter() {
+    let s = setup(
+        &[],
+        &[("CARTPANDA_ORDER_LIST_UPDATED_FILTER", "updated_at_min")],
+    )
+    .await;
+    assert_eq!(deliver(&s.h, &paid_order(501)).await.status, 200);
+    serve_page(&s, 1, page(vec![listed(paid_order(501))], 1, 1)).await;
+    Mock::given(method("GET"))
+        .and(path(LIST_PATH))
+        .and(wiremock::matchers::query_param_is_missing("payment_status"))
+        .respond_with(page(vec![listed(refund_order(501))], 1, 1))
+        .with_priority(1)
+        .mount(&s.cartpanda)
+        .await;
+    let summary = run(&s, 60_000).await;
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!((summary.sent, summary.already_sent), (1, 1), "{summary:?}");
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["501-purchase", "501-refund-777"]
+    );
+    let updated = list_requests(&s)
+        .await
+        .into_iter()
+        .find(|q| q.contains_key("updated_at_min"))
+        .expect("an updated-since request");
+    assert!(!updated.contains_key("payment_status"));
+}
+
+#[tokio::test]
+async fn a_dry_run_back_fill_counts_what_it_would_send_and_writes_nothing() {
+    let s = setup(&[], &[]).await;
+    assert_eq!(deliver(&s.h, &paid_order(601)).await.status, 200);
+    serve_page(
+        &s,
+        1,
+        page(vec![listed(paid_order(601)), listed(paid_order(602))], 1, 1),
+    )
+    .await;
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let summary =
+        cartpanda_redtrack::reconcile::command(&s.reconciler, "48h", None, true, deadline_ms)
+            .await
+            .unwrap();
+    assert_eq!(
+        (summary.would_send, summary.already_sent),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(summary.sent, 0);
+    assert_eq!(postbacks(&s.h).await.len(), 1, "only the webhook's");
+    assert_eq!(
+        record_keys(&s.h).await,
+        ["evt#601-purchase"],
+        "no claim, no watermark"
+    );
+    let from = &list_requests(&s).await[0]["created_at_min"];
+    let from_s = cartpanda_redtrack::inbound::datetime::parse_unix(from).unwrap();
+    assert!(
+        (from_s - (SystemClock.now_ms() / 1000 - 48 * 3600)).abs() < 60,
+        "the window starts at --since: {from}"
+    );
+    // A named shop that does not exist, and a bad --since, are refused precisely.
+    let unknown = cartpanda_redtrack::reconcile::command(
+        &s.reconciler,
+        "48h",
+        Some("nope"),
+        true,
+        deadline_ms,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(unknown.to_string(), "no shop `nope`");
+    assert!(!unknown.retryable());
+    let bad =
+        cartpanda_redtrack::reconcile::command(&s.reconciler, "soon", None, true, deadline_ms)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(bad.starts_with("--since `soon`"), "{bad}");
 }
