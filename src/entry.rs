@@ -138,8 +138,9 @@ pub async fn redrive() -> Result<(), Error> {
 const LOCAL_RECONCILE_BUDGET_MS: i64 = 14 * 60 * 1000;
 
 /// The reconciliation function: an EventBridge Scheduler event in (its content is not read), each
-/// reconciled shop run once from its watermark, the summaries out. Outside Lambda (no
-/// `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the summaries as JSON.
+/// reconciled shop run once from its watermark, the answer out ([`crate::reconcile::Scheduled`]:
+/// the shops' summaries, the failed and the stale shops). Outside Lambda (no
+/// `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the answer as JSON.
 pub async fn reconcile() -> Result<(), Error> {
     use lambda_runtime::{LambdaEvent, service_fn};
 
@@ -152,16 +153,16 @@ pub async fn reconcile() -> Result<(), Error> {
     );
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let deadline_ms = SystemClock.now_ms() + LOCAL_RECONCILE_BUDGET_MS;
-        let summaries = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
+        println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let reconciler = Arc::clone(&reconciler);
         async move {
             let deadline_ms = event.context.deadline as i64;
-            let summaries = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
-            Ok::<_, Error>(serde_json::to_value(summaries)?)
+            let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
+            Ok::<_, Error>(serde_json::to_value(answer)?)
         }
     }))
     .await

@@ -27,8 +27,19 @@ struct Setup {
 }
 
 async fn setup(env: &[(&'static str, &str)], list_env: &[(&str, &str)]) -> Setup {
+    let cartpanda = MockServer::start().await;
+    let mut env: Vec<(&'static str, String)> =
+        env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    // The order API the retry set re-reads orders from.
+    env.push((
+        "CARTPANDA_ORDER_URL",
+        format!(
+            "{}/api/v3/{{shop_slug}}/orders/{{order_id}}",
+            cartpanda.uri()
+        ),
+    ));
     let h = harness_with(Options {
-        env: env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        env,
         ..Options::default()
     })
     .await;
@@ -37,7 +48,6 @@ async fn setup(env: &[(&'static str, &str)], list_env: &[(&str, &str)]) -> Setup
         .respond_with(ResponseTemplate::new(200))
         .mount(&h.redtrack)
         .await;
-    let cartpanda = MockServer::start().await;
     let mut vars: HashMap<String, String> = HashMap::from([
         ("RECONCILE".into(), "true".into()),
         ("CARTPANDA_API_TOKEN".into(), API_TOKEN.into()),
@@ -116,6 +126,382 @@ async fn list_requests(s: &Setup) -> Vec<HashMap<String, String>> {
         .iter()
         .map(|r| r.url.query_pairs().into_owned().collect())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Cartpanda that answers as its API would: the list filtered by the query (created_at window
+// and payment_status, or updated_at_min), and single orders by ID.
+
+/// The orders of a fake Cartpanda, filtered per request.
+#[derive(Clone, Default)]
+struct FakeCartpanda(Arc<std::sync::Mutex<Vec<Value>>>);
+
+impl FakeCartpanda {
+    fn add(&self, order: Value) {
+        self.0.lock().unwrap().push(order);
+    }
+
+    fn listed(&self, query: &HashMap<String, String>) -> Vec<Value> {
+        let time = |v: &Value| cartpanda_redtrack::inbound::datetime::parse_unix(v.as_str()?);
+        let at = |k: &str| cartpanda_redtrack::inbound::datetime::parse_unix(query.get(k)?);
+        let within = |t: Option<i64>, min: Option<i64>, max: Option<i64>| {
+            t.is_some_and(|t| min.is_none_or(|m| t >= m) && max.is_none_or(|m| t <= m))
+        };
+        let orders = self.0.lock().unwrap().clone();
+        orders
+            .into_iter()
+            .filter(|o| match at("updated_at_min") {
+                Some(min) => within(time(&o["updated_at"]), Some(min), None),
+                None => {
+                    within(
+                        time(&o["created_at"]),
+                        at("created_at_min"),
+                        at("created_at_max"),
+                    ) && query
+                        .get("payment_status")
+                        .is_none_or(|s| o["payment_status"] == s.parse::<u64>().unwrap_or(0))
+                }
+            })
+            .collect()
+    }
+}
+
+impl wiremock::Respond for FakeCartpanda {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let single = request.url.path().strip_prefix(&format!("{LIST_PATH}/"));
+        if let Some(id) = single {
+            let orders = self.0.lock().unwrap().clone();
+            return match orders
+                .into_iter()
+                .find(|o| o["id"] == id.parse::<u64>().unwrap_or(0))
+            {
+                Some(order) => ResponseTemplate::new(200).set_body_json(json!({ "order": order })),
+                None => ResponseTemplate::new(404),
+            };
+        }
+        let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+        page(self.listed(&query), 1, 1)
+    }
+}
+
+async fn fake_cartpanda(s: &Setup) -> FakeCartpanda {
+    let fake = FakeCartpanda::default();
+    Mock::given(method("GET"))
+        .and(header(
+            "authorization",
+            format!("Bearer {API_TOKEN}").as_str(),
+        ))
+        .respond_with(fake.clone())
+        .mount(&s.cartpanda)
+        .await;
+    fake
+}
+
+fn now_s() -> i64 {
+    SystemClock.now_ms() / 1000
+}
+
+fn utc(t: i64) -> String {
+    cartpanda_redtrack::inbound::datetime::format_utc(t)
+}
+
+/// A listed order created `created_h_ago` hours ago, last updated `updated_h_ago` hours ago, with
+/// this `payment_status`.
+fn order_at(delivery: Value, created_h_ago: f64, updated_h_ago: f64, payment_status: u8) -> Value {
+    let mut order = listed(delivery);
+    order["created_at"] = json!(utc(now_s() - (created_h_ago * 3600.0) as i64));
+    order["updated_at"] = json!(utc(now_s() - (updated_h_ago * 3600.0) as i64));
+    order["payment_status"] = json!(payment_status);
+    order
+}
+
+/// The default shop's watermark record, as a complete run `minutes_ago` leaves it (written as
+/// the table holds it, so the test reads the same on every version).
+async fn seed_watermark(s: &Setup, minutes_ago: i64, extra: &[(&str, i64)]) {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let mut put =
+        s.h.dynamo
+            .put_item()
+            .table_name(&s.h.table)
+            .item("pk", V::S("watermark#default".into()))
+            .item("kind", V::S("watermark".into()))
+            .item(
+                "watermark_s",
+                V::N((now_s() - minutes_ago * 60).to_string()),
+            );
+    for (name, value) in extra {
+        put = put.item(*name, V::N(value.to_string()));
+    }
+    put.send().await.unwrap();
+}
+
+/// The scheduled run, through the reconcile handler's function, as JSON.
+async fn scheduled(s: &Setup, budget_ms: i64) -> Value {
+    let deadline_ms = SystemClock.now_ms() + budget_ms;
+    let answer = cartpanda_redtrack::reconcile::run_scheduled(&s.reconciler, deadline_ms)
+        .await
+        .unwrap();
+    serde_json::to_value(answer).unwrap()
+}
+
+/// What RedTrack answers, by event ID (200 unless set). (Not wiremock's scoped mocks: with
+/// priorities, dropping one deactivates another.)
+#[derive(Clone, Default)]
+struct RedTrackAnswers(Arc<std::sync::Mutex<HashMap<String, u16>>>);
+
+impl RedTrackAnswers {
+    fn set(&self, event_id: &str, status: u16) {
+        self.0.lock().unwrap().insert(event_id.to_owned(), status);
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl wiremock::Respond for RedTrackAnswers {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let event_id = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "rdtk_event_id")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let status = self.0.lock().unwrap().get(&event_id).copied();
+        ResponseTemplate::new(status.unwrap_or(200))
+    }
+}
+
+async fn redtrack_answers(s: &Setup) -> RedTrackAnswers {
+    let answers = RedTrackAnswers::default();
+    Mock::given(method("GET"))
+        .and(path("/postback"))
+        .respond_with(answers.clone())
+        .with_priority(1)
+        .mount(&s.h.redtrack)
+        .await;
+    answers
+}
+
+/// Postbacks RedTrack received from index `from` on, by event ID.
+async fn postbacks_since(s: &Setup, from: usize) -> Vec<String> {
+    postbacks(&s.h).await[from..]
+        .iter()
+        .map(|p| p["rdtk_event_id"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_late_payment_whose_webhook_was_lost_is_found_with_and_without_the_updated_filter() {
+    for filter in [None, Some("updated_at_min")] {
+        let list_env: Vec<(&str, &str)> = filter
+            .map(|f| ("CARTPANDA_ORDER_LIST_UPDATED_FILTER", f))
+            .into_iter()
+            .collect();
+        let s = setup(&[], &list_env).await;
+        let fake = fake_cartpanda(&s).await;
+        // A boleto created 30 h before the run, paid 20 h later; its order.paid webhook was lost.
+        // The last complete run was just before the payment.
+        fake.add(order_at(upsell_order(901, false), 30.0, 10.0, 3));
+        // Created as long ago and touched since, but still pending, or cancelled.
+        fake.add(order_at(paid_order(902), 30.0, 1.0, 1));
+        fake.add(order_at(paid_order(903), 30.0, 1.0, 4));
+        seed_watermark(&s, 10 * 60 + 15, &[]).await;
+
+        let summary = run(&s, 60_000).await;
+        assert!(summary.complete, "{filter:?}: {summary:?}");
+        assert_eq!(
+            event_ids(&postbacks(&s.h).await),
+            ["901-purchase", "901-upsell-90002"],
+            "{filter:?}: the late payment's sale and upsell, nothing of the pending or cancelled"
+        );
+        let requests = list_requests(&s).await;
+        match filter {
+            Some(f) => assert!(requests.iter().any(|q| q.contains_key(f))),
+            None => {
+                let lookback_from = now_s() - 168 * 3600;
+                let lookback = requests.iter().find(|q| {
+                    q.get("created_at_min")
+                        .and_then(|t| cartpanda_redtrack::inbound::datetime::parse_unix(t))
+                        .is_some_and(|t| (t - lookback_from).abs() < 120)
+                });
+                let lookback = lookback.expect("a lookback over RECONCILE_PAID_LOOKBACK_H");
+                assert_eq!(lookback["payment_status"], "3");
+            }
+        }
+        // The next run sends nothing again, and (without the filter) lists no second lookback
+        // the same day.
+        let listed_before = list_requests(&s).await.len();
+        let again = run(&s, 60_000).await;
+        assert!(again.complete, "{again:?}");
+        assert_eq!(postbacks(&s.h).await.len(), 2, "{filter:?}: nothing twice");
+        if filter.is_none() {
+            assert_eq!(list_requests(&s).await.len(), listed_before + 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_conversion_redtrack_could_not_take_is_retried_by_the_next_run_and_a_4xx_is_not() {
+    let s = setup(&[], &[]).await;
+    let fake = fake_cartpanda(&s).await;
+    fake.add(order_at(paid_order(701), 0.7, 0.7, 3));
+    fake.add(order_at(paid_order(702), 0.7, 0.7, 3));
+    // The last run ended an hour ago, and so did its lookback.
+    let an_hour_ago = now_s() - 3600;
+    seed_watermark(&s, 60, &[("lookback_s", an_hour_ago)]).await;
+    // Run 1: RedTrack fails 701 with 5xx (no redrive queue) and refuses 702 for good.
+    let redtrack = redtrack_answers(&s).await;
+    redtrack.set("701-purchase", 503);
+    redtrack.set("702-purchase", 400);
+    let first = scheduled(&s, 60_000).await;
+    redtrack.clear();
+    let after_first = postbacks(&s.h).await.len();
+    let failed = item(&s.h, "evt#702-purchase").await.expect("702's record");
+    assert_eq!(failed["status"].as_s().unwrap(), "FAILED");
+
+    // Run 2, RedTrack up: the window has moved past both orders.
+    let second = scheduled(&s, 60_000).await;
+    assert_eq!(
+        postbacks_since(&s, after_first).await,
+        ["701-purchase"],
+        "701 sent once by the next run; 702 not retried: {second}"
+    );
+    let sent = item(&s.h, "evt#701-purchase").await.unwrap();
+    assert_eq!(sent["status"].as_s().unwrap(), "SENT");
+    let run1 = &first["shops"][0];
+    assert_eq!(
+        (run1["failed"].as_u64(), run1["refused"].as_u64()),
+        (Some(2), Some(1)),
+        "{first}"
+    );
+    assert_eq!(run1["retrying"], 1, "{first}");
+    let run2 = &second["shops"][0];
+    assert_eq!(
+        (run2["retried"].as_u64(), run2["recovered"].as_u64()),
+        (Some(1), Some(1)),
+        "{second}"
+    );
+    assert_eq!(run2["retrying"], 0, "{second}");
+    assert!(first["failed"].as_array().unwrap().is_empty(), "{first}");
+
+    // Run 3 has nothing left to do.
+    let before = postbacks(&s.h).await.len();
+    let third = scheduled(&s, 60_000).await;
+    assert_eq!(postbacks(&s.h).await.len(), before, "{third}");
+}
+
+#[tokio::test]
+async fn an_order_still_failing_after_reconcile_retry_runs_is_given_up_and_counted() {
+    let s = setup(&[], &[("RECONCILE_RETRY_RUNS", "2")]).await;
+    let fake = fake_cartpanda(&s).await;
+    fake.add(order_at(paid_order(703), 0.7, 0.7, 3));
+    seed_watermark(&s, 60, &[("lookback_s", now_s() - 3600)]).await;
+    let redtrack = redtrack_answers(&s).await;
+    redtrack.set("703-purchase", 500);
+    let mut answers = Vec::new();
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        answers.push(scheduled(&s, 60_000).await);
+        attempts.push(postbacks(&s.h).await.len());
+    }
+    assert!(
+        attempts[0] > 0 && attempts[1] > attempts[0] && attempts[2] > attempts[1],
+        "runs 2 and 3 retry it: {attempts:?}"
+    );
+    let given_up: Vec<_> = answers
+        .iter()
+        .map(|a| a["shops"][0]["given_up"].clone())
+        .collect();
+    assert_eq!(given_up, [json!(0), json!(0), json!(1)], "{answers:?}");
+    let retrying: Vec<_> = answers
+        .iter()
+        .map(|a| a["shops"][0]["retrying"].clone())
+        .collect();
+    assert_eq!(retrying, [json!(1), json!(1), json!(0)]);
+    // Given up: RedTrack back up, the next run does not try it again.
+    redtrack.clear();
+    let before = postbacks(&s.h).await.len();
+    scheduled(&s, 60_000).await;
+    assert_eq!(postbacks(&s.h).await.len(), before);
+}
+
+#[tokio::test]
+async fn no_conversion_is_claimed_once_the_runs_stop_time_has_passed() {
+    let mut s = setup(&[("REDTRACK_TIMEOUT_MS", "5000")], &[]).await;
+    s.reconciler.settings.margin = Duration::from_millis(2000);
+    serve_page(&s, 1, page(vec![listed(upsell_order(801, false))], 1, 1)).await;
+    // The sale's postback takes 2.5 s: the run's stop time (2 s in) passes meanwhile.
+    Mock::given(method("GET"))
+        .and(path("/postback"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(2500)))
+        .with_priority(1)
+        .up_to_n_times(1)
+        .mount(&s.h.redtrack)
+        .await;
+    let cut = run(&s, 4_000).await;
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["801-purchase"],
+        "the upsell is not claimed past the stop time: {cut:?}"
+    );
+    assert_eq!(cut.stopped.as_deref(), Some("deadline"));
+    assert!(
+        item(&s.h, "evt#801-upsell-90002").await.is_none(),
+        "no claim left behind"
+    );
+    s.reconciler.settings.margin = Duration::from_millis(300);
+    let resumed = run(&s, 60_000).await;
+    assert_eq!((resumed.sent, resumed.already_sent), (1, 1), "{resumed:?}");
+}
+
+#[tokio::test]
+async fn a_shop_without_a_complete_run_for_two_hours_is_stale() {
+    let s = setup(&[], &[]).await;
+    serve_page(&s, 1, page(Vec::new(), 1, 1)).await;
+    let long_ago_ms = SystemClock.now_ms() - 2 * 3600 * 1000 - 5 * 60 * 1000;
+    seed_watermark(&s, 125, &[("completed_at_ms", long_ago_ms)]).await;
+    // Runs cut short (here: no time at all) for over two hours: stale, not failed.
+    let cut = scheduled(&s, 100).await;
+    assert_eq!(cut["stale"], json!(["(default)"]), "{cut}");
+    assert_eq!(cut["failed"], json!([]), "{cut}");
+    assert_eq!(cut["shops"][0]["stale"], true);
+    let complete = scheduled(&s, 60_000).await;
+    assert_eq!(complete["shops"][0]["complete"], true, "{complete}");
+    assert_eq!(complete["stale"], json!([]), "{complete}");
+}
+
+#[tokio::test]
+async fn a_shop_whose_setup_fails_is_counted_failed_by_name() {
+    let s = setup(&[], &[]).await;
+    serve_page(&s, 1, page(Vec::new(), 1, 1)).await;
+    // A named shop with reconciliation on but no Cartpanda slug.
+    let record = cartpanda_redtrack::shops::directory::ShopRecord {
+        name: "loja-sem-slug".to_owned(),
+        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
+            "shop-secret-0123456789",
+        )],
+        postback_url: "https://trk.example.com/postback?clickid={cid}".to_owned(),
+        conversion_types: String::new(),
+        send_test_orders: false,
+        cartx_test_orders: String::new(),
+        sum_currency: None,
+        normalize_pii: true,
+        cartpanda_api_token: Some("cp-token".to_owned()),
+        cartpanda_api_token_parameter: None,
+        click_id_sources: String::new(),
+        reconcile: true,
+        shop_slug: None,
+        s2s: false,
+        verify_orders: false,
+    };
+    s.reconciler.table.put_shop(&record, 0).await.unwrap();
+    let answer = scheduled(&s, 60_000).await;
+    assert_eq!(answer["failed"], json!(["loja-sem-slug"]), "{answer}");
+    assert_eq!(
+        answer["shops"][0]["complete"], true,
+        "the default shop still ran"
+    );
 }
 
 #[tokio::test]
@@ -378,11 +764,13 @@ async fn a_dry_run_back_fill_counts_what_it_would_send_and_writes_nothing() {
     )
     .await
     .unwrap_err();
-    assert_eq!(unknown, "no shop `nope`");
+    assert_eq!(unknown.to_string(), "no shop `nope`");
+    assert!(!unknown.retryable());
     let bad =
         cartpanda_redtrack::reconcile::command(&s.reconciler, "soon", None, true, deadline_ms)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
     assert!(bad.starts_with("--since `soon`"), "{bad}");
 }
 

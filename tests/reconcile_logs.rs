@@ -63,17 +63,8 @@ async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
         }})))
         .mount(&cartpanda)
         .await;
-    let env = [
-        ("RECONCILE", "true".to_owned()),
-        ("CARTPANDA_API_TOKEN", API_TOKEN.to_owned()),
-        ("CARTPANDA_SHOP_SLUG", "loja".to_owned()),
-        (
-            "CARTPANDA_ORDER_LIST_URL",
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS", "10".to_owned()),
-        ("RECONCILE_SETTLE_MIN", "0".to_owned()),
-    ];
+    let mut env = default_shop_env(&cartpanda);
+    env.push(("RECONCILE_SETTLE_MIN", "0".to_owned()));
     let mut settings = ReconcileSettings::from_lookup(|k| {
         env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
     })
@@ -117,4 +108,130 @@ async fn a_reconciliation_run_logs_no_pii_and_says_what_it_did() {
     ] {
         assert!(!logs.contains(secret), "`{secret}` appears in the logs");
     }
+}
+
+/// Runs the reconciliation program once as a local run does (no Lambda runtime), with `env` and
+/// the test's AWS endpoints (moto); returns its exit status, every JSON value it printed on
+/// stdout (log lines, EMF lines, then its answer), and stdout and stderr as text.
+fn reconcile_once(env: &[(&str, String)]) -> (bool, Vec<serde_json::Value>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cartpanda-redtrack-reconcile"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env(k, v);
+    }
+    cmd.env("AWS_LAMBDA_LOG_FORMAT", "json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the reconciliation program runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let values = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .collect();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), values, text)
+}
+
+/// A table in moto and the default shop's settings, its order list at `cartpanda`.
+async fn program_env(
+    cartpanda: &MockServer,
+) -> (
+    aws_sdk_dynamodb::Client,
+    String,
+    Vec<(&'static str, String)>,
+) {
+    let dynamo = dynamo_client(&moto_endpoint());
+    let table = create_table(&dynamo).await;
+    let mut env = default_shop_env(cartpanda);
+    env.push(("DEDUP_TABLE", table.clone()));
+    env.push((
+        "REDTRACK_POSTBACK_URL",
+        "http://127.0.0.1:9/postback?clickid={cid}&sum={total_price}".to_owned(),
+    ));
+    (dynamo, table, env)
+}
+
+/// The default shop reconciled against the order list at `cartpanda`.
+fn default_shop_env(cartpanda: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("RECONCILE", "true".to_owned()),
+        ("CARTPANDA_API_TOKEN", API_TOKEN.to_owned()),
+        ("CARTPANDA_SHOP_SLUG", "loja".to_owned()),
+        (
+            "CARTPANDA_ORDER_LIST_URL",
+            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
+        ),
+        ("CARTPANDA_API_MIN_INTERVAL_MS", "10".to_owned()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_api_token_counts_the_shop_failed_and_stale_in_the_emf_line() {
+    let cartpanda = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&cartpanda)
+        .await;
+    let (dynamo, table, mut env) = program_env(&cartpanda).await;
+    env.push(("WEBHOOK_TOKEN", TOKEN.to_owned()));
+    // The shop's last complete run was three hours ago.
+    let three_hours_ago = SystemClock.now_ms() / 1000 - 3 * 3600;
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    dynamo
+        .put_item()
+        .table_name(&table)
+        .item("pk", V::S("watermark#default".into()))
+        .item("kind", V::S("watermark".into()))
+        .item("watermark_s", V::N(three_hours_ago.to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let (ok, values, text) = reconcile_once(&env);
+    assert!(ok, "the run itself ends normally:\n{text}");
+    let emf = |name: &str| {
+        values
+            .iter()
+            .filter(|v| v.get("_aws").is_some())
+            .find_map(|v| v.get(name).cloned())
+    };
+    assert_eq!(emf("ReconcileShopsFailed"), Some(json!(1)), "{text}");
+    assert_eq!(emf("ReconcileShopsStale"), Some(json!(1)), "{text}");
+    let metrics_of =
+        |v: &serde_json::Value| v["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone();
+    for line in values.iter().filter(|v| v.get("_aws").is_some()) {
+        assert_eq!(metrics_of(line), json!([[]]), "no shop dimension: {line}");
+    }
+    let answer = values.last().unwrap();
+    assert_eq!(answer["failed"], json!(["(default)"]), "{text}");
+    assert_eq!(answer["stale"], json!(["(default)"]), "{text}");
+    assert!(
+        text.contains("Cartpanda refused the API token (HTTP 401)"),
+        "{text}"
+    );
+    assert!(!text.contains(API_TOKEN), "the token leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_starts_without_the_webhook_token_it_never_uses() {
+    let cartpanda = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"orders": {
+            "data": [], "current_page": 1, "last_page": 1
+        }})))
+        .mount(&cartpanda)
+        .await;
+    let (_, table, mut env) = program_env(&cartpanda).await;
+    // No WEBHOOK_TOKEN, and a WEBHOOK_TOKEN_PARAMETER whose SSM read would fail.
+    env.push((
+        "WEBHOOK_TOKEN_PARAMETER",
+        format!("/cartpanda-redtrack/{table}/no-such-parameter"),
+    ));
+    let (ok, values, text) = reconcile_once(&env);
+    assert!(ok, "{text}");
+    let answer = values.last().unwrap();
+    assert_eq!(answer["shops"][0]["complete"], true, "{text}");
+    assert_eq!(answer["failed"], json!([]), "{text}");
 }

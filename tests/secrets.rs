@@ -311,7 +311,8 @@ async fn a_reconciled_shop_with_its_api_token_in_ssm_is_served_and_reconciled() 
     };
     let targets = cartpanda_redtrack::reconcile::targets(&reconciler)
         .await
-        .unwrap();
+        .unwrap()
+        .ready;
     assert_eq!(targets.len(), 1, "the shop is reconciled");
     assert_eq!(targets[0].shop.as_deref(), Some("loja-rec"));
     assert_eq!(targets[0].slug, "loja-rec-slug");

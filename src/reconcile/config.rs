@@ -65,6 +65,13 @@ pub struct ReconcileSettings {
     pub first_lookback: Duration,
     /// Time kept free before the invocation's deadline: a run stops taking new orders then.
     pub margin: Duration,
+    /// `RECONCILE_PAID_LOOKBACK_H`: without an "updated since" filter, a lookback pass lists the
+    /// paid orders created this long before each run, at least daily (late payments: boleto,
+    /// PIX).
+    pub paid_lookback: Duration,
+    /// `RECONCILE_RETRY_RUNS`: how many later runs retry an order whose conversions could not
+    /// be settled before it is given up ([`crate::reconcile::retry`]).
+    pub retry_runs: u32,
     /// The default shop, when `RECONCILE=true`.
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
@@ -159,6 +166,8 @@ impl ReconcileSettings {
         let settle = number(&get, "RECONCILE_SETTLE_MIN", 5, 0..=240, "minutes")?;
         let first = number(&get, "RECONCILE_FIRST_LOOKBACK_H", 24, 1..=2160, "hours")?;
         let keep_days = number(&get, "DEDUP_TTL_DAYS", 30, 1..=3650, "days")? as u32;
+        let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
+        let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
         let default_shop = default_shop(&get)?;
         Ok(ReconcileSettings {
             list,
@@ -166,6 +175,8 @@ impl ReconcileSettings {
             settle: Duration::from_secs(settle * 60),
             first_lookback: Duration::from_secs(first * 3600),
             margin: Duration::from_secs(20),
+            paid_lookback: Duration::from_secs(paid_lookback * 3600),
+            retry_runs,
             default_shop,
             keep_days,
         })
@@ -296,6 +307,8 @@ mod tests {
         assert_eq!(s.list.url, DEFAULT_LIST_URL);
         assert_eq!(s.list.page_param(), "page");
         assert_eq!(s.overlap, Duration::from_secs(900));
+        assert_eq!(s.paid_lookback, Duration::from_secs(168 * 3600));
+        assert_eq!(s.retry_runs, 96);
         let on = settings(&[
             ("RECONCILE", "true"),
             ("CARTPANDA_API_TOKEN", "tok"),
@@ -345,6 +358,16 @@ mod tests {
                 vec![("RECONCILE_OVERLAP_MIN", "0")],
                 "RECONCILE_OVERLAP_MIN",
                 "1 to 1440",
+            ),
+            (
+                vec![("RECONCILE_RETRY_RUNS", "0")],
+                "RECONCILE_RETRY_RUNS",
+                "1 to 10000",
+            ),
+            (
+                vec![("RECONCILE_PAID_LOOKBACK_H", "week")],
+                "RECONCILE_PAID_LOOKBACK_H",
+                "1 to 2160",
             ),
         ] {
             let e = settings(&pairs).unwrap_err();

@@ -4,7 +4,13 @@
 //! upsell webhooks would have made — the same event IDs (the S2S ones for a shop fed by S2S) —
 //! and hands them to the bridge's own claim → send path ([`run`]), so whichever of webhook and
 //! reconciliation comes first sends, and the other finds the claim. Refunds and chargebacks are
-//! reconciled only with an "updated since" filter (`CARTPANDA_ORDER_LIST_UPDATED_FILTER`).
+//! reconciled only with an "updated since" filter (`CARTPANDA_ORDER_LIST_UPDATED_FILTER`); that
+//! pass also makes the sales of orders paid after they were created (boleto, PIX). Without the
+//! filter a lookback pass lists the paid orders of the last `RECONCILE_PAID_LOOKBACK_H` at least
+//! daily for them. Conversions found but not settled (RedTrack down and no queue) are retried by
+//! later runs ([`retry`]). Each scheduled run counts the shops whose run failed and the shops
+//! with no complete run for two hours (`ReconcileShopsFailed`, `ReconcileShopsStale`, alarmed;
+//! the shop names in the log and the answer).
 //!
 //! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` (or the SSM parameter
 //! `CARTPANDA_API_TOKEN_PARAMETER` names, read as the webhook function reads it) and
@@ -18,7 +24,9 @@
 //! calls [`command`].
 
 pub mod config;
+pub mod error;
 pub mod orders;
+pub mod retry;
 pub mod run;
 pub mod watermark;
 
@@ -26,8 +34,16 @@ use crate::bridge::Bridge;
 use crate::inbound::auth::Secret;
 use crate::ledger::dynamo::DynamoLedger;
 use crate::shops::directory::ShopRecord;
+use error::ReconcileError;
 use run::{Reconciler, RunOptions, Since, Summary, Target};
+use serde::Serialize;
 use std::sync::Arc;
+
+/// A shop with no complete run for this long is stale (`ReconcileShopsStale`).
+pub const STALE_AFTER_MS: i64 = 2 * 3600 * 1000;
+
+/// How the default shop is named in a scheduled run's answer (its log lines carry no `shop`).
+pub const DEFAULT_SHOP: &str = "(default)";
 
 /// The default shop's target, when `RECONCILE=true`.
 pub fn default_target(reconciler: &Reconciler) -> Option<Target> {
@@ -45,18 +61,15 @@ pub fn default_target(reconciler: &Reconciler) -> Option<Target> {
 pub async fn shop_target(
     reconciler: &Reconciler,
     record: &ShopRecord,
-) -> Result<Option<Target>, String> {
+) -> Result<Option<Target>, ReconcileError> {
     if !record.reconcile {
         return Ok(None);
     }
     let profile = record
         .profile()
-        .map_err(|p| format!("shop `{}`: {p}", record.name))?;
+        .map_err(|p| ReconcileError::Setup(format!("shop `{}`: {p}", record.name)))?;
     let Some(slug) = &record.shop_slug else {
-        return Err(format!(
-            "shop `{}`: reconcile needs its Cartpanda slug and API token",
-            record.name
-        ));
+        return Err(needs_slug_and_token(record));
     };
     Ok(Some(Target {
         shop: Some(record.name.clone()),
@@ -69,7 +82,10 @@ pub async fn shop_target(
 
 /// A named shop's Cartpanda API token: from the SSM parameter its record names, or in the clear
 /// in a record written before tokens moved to SSM.
-async fn shop_api_token(reconciler: &Reconciler, record: &ShopRecord) -> Result<Secret, String> {
+async fn shop_api_token(
+    reconciler: &Reconciler,
+    record: &ShopRecord,
+) -> Result<Secret, ReconcileError> {
     if let Some(token) = &record.cartpanda_api_token {
         return Ok(Secret::new(token.clone()));
     }
@@ -77,56 +93,128 @@ async fn shop_api_token(reconciler: &Reconciler, record: &ShopRecord) -> Result<
         &record.cartpanda_api_token_parameter,
         &reconciler.bridge.shops,
     ) else {
-        return Err(format!(
-            "shop `{}`: reconcile needs its Cartpanda slug and API token",
-            record.name
-        ));
+        return Err(needs_slug_and_token(record));
     };
     shops
         .api_token(parameter)
         .await
-        .map_err(|e| format!("shop `{}`: {e}", record.name))
+        .map_err(|e| ReconcileError::Secret(format!("shop `{}`: {e}", record.name)))
+}
+
+fn needs_slug_and_token(record: &ShopRecord) -> ReconcileError {
+    ReconcileError::Setup(format!(
+        "shop `{}`: reconcile needs its Cartpanda slug and API token",
+        record.name
+    ))
+}
+
+/// The shops to run, and those with reconciliation on whose setup failed (by name).
+pub struct Targets {
+    pub ready: Vec<Target>,
+    pub broken: Vec<(String, ReconcileError)>,
 }
 
 /// Every shop that has reconciliation on: the default one first, then named shops by name.
-pub async fn targets(reconciler: &Reconciler) -> Result<Vec<Target>, String> {
-    let mut out: Vec<Target> = default_target(reconciler).into_iter().collect();
+pub async fn targets(reconciler: &Reconciler) -> Result<Targets, ReconcileError> {
+    let mut out = Targets {
+        ready: default_target(reconciler).into_iter().collect(),
+        broken: Vec::new(),
+    };
     let shops = reconciler
         .table
         .list_shops()
         .await
-        .map_err(|e| format!("could not list the shops: {e}"))?;
+        .map_err(|e| ReconcileError::Ledger(format!("could not list the shops: {e}")))?;
     for record in shops.iter().filter(|r| r.reconcile) {
         match shop_target(reconciler, record).await {
-            Ok(Some(target)) => out.push(target),
+            Ok(Some(target)) => out.ready.push(target),
             Ok(None) => {}
             Err(problem) => {
-                tracing::error!(shop = %record.name, problem = %problem, "shop not reconciled")
+                tracing::error!(shop = %record.name, problem = %problem, retryable = problem.retryable(), "shop not reconciled");
+                out.broken.push((record.name.clone(), problem));
             }
         }
     }
     Ok(out)
 }
 
+/// A scheduled run's answer: each shop's summary, and the shops that need a look.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Scheduled {
+    pub shops: Vec<Summary>,
+    /// Shops whose run failed (not the deadline) or whose setup failed; the default shop is
+    /// [`DEFAULT_SHOP`].
+    pub failed: Vec<String>,
+    /// Shops with no complete run for [`STALE_AFTER_MS`].
+    pub stale: Vec<String>,
+}
+
 /// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
-/// within the invocation's deadline (a shop not reached resumes next time).
+/// within the invocation's deadline (a shop not reached resumes next time). Ends with the EMF
+/// line of `ReconcileShopsFailed` and `ReconcileShopsStale` (no shop dimension: the names are
+/// in the log line and the answer).
 pub async fn run_scheduled(
     reconciler: &Reconciler,
     deadline_ms: i64,
-) -> Result<Vec<Summary>, String> {
-    let mut out = Vec::new();
-    for target in targets(reconciler).await? {
+) -> Result<Scheduled, ReconcileError> {
+    let targets = targets(reconciler).await?;
+    let mut out = Scheduled::default();
+    for target in &targets.ready {
         let options = RunOptions {
             since: Since::Watermark,
             dry_run: false,
             deadline_ms,
         };
-        out.push(reconciler.run(&target, options).await);
+        let summary = reconciler.run(target, options).await;
+        let name = || {
+            target
+                .shop
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SHOP.to_owned())
+        };
+        if summary.failed_run() {
+            out.failed.push(name());
+        }
+        if summary.stale {
+            out.stale.push(name());
+        }
+        out.shops.push(summary);
     }
-    if out.is_empty() {
+    for (name, _) in &targets.broken {
+        out.failed.push(name.clone());
+        if broken_is_stale(reconciler, name).await {
+            out.stale.push(name.clone());
+        }
+    }
+    if targets.ready.is_empty() && targets.broken.is_empty() {
         tracing::warn!("no shop has reconciliation on (RECONCILE=true, or a shop's --reconcile)");
     }
+    report_shops(&out);
     Ok(out)
+}
+
+/// Whether a shop whose setup failed is stale too: by its watermark record's last complete run.
+async fn broken_is_stale(reconciler: &Reconciler, name: &str) -> bool {
+    let table = &reconciler.table;
+    let now_ms = reconciler.bridge.clock.now_ms();
+    watermark::get(table.client(), table.table(), Some(name))
+        .await
+        .is_ok_and(|mark| run::stale(&mark, now_ms))
+}
+
+/// The scheduled run's log line (shop names) and EMF line (counts only).
+fn report_shops(out: &Scheduled) {
+    if out.failed.is_empty() && out.stale.is_empty() {
+        tracing::info!(shops = out.shops.len(), "reconcile: every shop ran");
+    } else {
+        tracing::error!(failed = ?out.failed, stale = ?out.stale, "reconcile: shops need a look");
+    }
+    let line = run::emf(&[
+        ("ReconcileShopsFailed", out.failed.len() as u64),
+        ("ReconcileShopsStale", out.stale.len() as u64),
+    ]);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, format!("{line}\n").as_bytes());
 }
 
 /// The admin command: `reconcile --since <RFC 3339 time | 48h> [--shop NAME] [--dry-run]`, a
@@ -138,24 +226,25 @@ pub async fn command(
     shop: Option<&str>,
     dry_run: bool,
     deadline_ms: i64,
-) -> Result<Summary, String> {
+) -> Result<Summary, ReconcileError> {
     let now_s = reconciler.bridge.clock.now_ms() / 1000;
-    let from_s = config::parse_since(since, now_s).map_err(|e| format!("--since {e}"))?;
+    let from_s = config::parse_since(since, now_s)
+        .map_err(|e| ReconcileError::Usage(format!("--since {e}")))?;
     let target = match shop {
-        None => default_target(reconciler).ok_or(
-            "the default shop is not reconciled: set RECONCILE=true, CARTPANDA_API_TOKEN and CARTPANDA_SHOP_SLUG, or name a shop with --shop",
-        )?,
+        None => default_target(reconciler).ok_or_else(|| ReconcileError::Usage(
+            "the default shop is not reconciled: set RECONCILE=true, CARTPANDA_API_TOKEN and CARTPANDA_SHOP_SLUG, or name a shop with --shop".to_owned(),
+        ))?,
         Some(name) => {
             let record = reconciler
                 .table
                 .list_shops()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| ReconcileError::Ledger(e.to_string()))?
                 .into_iter()
                 .find(|r| r.name == name)
-                .ok_or_else(|| format!("no shop `{name}`"))?;
+                .ok_or_else(|| ReconcileError::Usage(format!("no shop `{name}`")))?;
             shop_target(reconciler, &record).await?.ok_or_else(|| {
-                format!("shop `{name}` does not have reconciliation on (shop put … --reconcile true)")
+                ReconcileError::Usage(format!("shop `{name}` does not have reconciliation on (shop put … --reconcile true)"))
             })?
         }
     };
@@ -169,16 +258,30 @@ pub async fn command(
 
 /// Builds the reconciler from the environment: the bridge's configuration (`Config`), the
 /// reconciliation settings, DynamoDB, RedTrack and the redrive queue as the webhook function has
-/// them.
+/// them. Reconciliation authenticates no request: `WEBHOOK_TOKEN` and `WEBHOOK_TOKEN_PARAMETER`
+/// are neither required nor read (the default profile gets a random token nobody knows).
 pub async fn from_env(aws: &aws_config::SdkConfig) -> Result<Reconciler, String> {
     use crate::ops::config::{Config, Environment};
     use crate::postback::redtrack::{RedTrackClient, RetryPolicy};
     use crate::redrive::queue::{RedriveQueue, SqsQueue};
     let secrets = Arc::new(crate::ops::secrets::SsmSecrets::from_sdk(aws));
-    let env = Environment::read(|name| std::env::var(name).ok(), secrets.as_ref())
+    let lookup = |name: &str| match name {
+        "WEBHOOK_TOKEN" | "WEBHOOK_TOKEN_PARAMETER" => None,
+        _ => std::env::var(name).ok(),
+    };
+    let env = Environment::read(lookup, secrets.as_ref())
         .await
         .map_err(|e| e.to_string())?;
-    let config = Config::from_lookup(|name| env.get(name)).map_err(|e| e.to_string())?;
+    let unused_token = format!(
+        "{:016x}{:016x}",
+        crate::ops::clock::random_u64(),
+        crate::ops::clock::random_u64()
+    );
+    let config = Config::from_lookup(|name| match name {
+        "WEBHOOK_TOKEN" => Some(unused_token.clone()),
+        _ => env.get(name),
+    })
+    .map_err(|e| e.to_string())?;
     let settings =
         config::ReconcileSettings::from_lookup(|name| env.get(name)).map_err(|e| e.to_string())?;
     let table = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone());

@@ -3,6 +3,8 @@
 //! "last_page": m}}`. One request at a time, at least `min_interval` apart; `429` and `5xx` (and
 //! timeouts) backed off and retried, honouring `Retry-After`; never past the caller's stop time;
 //! answers over the size cap refused. Errors name the status, never the token or an order.
+//! The retry set ([`crate::reconcile::retry`]) re-reads single orders the same way
+//! (`CARTPANDA_ORDER_URL`, answering `{"order": {…}}`).
 
 use crate::inbound::auth::Secret;
 use crate::reconcile::config::ListSettings;
@@ -13,8 +15,12 @@ use std::time::{Duration, Instant};
 pub enum Pass {
     /// Paid orders created in the window: their sales (purchase and upsells).
     Created,
-    /// Orders updated since the window's start: their refunds and chargebacks.
+    /// Orders updated since the window's start: their refunds and chargebacks, and the sales
+    /// of those whose own `payment_status` is 3 (paid after they were created).
     Updated,
+    /// Paid orders created in the last `RECONCILE_PAID_LOOKBACK_H`, at least daily when there
+    /// is no "updated since" filter: the sales of orders paid after their window was listed.
+    Lookback,
 }
 
 impl Pass {
@@ -22,6 +28,7 @@ impl Pass {
         match self {
             Pass::Created => "created",
             Pass::Updated => "updated",
+            Pass::Lookback => "lookback",
         }
     }
 
@@ -29,6 +36,7 @@ impl Pass {
         match text {
             "created" => Some(Pass::Created),
             "updated" => Some(Pass::Updated),
+            "lookback" => Some(Pass::Lookback),
             _ => None,
         }
     }
@@ -134,6 +142,36 @@ impl OrderLister {
         stop_at: Instant,
     ) -> Result<Page, ListError> {
         let url = self.page_url(slug, pass, window, page);
+        let body = self
+            .get(&url, token, (pass.as_str(), page), stop_at)
+            .await?;
+        parse_page(&body)
+    }
+
+    /// Reads one order from `url` (its order API URL) as the list would carry it; `None` when
+    /// Cartpanda answers 404. Paced, retried and bounded like [`OrderLister::page`].
+    pub async fn order(
+        &self,
+        url: &str,
+        token: &Secret,
+        stop_at: Instant,
+    ) -> Result<Option<serde_json::Value>, ListError> {
+        match self.get(url, token, ("order", 0), stop_at).await {
+            Ok(body) => parse_order(&body).map(Some),
+            Err(ListError::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// One GET's body, waiting for the rate limit and retrying what can be retried, but never
+    /// past `stop_at`; `what` (the pass or `order`, and the page) names it in the log.
+    async fn get(
+        &self,
+        url: &str,
+        token: &Secret,
+        what: (&str, u32),
+        stop_at: Instant,
+    ) -> Result<Vec<u8>, ListError> {
         let mut last = self.last_request.lock().await;
         let mut attempt = 0;
         loop {
@@ -151,8 +189,8 @@ impl OrderLister {
             }
             *last = Some(now);
             let timeout = self.settings.timeout.min(stop_at - now);
-            let wait = match self.attempt(&url, token, timeout).await {
-                Ok(page) => return Ok(page),
+            let wait = match self.attempt(url, token, timeout).await {
+                Ok(body) => return Ok(body),
                 Err(Retry::No(err)) => return Err(err),
                 Err(Retry::After(err, retry_after)) => {
                     if attempt >= self.settings.max_attempts {
@@ -161,8 +199,8 @@ impl OrderLister {
                     let backoff = Duration::from_secs(1 << (attempt - 1).min(5));
                     let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(120));
                     tracing::warn!(
-                        pass = pass.as_str(),
-                        page,
+                        pass = what.0,
+                        page = what.1,
                         attempt,
                         wait_ms = wait.as_millis() as u64,
                         error = %err,
@@ -179,8 +217,13 @@ impl OrderLister {
         }
     }
 
-    /// One request for one page: sent, its status checked, its answer read and parsed.
-    async fn attempt(&self, url: &str, token: &Secret, timeout: Duration) -> Result<Page, Retry> {
+    /// One request: sent, its status checked, its answer read.
+    async fn attempt(
+        &self,
+        url: &str,
+        token: &Secret,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Retry> {
         let response = self
             .http
             .get(url)
@@ -200,8 +243,7 @@ impl OrderLister {
                 Retry::After(ListError::Unavailable(reason.to_owned()), None)
             })?;
         check_status(&response)?;
-        let body = self.body(response).await?;
-        parse_page(&body).map_err(Retry::No)
+        self.body(response).await
     }
 
     /// The answer's body, refused past [`ListSettings::max_bytes`].
@@ -292,6 +334,21 @@ pub fn parse_page(body: &[u8]) -> Result<Page, ListError> {
     })
 }
 
+/// Reads one order: `{"order": {…}}`, or the bare order object.
+pub fn parse_order(body: &[u8]) -> Result<serde_json::Value, ListError> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ListError::NotAList)?;
+    let order = match value.get_mut("order") {
+        Some(inner) if inner.is_object() => inner.take(),
+        _ => value,
+    };
+    if order.get("id").is_some() {
+        Ok(order)
+    } else {
+        Err(ListError::NotAList)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +390,9 @@ mod tests {
         assert_eq!((p.orders.len(), p.current_page, p.last_page), (2, 2, 3));
         let bare = parse_page(br#"{"data":[],"current_page":1,"last_page":1}"#).unwrap();
         assert!(bare.orders.is_empty());
+        assert_eq!(parse_order(br#"{"order":{"id":7}}"#).unwrap()["id"], 7);
+        assert_eq!(parse_order(br#"{"id":8}"#).unwrap()["id"], 8);
+        assert_eq!(parse_order(b"{}").unwrap_err(), ListError::NotAList);
         for bad in [
             &b"[]"[..],
             b"{\"orders\":[]}",

@@ -1,9 +1,11 @@
 //! One reconciliation run of one shop: list the window's orders page by page, turn each into the
 //! conversions its webhooks would have made (same event IDs), and hand them to the bridge's own
 //! [`Bridge::process`] — the same claim → render → send → record path as a webhook — so an order
-//! that also arrives by webhook (before, during or after the run) is sent once.
+//! that also arrives by webhook (before, during or after the run) is sent once. Orders whose
+//! conversions could not be settled join the shop's retry set ([`crate::reconcile::retry`]),
+//! which each later run re-reads first-hand from Cartpanda's order API.
 
-use crate::bridge::{Bridge, Outcome, Report};
+use crate::bridge::{Bridge, ConversionReport, Outcome, Report};
 use crate::conversion::classify::{self, Decision};
 use crate::conversion::clickid;
 use crate::conversion::rules::{Conversion, Skip};
@@ -14,7 +16,9 @@ use crate::inbound::webhook::{Delivery, EventField, Order, OrderField};
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::config::Profile;
 use crate::reconcile::config::ReconcileSettings;
+use crate::reconcile::error::ReconcileError;
 use crate::reconcile::orders::{ListError, OrderLister, Pass, Window};
+use crate::reconcile::retry::{Noted, RetrySet};
 use crate::reconcile::watermark::{self, Cursor, Mark};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -40,10 +44,11 @@ pub struct Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
     /// From the shop's watermark (less one run of overlap), or its unfinished window; the
-    /// scheduled runs. The watermark advances when the window is listed to the end.
+    /// scheduled runs. The watermark advances when the window is listed to the end, and the
+    /// retry set is retried and kept.
     Watermark,
-    /// From this time (epoch seconds) to now: a back-fill. The watermark is neither read nor
-    /// moved.
+    /// From this time (epoch seconds) to now: a back-fill. Neither the watermark nor the retry
+    /// set is read or moved.
     From(i64),
 }
 
@@ -73,6 +78,9 @@ pub struct Summary {
     pub sent: u64,
     pub queued: u64,
     pub failed: u64,
+    /// Of the failed: refused by RedTrack for good (4xx), recorded `FAILED`, not retried.
+    #[serde(default)]
+    pub refused: u64,
     /// Conversions already recorded (sent by a webhook or an earlier run).
     pub already_sent: u64,
     /// Conversions a concurrent webhook delivery was processing at that moment.
@@ -85,11 +93,35 @@ pub struct Summary {
     pub skipped_test: u64,
     /// Orders whose conversions could not be built (classification refused them).
     pub unusable: u64,
+    /// Orders of the retry set re-read by this run, and those of them now settled.
+    #[serde(default)]
+    pub retried: u64,
+    #[serde(default)]
+    pub recovered: u64,
+    /// Orders in the shop's retry set after this run.
+    #[serde(default)]
+    pub retrying: u64,
+    /// Orders given up after `RECONCILE_RETRY_RUNS` runs (or with the retry set full).
+    #[serde(default)]
+    pub given_up: u64,
     /// The window was listed to the end.
     pub complete: bool,
+    /// The shop has had no complete run for [`crate::reconcile::STALE_AFTER_MS`].
+    #[serde(default)]
+    pub stale: bool,
     /// Why the run stopped early (`deadline`, or an error of the order list or the ledger).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// The error that stopped the run, when one did (not the deadline).
+    #[serde(skip)]
+    pub error: Option<ReconcileError>,
+}
+
+impl Summary {
+    /// The run failed: an error (not the deadline) stopped it.
+    pub fn failed_run(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// The reconciler of a deployment: the bridge it sends through, the order list, the table.
@@ -103,14 +135,29 @@ pub struct Reconciler {
 
 enum Stop {
     Deadline,
-    Failed(String),
+    Failed(ReconcileError),
 }
 
+/// One run's state as it goes: the shop, what to do, when to stop, where it stands.
+struct Walk<'a> {
+    target: &'a Target,
+    options: RunOptions,
+    stop_at: Instant,
+    mark: &'a Mark,
+    cursor: Cursor,
+    retry: RetrySet,
+    summary: Summary,
+}
+
+/// How often, at least, the lookback pass runs (it runs in the first run this long after the
+/// last one ended: daily for schedules up to an hour).
+pub const LOOKBACK_EVERY_S: i64 = 23 * 3600;
+
 impl Reconciler {
-    /// Runs one shop once: its window, the window's pages (each order sent), its watermark.
+    /// Runs one shop once: its window, the window's pages (each order sent), the retry set, its
+    /// watermark.
     pub async fn run(&self, target: &Target, options: RunOptions) -> Summary {
         let now_ms = self.bridge.clock.now_ms();
-        let stop_at = self.stop_at(options.deadline_ms, now_ms);
         let shop = target.shop.as_deref();
         let mut summary = Summary {
             shop: target.shop.clone(),
@@ -121,7 +168,8 @@ impl Reconciler {
             match watermark::get(self.table.client(), self.table.table(), shop).await {
                 Ok(mark) => mark,
                 Err(err) => {
-                    summary.stopped = Some(format!("ledger: {err}"));
+                    tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
+                    stopped(&mut summary, Some(Stop::Failed(err.into())));
                     self.finish(&summary);
                     return summary;
                 }
@@ -129,26 +177,48 @@ impl Reconciler {
         } else {
             Mark::default()
         };
-        let mut cursor = self.start(options.since, mark, now_ms / 1000);
-        summary.from = crate::inbound::datetime::format_utc(cursor.window.from_s);
-        summary.to = crate::inbound::datetime::format_utc(cursor.window.to_s);
-        let stop = if cursor.window.to_s <= cursor.window.from_s {
-            None
-        } else {
-            self.list(target, options, &mut cursor, stop_at, &mut summary)
-                .await
+        let mut walk = Walk {
+            target,
+            options,
+            stop_at: self.stop_at(options.deadline_ms, now_ms),
+            mark: &mark,
+            cursor: self.start(options.since, &mark, now_ms / 1000),
+            retry: RetrySet::new(mark.retry.clone(), self.settings.retry_runs),
+            summary,
         };
-        match &stop {
-            None => summary.complete = true,
-            Some(Stop::Deadline) => summary.stopped = Some("deadline".to_owned()),
-            Some(Stop::Failed(why)) => summary.stopped = Some(why.clone()),
-        }
+        let stop = self.passes(&mut walk).await;
+        let Walk {
+            cursor,
+            retry,
+            mut summary,
+            ..
+        } = walk;
+        stopped(&mut summary, stop);
         if uses_mark && !options.dry_run {
-            self.advance(shop, mark, cursor, stop.is_none(), &mut summary)
+            self.advance(target, &mark, cursor, retry, &mut summary)
                 .await;
+            summary.stale = !summary.complete && stale(&mark, now_ms);
         }
         self.finish(&summary);
         summary
+    }
+
+    /// The window's passes, then (a scheduled run whose window was listed to the end) the
+    /// retry set. Sets `summary.complete`; the stop, if any.
+    async fn passes(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        w.summary.from = crate::inbound::datetime::format_utc(w.cursor.window.from_s);
+        w.summary.to = crate::inbound::datetime::format_utc(w.cursor.window.to_s);
+        if w.cursor.window.to_s > w.cursor.window.from_s {
+            let listed = self.list(w).await;
+            if listed.is_some() {
+                return listed;
+            }
+        }
+        w.summary.complete = true;
+        if w.options.since == Since::Watermark && !w.options.dry_run {
+            return self.retry(w).await;
+        }
+        None
     }
 
     /// When a run stops taking orders: [`ReconcileSettings::margin`] before the deadline.
@@ -160,7 +230,7 @@ impl Reconciler {
     /// Where a run starts: a back-fill's window; else the unfinished window's cursor, or a new
     /// window from the watermark less the overlap (the first lookback without one). Windows end
     /// [`ReconcileSettings::settle`] before `now_s`.
-    fn start(&self, since: Since, mark: Mark, now_s: i64) -> Cursor {
+    fn start(&self, since: Since, mark: &Mark, now_s: i64) -> Cursor {
         let to_s = now_s - self.settings.settle.as_secs() as i64;
         let first_page = |window| Cursor {
             window,
@@ -184,117 +254,205 @@ impl Reconciler {
         }
     }
 
+    /// The pass after `cursor`'s, when there is one: the updated pass with an "updated since"
+    /// filter; without one, the lookback pass when the last ended [`LOOKBACK_EVERY_S`] ago (or
+    /// never ran: a shop whose watermark predates the lookback), never in a shop's first window.
+    fn next_pass(&self, cursor: &Cursor, mark: &Mark) -> Option<Cursor> {
+        if cursor.pass != Pass::Created {
+            return None;
+        }
+        let to_s = cursor.window.to_s;
+        let (pass, window) = if self.lister.settings.updated_filter.is_some() {
+            (Pass::Updated, cursor.window)
+        } else if mark.watermark_s.is_some()
+            && mark.lookback_s.is_none_or(|l| to_s - l >= LOOKBACK_EVERY_S)
+        {
+            let from_s = to_s - self.settings.paid_lookback.as_secs() as i64;
+            (Pass::Lookback, Window { from_s, to_s })
+        } else {
+            return None;
+        };
+        Some(Cursor {
+            window,
+            pass,
+            page: 1,
+        })
+    }
+
     /// Records where the shop stands: a window listed to the end moves the watermark to its
-    /// end; an unfinished one keeps the watermark and saves the cursor to resume from.
+    /// end (and the lookback's, when the lookback pass ended it); an unfinished one keeps the
+    /// watermark and saves the cursor to resume from. The retry set is kept either way.
     async fn advance(
         &self,
-        shop: Option<&str>,
-        mark: Mark,
+        target: &Target,
+        mark: &Mark,
         cursor: Cursor,
-        complete: bool,
+        retry: RetrySet,
         summary: &mut Summary,
     ) {
-        let next = if complete {
+        let shop = target.shop.as_deref();
+        let now_ms = self.bridge.clock.now_ms();
+        let (retry, given_up) = retry.finish();
+        for order_id in &given_up {
+            tracing::error!(shop, order_id = %order_id, runs = self.settings.retry_runs, "reconcile: order given up: its conversions could not be settled in RECONCILE_RETRY_RUNS runs");
+        }
+        summary.given_up += given_up.len() as u64;
+        summary.retrying = retry.len() as u64;
+        let first_run_ms = mark.first_run_ms.or(Some(now_ms));
+        let next = if summary.complete {
+            // A shop's first window starts the lookback's clock: its first pass comes a day later.
+            let lookback_s = match (cursor.pass, mark.lookback_s) {
+                (Pass::Lookback, _) | (_, None) => Some(cursor.window.to_s),
+                (_, last) => last,
+            };
             Mark {
                 watermark_s: Some(cursor.window.to_s.max(mark.watermark_s.unwrap_or(i64::MIN))),
                 cursor: None,
+                completed_at_ms: Some(now_ms),
+                first_run_ms,
+                lookback_s,
+                retry,
             }
         } else {
             Mark {
-                watermark_s: mark.watermark_s,
                 cursor: Some(cursor),
+                first_run_ms,
+                retry,
+                ..mark.clone()
             }
         };
-        let now_ms = self.bridge.clock.now_ms();
         if let Err(err) =
             watermark::put(self.table.client(), self.table.table(), shop, &next, now_ms).await
         {
             tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
-            summary.stopped.get_or_insert(format!("ledger: {err}"));
+            if summary.error.is_none() {
+                stopped(summary, Some(Stop::Failed(err.into())));
+            }
         }
     }
 
-    /// The window's pages from `cursor` on, each order sent; the created pass, then the updated
-    /// one when there is an "updated since" filter. `cursor` ends where the listing stopped.
-    async fn list(
-        &self,
-        target: &Target,
-        options: RunOptions,
-        cursor: &mut Cursor,
-        stop_at: Instant,
-        summary: &mut Summary,
-    ) -> Option<Stop> {
+    /// The window's pages from `cursor` on, each order sent; the created pass, then the next
+    /// ones ([`Reconciler::next_pass`]). `cursor` ends where the listing stopped.
+    async fn list(&self, w: &mut Walk<'_>) -> Option<Stop> {
         loop {
-            if Instant::now() >= stop_at {
+            if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
             }
+            let (slug, token) = (&w.target.slug, &w.target.token);
+            let at = w.cursor;
             let listed = self
                 .lister
-                .page(
-                    &target.slug,
-                    &target.token,
-                    cursor.pass,
-                    cursor.window,
-                    cursor.page,
-                    stop_at,
-                )
+                .page(slug, token, at.pass, at.window, at.page, w.stop_at)
                 .await;
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(ListError::Deadline) => return Some(Stop::Deadline),
                 Err(err) => {
-                    tracing::error!(shop = target.shop.as_deref(), pass = cursor.pass.as_str(), page = cursor.page, error = %err, "order list failed; the run resumes from here next time");
-                    return Some(Stop::Failed(err.to_string()));
+                    tracing::error!(shop = w.target.shop.as_deref(), pass = at.pass.as_str(), page = at.page, error = %err, "order list failed; the run resumes from here next time");
+                    return Some(Stop::Failed(err.into()));
                 }
             };
-            summary.pages += 1;
+            w.summary.pages += 1;
             for order in &listed.orders {
-                if Instant::now() >= stop_at {
+                if Instant::now() >= w.stop_at {
                     return Some(Stop::Deadline);
                 }
-                if let Err(why) = self
-                    .order(target, options, cursor.pass, order, summary)
-                    .await
-                {
-                    return Some(Stop::Failed(why));
+                match self.order(w, at.pass, order).await {
+                    Ok(settled) => self.keep(w, at.pass, order, settled),
+                    Err(stop) => return Some(stop),
                 }
             }
-            if listed.orders.is_empty()
-                || cursor.page >= listed.last_page
-                || cursor.page >= MAX_PAGES
-            {
-                if cursor.pass == Pass::Created && self.lister.settings.updated_filter.is_some() {
-                    cursor.pass = Pass::Updated;
-                    cursor.page = 1;
+            if listed.orders.is_empty() || at.page >= listed.last_page || at.page >= MAX_PAGES {
+                match self.next_pass(&w.cursor, w.mark) {
+                    Some(next) => w.cursor = next,
+                    None => return None,
+                }
+                continue;
+            }
+            w.cursor.page += 1;
+        }
+    }
+
+    /// The retry set's orders this run has not met yet: each re-read from Cartpanda's order
+    /// API and processed again; a settled one leaves the set.
+    async fn retry(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        let shop = w.target.shop.as_deref();
+        for (order_id, pass) in w.retry.due() {
+            if Instant::now() >= w.stop_at {
+                return Some(Stop::Deadline);
+            }
+            w.summary.retried += 1;
+            let url = crate::inbound::verify::order_url(
+                &self.bridge.config.cartpanda_order_url,
+                &w.target.slug,
+                &order_id,
+            );
+            let value = match self.lister.order(&url, &w.target.token, w.stop_at).await {
+                Ok(Some(value)) => value,
+                Ok(None) => {
+                    tracing::warn!(shop, order_id = %order_id, "reconcile: a retried order is no longer in Cartpanda's API; dropped");
+                    w.retry.drop_order(&order_id);
                     continue;
                 }
-                return None;
+                Err(ListError::Deadline) => return Some(Stop::Deadline),
+                Err(err) => {
+                    tracing::error!(shop, order_id = %order_id, error = %err, "reconcile: could not re-read a retried order");
+                    return Some(Stop::Failed(err.into()));
+                }
+            };
+            match self.order(w, pass, &value).await {
+                Ok(settled) => self.keep(w, pass, &value, settled),
+                Err(stop) => return Some(stop),
             }
-            cursor.page += 1;
+        }
+        None
+    }
+
+    /// Notes a processed order in the retry set: kept when not settled, out when settled.
+    fn keep(&self, w: &mut Walk<'_>, pass: Pass, value: &serde_json::Value, settled: bool) {
+        let Some(order_id) = order_id_of(value) else {
+            return;
+        };
+        let shop = w.target.shop.as_deref();
+        if w.options.since != Since::Watermark {
+            if !settled {
+                tracing::warn!(shop, order_id = %order_id, "reconcile: conversions not settled; run the back-fill again");
+            }
+            return;
+        }
+        match w.retry.note(&order_id, pass, settled) {
+            Noted::Added => {
+                tracing::warn!(shop, order_id = %order_id, "reconcile: conversions not settled; kept for the next runs")
+            }
+            Noted::Recovered => w.summary.recovered += 1,
+            Noted::Full => {
+                w.summary.given_up += 1;
+                tracing::error!(shop, order_id = %order_id, "reconcile: order given up: the retry set is full");
+            }
+            Noted::Tried | Noted::Nothing => {}
         }
     }
 
     /// One listed order: its conversions, claimed and sent through the bridge (looked up only,
-    /// on a dry run).
+    /// on a dry run). `Ok(false)` when a conversion could not be settled for a reason that may
+    /// pass (RedTrack or the queue unavailable, a concurrent delivery holding it).
     async fn order(
         &self,
-        target: &Target,
-        options: RunOptions,
+        w: &mut Walk<'_>,
         pass: Pass,
         value: &serde_json::Value,
-        summary: &mut Summary,
-    ) -> Result<(), String> {
+    ) -> Result<bool, Stop> {
+        let (target, options, stop_at) = (w.target, w.options, w.stop_at);
+        let summary = &mut w.summary;
         summary.orders_seen += 1;
         let Some(probe) = delivery(value, "order.paid", target) else {
             summary.unusable += 1;
-            return Ok(());
+            return Ok(true);
         };
-        let events: Vec<&str> = match pass {
-            Pass::Created => vec!["order.paid", "order.upsell"],
-            Pass::Updated => updated_events(order_of(&probe)),
-        };
+        let events = events_of(pass, value, order_of(&probe));
         let profile = target.profile.as_ref();
         let mut noted = false;
+        let mut settled = true;
         for event in events {
             let Some(delivery) = delivery(value, event, target) else {
                 continue;
@@ -310,14 +468,18 @@ impl Reconciler {
             let order_id = classified.order_id.clone().unwrap_or_default();
             match (&classified.decision, classified.order) {
                 (Decision::Convert(conversions), Some(_)) if options.dry_run => {
-                    self.look_up(profile, conversions, summary).await?;
+                    self.look_up(profile, conversions, summary)
+                        .await
+                        .map_err(Stop::Failed)?;
                 }
                 (Decision::Convert(conversions), Some(order)) => {
-                    let deadline_ms = options.deadline_ms;
-                    let report = self
-                        .send(profile, event, &order_id, order, conversions, deadline_ms)
-                        .await;
-                    count(&report, summary)?;
+                    let job = (event, order_id.as_str(), order);
+                    let (report, cut) =
+                        self.send(profile, job, conversions, options, stop_at).await;
+                    settled &= count(&report, summary)?;
+                    if cut {
+                        return Err(Stop::Deadline);
+                    }
                 }
                 (Decision::Skip(Skip::NoClickId), _) if !noted => {
                     noted = true;
@@ -325,16 +487,14 @@ impl Reconciler {
                         .await;
                 }
                 // A test order counts by its sale (not again by its upsells), and by each refund
-                // or chargeback of the updated pass.
-                (Decision::Skip(Skip::TestOrder), _)
-                    if event == "order.paid" || pass == Pass::Updated =>
-                {
+                // or chargeback.
+                (Decision::Skip(Skip::TestOrder), _) if event != "order.upsell" => {
                     summary.skipped_test += 1;
                 }
                 _ => {}
             }
         }
-        Ok(())
+        Ok(settled)
     }
 
     /// Dry run: whether each conversion is already recorded as sent, or would be sent.
@@ -343,41 +503,52 @@ impl Reconciler {
         profile: &Profile,
         conversions: &[Conversion<'_>],
         summary: &mut Summary,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReconcileError> {
         for conversion in conversions {
             let key = profile.record_key(&conversion.event_id, false);
-            match self.recorded(&key).await {
-                Ok(true) => summary.already_sent += 1,
-                Ok(false) => summary.would_send += 1,
-                Err(err) => return Err(format!("ledger: {err}")),
+            if self.recorded(&key).await? {
+                summary.already_sent += 1;
+            } else {
+                summary.would_send += 1;
             }
         }
         Ok(())
     }
 
-    /// A listed order's conversions through [`Bridge::process`].
+    /// A listed order's conversions through [`Bridge::process`], one at a time: none is claimed
+    /// once the run's stop time has passed (then the second value is true, and the rest are
+    /// left to the next run, which lists this page again).
     async fn send(
         &self,
         profile: &Profile,
-        event: &str,
-        order_id: &str,
-        order: &Order,
+        (event, order_id, order): (&str, &str, &Order),
         conversions: &[Conversion<'_>],
-        run_deadline_ms: i64,
-    ) -> Report {
+        options: RunOptions,
+        stop_at: Instant,
+    ) -> (Report, bool) {
         // Each order's claims are leased for a short while, not the whole run: a run that
         // dies leaves no claim that blocks a webhook for long.
-        let deadline_ms = (self.bridge.clock.now_ms() + ORDER_BUDGET_MS).min(run_deadline_ms);
-        self.bridge
-            .process(
-                profile,
-                event,
-                order_id,
-                order,
-                conversions,
-                Some(deadline_ms),
-            )
-            .await
+        let deadline_ms = (self.bridge.clock.now_ms() + ORDER_BUDGET_MS).min(options.deadline_ms);
+        let mut report = Report::default();
+        for conversion in conversions {
+            if Instant::now() >= stop_at {
+                return (report, true);
+            }
+            let one = std::slice::from_ref(conversion);
+            let done = self
+                .bridge
+                .process(profile, event, order_id, order, one, Some(deadline_ms))
+                .await;
+            let ledger_down = done
+                .conversions
+                .iter()
+                .any(|c| c.outcome == Outcome::LedgerUnavailable);
+            report.conversions.extend(done.conversions);
+            if ledger_down {
+                break;
+            }
+        }
+        (report, false)
     }
 
     /// An order without a click ID: counted and logged, and a note left unless on a dry run.
@@ -414,33 +585,13 @@ impl Reconciler {
         crate::ledger::notes::leave(self.bridge.ledger.as_ref(), &note).await;
     }
 
-    /// Whether a conversion's record says it was sent.
-    async fn recorded(&self, key: &str) -> Result<bool, String> {
-        let out = self
-            .table
-            .client()
-            .get_item()
-            .table_name(self.table.table())
-            .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(key.to_owned()),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
-                    .unwrap_or("request failed")
-                    .to_owned()
-            })?;
-        Ok(out.item.is_some_and(|item| {
-            let now_s = self.bridge.clock.now_ms() / 1000;
-            let status = item.get("status").and_then(|v| v.as_s().ok());
-            let expires = item
-                .get("expires_at")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(i64::MAX);
-            status.is_some_and(|s| s == crate::ledger::claim::STATUS_SENT) && expires >= now_s
+    /// Whether a conversion's record says it was sent and has not expired, as the ledger reads
+    /// a record ([`crate::ledger::dynamo::record_from_item`]).
+    async fn recorded(&self, key: &str) -> Result<bool, ReconcileError> {
+        let now_s = self.bridge.clock.now_ms() / 1000;
+        Ok(self.table.read(key).await?.is_some_and(|item| {
+            let record = crate::ledger::dynamo::record_from_item(&item);
+            record.status == crate::ledger::claim::STATUS_SENT && record.expires_at_s >= now_s
         }))
     }
 
@@ -456,6 +607,7 @@ impl Reconciler {
             sent = summary.sent,
             queued = summary.queued,
             failed = summary.failed,
+            refused = summary.refused,
             already_sent = summary.already_sent,
             in_progress = summary.in_progress,
             conflicts = summary.conflicts,
@@ -463,14 +615,40 @@ impl Reconciler {
             skipped_no_click_id = summary.skipped_no_click_id,
             skipped_test = summary.skipped_test,
             unusable = summary.unusable,
+            retried = summary.retried,
+            recovered = summary.recovered,
+            retrying = summary.retrying,
+            given_up = summary.given_up,
             complete = summary.complete,
+            stale = summary.stale,
             stopped = summary.stopped.as_deref(),
+            retryable = summary.error.as_ref().map(ReconcileError::retryable),
             "reconcile run"
         );
         let mut out = std::io::stdout().lock();
         let _ =
             std::io::Write::write_all(&mut out, format!("{}\n", metrics_line(summary)).as_bytes());
     }
+}
+
+/// Records why a run stopped in its summary.
+fn stopped(summary: &mut Summary, stop: Option<Stop>) {
+    match stop {
+        None => {}
+        Some(Stop::Deadline) => summary.stopped = Some("deadline".to_owned()),
+        Some(Stop::Failed(err)) => {
+            summary.stopped = Some(err.to_string());
+            summary.error = Some(err);
+        }
+    }
+}
+
+/// Whether a shop whose run did not complete is stale: its last complete run (or, never
+/// completed, its first run) was more than [`crate::reconcile::STALE_AFTER_MS`] ago.
+pub fn stale(mark: &Mark, now_ms: i64) -> bool {
+    mark.last_complete_ms()
+        .or(mark.first_run_ms)
+        .is_some_and(|t| now_ms - t > crate::reconcile::STALE_AFTER_MS)
 }
 
 /// The budget of an admin back-fill (`reconcile --since`).
@@ -483,8 +661,9 @@ pub const ORDER_BUDGET_MS: i64 = 30_000;
 pub const MAX_PAGES: u32 = 10_000;
 
 /// The EMF line of a run: `ReconcileOrders`, `ReconcileMissing`, `ReconcileSent`,
-/// `ReconcileAlreadySent`, `ReconcileNoClickId`, `ReconcileFailed` and `ReconcileIncomplete`,
-/// without dimensions (the alarm and the dashboard read the totals).
+/// `ReconcileAlreadySent`, `ReconcileNoClickId`, `ReconcileFailed`, `ReconcileRefused`,
+/// `ReconcileRetrying`, `ReconcileRetryGivenUp` and `ReconcileIncomplete`, without dimensions
+/// (the alarms and the dashboard read the totals).
 pub fn metrics_line(summary: &Summary) -> String {
     let metrics = [
         ("ReconcileOrders", summary.orders_seen),
@@ -493,11 +672,19 @@ pub fn metrics_line(summary: &Summary) -> String {
         ("ReconcileAlreadySent", summary.already_sent),
         ("ReconcileNoClickId", summary.skipped_no_click_id),
         ("ReconcileFailed", summary.failed + summary.queued),
+        ("ReconcileRefused", summary.refused),
+        ("ReconcileRetrying", summary.retrying),
+        ("ReconcileRetryGivenUp", summary.given_up),
         ("ReconcileIncomplete", u64::from(!summary.complete)),
     ];
+    emf(&metrics)
+}
+
+/// One EMF document of dimensionless counts in the namespace.
+pub fn emf(metrics: &[(&str, u64)]) -> String {
     let mut doc = serde_json::Map::new();
     for (name, value) in metrics {
-        doc.insert(name.to_owned(), serde_json::json!(value));
+        doc.insert((*name).to_owned(), serde_json::json!(value));
     }
     doc.insert(
         "_aws".to_owned(),
@@ -518,8 +705,18 @@ pub fn metrics_line(summary: &Summary) -> String {
     serde_json::Value::Object(doc).to_string()
 }
 
-/// Adds a listed order's outcomes to the run's counts; the ledger unavailable stops the run.
-fn count(report: &Report, summary: &mut Summary) -> Result<(), String> {
+/// Whether RedTrack refused a failed conversion for good (4xx other than 429: recorded
+/// `FAILED`, not retried); otherwise it failed for a reason that may pass.
+fn refused_for_good(entry: &ConversionReport) -> bool {
+    entry
+        .redtrack_status
+        .is_some_and(|s| (400..500).contains(&s) && s != 429)
+}
+
+/// Adds a listed order's outcomes to the run's counts: whether every conversion is settled;
+/// the ledger unavailable stops the run.
+fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
+    let mut settled = true;
     for entry in &report.conversions {
         match entry.outcome {
             Outcome::Sent | Outcome::DryRun => {
@@ -533,17 +730,61 @@ fn count(report: &Report, summary: &mut Summary) -> Result<(), String> {
             Outcome::Failed => {
                 summary.missing += 1;
                 summary.failed += 1;
+                if refused_for_good(entry) {
+                    summary.refused += 1;
+                } else {
+                    settled = false;
+                }
             }
             Outcome::Duplicate => summary.already_sent += 1,
-            Outcome::InProgress => summary.in_progress += 1,
+            Outcome::InProgress => {
+                summary.in_progress += 1;
+                settled = false;
+            }
             Outcome::Conflict => summary.conflicts += 1,
             Outcome::LedgerUnavailable => {
-                return Err("ledger: DynamoDB unavailable".to_owned());
+                let err = ReconcileError::Ledger("DynamoDB unavailable".to_owned());
+                return Err(Stop::Failed(err));
             }
             Outcome::NotAttempted => {}
         }
     }
-    Ok(())
+    Ok(settled)
+}
+
+/// A listed order's ID as its order API URL takes it.
+fn order_id_of(value: &serde_json::Value) -> Option<String> {
+    match value.get("id")? {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// Whether an order's own `payment_status` says paid (3).
+fn paid(value: &serde_json::Value) -> bool {
+    match value.get("payment_status") {
+        Some(serde_json::Value::Number(n)) => n.as_u64() == Some(3),
+        Some(serde_json::Value::String(s)) => s.trim() == "3",
+        _ => false,
+    }
+}
+
+/// The events a listed order stands for: its sale and upsells (the created and lookback
+/// passes list paid orders only); on the updated pass its refunds and chargebacks, and its sale
+/// and upsells only when its own `payment_status` is 3 (the list is not filtered on payment).
+fn events_of(pass: Pass, value: &serde_json::Value, order: Option<&Order>) -> Vec<&'static str> {
+    match pass {
+        Pass::Created | Pass::Lookback => vec!["order.paid", "order.upsell"],
+        Pass::Updated => {
+            let sales = if paid(value) {
+                vec!["order.paid", "order.upsell"]
+            } else {
+                Vec::new()
+            };
+            sales.into_iter().chain(updated_events(order)).collect()
+        }
+    }
 }
 
 fn order_of(delivery: &Delivery) -> Option<&Order> {
@@ -691,6 +932,65 @@ mod tests {
     }
 
     #[test]
+    fn the_updated_pass_makes_sales_of_paid_orders_only() {
+        let events = |v: serde_json::Value| {
+            let order: Order = serde_json::from_value(v.clone()).unwrap();
+            events_of(Pass::Updated, &v, Some(&order))
+        };
+        let paid_later = serde_json::json!({"id": 1, "payment_status": 3});
+        assert_eq!(events(paid_later), ["order.paid", "order.upsell"]);
+        let as_text = serde_json::json!({"id": 1, "payment_status": "3", "chargeback_received": 1});
+        assert_eq!(
+            events(as_text),
+            ["order.paid", "order.upsell", "order.chargeback"]
+        );
+        for status in [
+            serde_json::json!(1),
+            serde_json::json!(4),
+            serde_json::Value::Null,
+        ] {
+            let v = serde_json::json!({"id": 1, "payment_status": status});
+            assert!(events(v).is_empty(), "{status}");
+        }
+    }
+
+    #[test]
+    fn only_a_4xx_refusal_is_settled_for_good() {
+        let failed = |status: Option<u16>| {
+            let mut entry = ConversionReport::new("1-purchase", "Purchase", Outcome::Failed);
+            entry.redtrack_status = status;
+            let mut summary = Summary::default();
+            let report = Report {
+                conversions: vec![entry],
+            };
+            (count(&report, &mut summary).ok().unwrap(), summary.refused)
+        };
+        assert_eq!(failed(Some(400)), (true, 1));
+        assert_eq!(failed(Some(404)), (true, 1));
+        assert_eq!(failed(Some(429)), (false, 0));
+        assert_eq!(failed(Some(503)), (false, 0));
+        assert_eq!(failed(None), (false, 0), "a timeout");
+    }
+
+    #[test]
+    fn a_shop_is_stale_two_hours_after_its_last_complete_run() {
+        let now = 10_000_000_000;
+        let hour = 3_600_000;
+        let mark = |completed: Option<i64>, first: Option<i64>| Mark {
+            completed_at_ms: completed,
+            first_run_ms: first,
+            ..Mark::default()
+        };
+        assert!(!stale(&mark(Some(now - hour), None), now));
+        assert!(stale(&mark(Some(now - 2 * hour - 1), None), now));
+        assert!(
+            stale(&mark(None, Some(now - 3 * hour)), now),
+            "never complete"
+        );
+        assert!(!stale(&Mark::default(), now), "no run yet");
+    }
+
+    #[test]
     fn the_metrics_line_is_emf() {
         let summary = Summary {
             orders_seen: 3,
@@ -704,6 +1004,6 @@ mod tests {
         assert_eq!(v["ReconcileIncomplete"], 0);
         let d = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(d["Namespace"], "CartpandaRedTrack");
-        assert_eq!(d["Metrics"].as_array().unwrap().len(), 7);
+        assert_eq!(d["Metrics"].as_array().unwrap().len(), 10);
     }
 }

@@ -8,7 +8,9 @@
 
 use crate::ledger::claim::LedgerError;
 use crate::reconcile::orders::{Pass, Window};
+use crate::reconcile::retry::RetryEntry;
 use aws_sdk_dynamodb::types::AttributeValue as V;
+use std::collections::{BTreeMap, HashMap};
 
 /// Where an unfinished window stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +22,27 @@ pub struct Cursor {
 }
 
 /// A shop's reconciliation state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mark {
     pub watermark_s: Option<i64>,
     pub cursor: Option<Cursor>,
+    /// When a run last listed its window to the end (epoch milliseconds).
+    pub completed_at_ms: Option<i64>,
+    /// When a run first wrote this record (epoch milliseconds).
+    pub first_run_ms: Option<i64>,
+    /// The end of the last complete lookback pass (epoch seconds).
+    pub lookback_s: Option<i64>,
+    /// The retry set: order ID → how many later runs retried it, and which pass listed it.
+    pub retry: BTreeMap<String, RetryEntry>,
+}
+
+impl Mark {
+    /// When the shop last had a complete run (epoch milliseconds): recorded, or for a record
+    /// written before that was recorded, its watermark.
+    pub fn last_complete_ms(&self) -> Option<i64> {
+        self.completed_at_ms
+            .or(self.watermark_s.map(|s| s.saturating_mul(1000)))
+    }
 }
 
 /// The record key of a shop's watermark.
@@ -52,11 +71,18 @@ pub async fn get(
     let Some(item) = out.item else {
         return Ok(Mark::default());
     };
-    let num = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-    };
+    Ok(from_item(&item))
+}
+
+fn number(item: &HashMap<String, V>, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+}
+
+/// A stored record read back.
+fn from_item(item: &HashMap<String, V>) -> Mark {
+    let num = |k: &str| number(item, k);
     let cursor = match (
         num("cursor_from_s"),
         num("cursor_to_s"),
@@ -72,10 +98,46 @@ pub async fn get(
         }),
         _ => None,
     };
-    Ok(Mark {
+    Mark {
         watermark_s: num("watermark_s"),
         cursor,
-    })
+        completed_at_ms: num("completed_at_ms"),
+        first_run_ms: num("first_run_ms"),
+        lookback_s: num("lookback_s"),
+        retry: retry_from(item.get("retry")),
+    }
+}
+
+/// The retry set as stored: `{"<order id>": {"runs": N, "pass": "created"}}`; entries that do
+/// not read are dropped.
+fn retry_from(value: Option<&V>) -> BTreeMap<String, RetryEntry> {
+    let Some(map) = value.and_then(|v| v.as_m().ok()) else {
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(order_id, entry)| {
+            let entry = entry.as_m().ok()?;
+            let runs = number(entry, "runs")?;
+            let pass = Pass::parse(entry.get("pass")?.as_s().ok()?)?;
+            let runs = u32::try_from(runs).ok()?;
+            Some((order_id.clone(), RetryEntry { runs, pass }))
+        })
+        .collect()
+}
+
+fn retry_to(retry: &BTreeMap<String, RetryEntry>) -> V {
+    V::M(
+        retry
+            .iter()
+            .map(|(order_id, e)| {
+                let entry = HashMap::from([
+                    ("runs".to_owned(), V::N(e.runs.to_string())),
+                    ("pass".to_owned(), V::S(e.pass.as_str().to_owned())),
+                ]);
+                (order_id.clone(), V::M(entry))
+            })
+            .collect(),
+    )
 }
 
 /// Writes a shop's state.
@@ -98,6 +160,19 @@ pub async fn put(
     if let Some(w) = mark.watermark_s {
         put = put.item("watermark_s", V::N(w.to_string()));
     }
+    let optional = [
+        ("completed_at_ms", mark.completed_at_ms),
+        ("first_run_ms", mark.first_run_ms),
+        ("lookback_s", mark.lookback_s),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            put = put.item(name, V::N(v.to_string()));
+        }
+    }
+    if !mark.retry.is_empty() {
+        put = put.item("retry", retry_to(&mark.retry));
+    }
     if let Some(c) = mark.cursor {
         put = put
             .item("cursor_from_s", V::N(c.window.from_s.to_string()))
@@ -111,6 +186,43 @@ pub async fn put(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_set_reads_back_what_was_written() {
+        let retry = BTreeMap::from([
+            (
+                "101".to_owned(),
+                RetryEntry {
+                    runs: 3,
+                    pass: Pass::Created,
+                },
+            ),
+            (
+                "102".to_owned(),
+                RetryEntry {
+                    runs: 0,
+                    pass: Pass::Updated,
+                },
+            ),
+        ]);
+        let mut item = HashMap::from([("retry".to_owned(), retry_to(&retry))]);
+        assert_eq!(from_item(&item).retry, retry);
+        item.insert("retry".to_owned(), V::S("junk".to_owned()));
+        assert!(from_item(&item).retry.is_empty());
+    }
+
+    #[test]
+    fn a_record_written_before_completion_times_were_kept_uses_its_watermark() {
+        let item = HashMap::from([("watermark_s".to_owned(), V::N("1000".to_owned()))]);
+        assert_eq!(from_item(&item).last_complete_ms(), Some(1_000_000));
+        let item = HashMap::from([
+            ("watermark_s".to_owned(), V::N("1000".to_owned())),
+            ("completed_at_ms".to_owned(), V::N("2000500".to_owned())),
+        ]);
+        assert_eq!(from_item(&item).last_complete_ms(), Some(2_000_500));
+    }
+
     #[test]
     fn keys_have_their_own_space() {
         assert_eq!(super::key(None), "watermark#default");
