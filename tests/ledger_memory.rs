@@ -122,3 +122,168 @@ async fn an_s2s_sale_older_than_the_memory_is_skipped() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["rdtk_event_id"], "8105-purchase");
 }
+
+/// Runs an operator command against moto's table `table`.
+async fn admin(table: &str, args: &[&str]) -> Result<String, String> {
+    let aws = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .build();
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend(["--table".to_owned(), table.to_owned()]);
+    cartpanda_redtrack::ops::admin::run(&all, &aws).await
+}
+
+/// Writes a record as the bridge leaves it: `status`, sent `sent_days_ago` days before `now_ms`
+/// and kept `keep_days` from then.
+async fn put_record(
+    h: &Harness,
+    pk: &str,
+    status: &str,
+    now_ms: i64,
+    sent_days_ago: i64,
+    keep_days: i64,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let sent_ms = now_ms - sent_days_ago * DAY_MS;
+    h.dynamo
+        .put_item()
+        .table_name(&h.table)
+        .item("pk", V::S(pk.to_owned()))
+        .item("status", V::S(status.to_owned()))
+        .item("claimed_at_ms", V::N((sent_ms - 500).to_string()))
+        .item("sent_at_ms", V::N(sent_ms.to_string()))
+        .item(
+            "expires_at",
+            V::N((sent_ms / 1000 + keep_days * 86_400).to_string()),
+        )
+        .send()
+        .await
+        .expect("put record");
+}
+
+async fn expires_at(h: &Harness, pk: &str) -> i64 {
+    let record = item(h, pk).await.expect("record");
+    record["expires_at"].as_n().unwrap().parse().unwrap()
+}
+
+/// The number after `word` in the command's summary line.
+fn count_before(line: &str, word: &str) -> u64 {
+    let at = line
+        .find(word)
+        .unwrap_or_else(|| panic!("`{word}` in {line}"));
+    line[at + word.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ledger_extend_gives_old_records_the_memory_paced_resumable_dry_run_first() {
+    let h = harness().await;
+    let now_ms = SystemClock.now_ms();
+    let short: Vec<String> = (1..=5).map(|i| format!("evt#900{i}-purchase")).collect();
+    for (i, pk) in short.iter().enumerate() {
+        put_record(&h, pk, "SENT", now_ms, 10 + i as i64, 30).await;
+    }
+    put_record(&h, "dry#loja#9010-refund", "SENT", now_ms, 3, 30).await;
+    put_record(&h, "evt#loja#9011-refund", "SENT", now_ms, 5, 1000).await;
+    put_record(&h, "evt#9012-purchase", "QUEUED", now_ms, 1, 15).await;
+    put_record(&h, "note#9013#no_click_id", "SENT", now_ms, 1, 30).await;
+    let untouched = [
+        "evt#loja#9011-refund",
+        "evt#9012-purchase",
+        "note#9013#no_click_id",
+    ];
+    let mut before = Vec::new();
+    for pk in short.iter().map(String::as_str).chain(untouched) {
+        before.push((pk.to_owned(), expires_at(&h, pk).await));
+    }
+
+    // A dry run counts and writes nothing, at the rate asked (9 items at 4 a second: 2 s).
+    let started = std::time::Instant::now();
+    let dry = admin(
+        &h.table,
+        &[
+            "ledger",
+            "extend",
+            "--dry-run",
+            "--rate",
+            "4",
+            "--days",
+            "400",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "paced: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(count_before(&dry, "read "), 9, "{dry}");
+    assert_eq!(count_before(&dry, "would extend "), 6, "{dry}");
+    assert_eq!(count_before(&dry, "extend 6, "), 1, "{dry}");
+    for (pk, expiry) in &before {
+        assert_eq!(expires_at(&h, pk).await, *expiry, "dry run changed {pk}");
+    }
+
+    // A partial run prints where to resume; the resumed run does the rest.
+    let first = admin(
+        &h.table,
+        &[
+            "ledger", "extend", "--max", "4", "--rate", "1000", "--days", "400",
+        ],
+    )
+    .await
+    .unwrap();
+    let key = first
+        .split("--resume '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("a resume key: {first}"));
+    assert_eq!(count_before(&first, "read "), 4, "{first}");
+    let rest = admin(
+        &h.table,
+        &[
+            "ledger", "extend", "--resume", key, "--rate", "1000", "--days", "400",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_before(&rest, "read "), 5, "{rest}");
+    assert!(rest.contains("the whole table was read"), "{rest}");
+    assert_eq!(
+        count_before(&first, "extended ") + count_before(&rest, "extended "),
+        6,
+        "each short record extended once: {first} / {rest}"
+    );
+
+    for (i, pk) in short.iter().enumerate() {
+        let sent_s = (now_ms - (10 + i as i64) * DAY_MS) / 1000;
+        assert_eq!(expires_at(&h, pk).await, sent_s + 400 * 86_400, "{pk}");
+    }
+    assert_eq!(
+        expires_at(&h, "dry#loja#9010-refund").await,
+        (now_ms - 3 * DAY_MS) / 1000 + 400 * 86_400
+    );
+    for (pk, expiry) in before
+        .iter()
+        .filter(|(pk, _)| untouched.contains(&pk.as_str()))
+    {
+        assert_eq!(expires_at(&h, pk).await, *expiry, "{pk} keeps its expiry");
+    }
+    let again = admin(
+        &h.table,
+        &["ledger", "extend", "--rate", "1000", "--days", "400"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_before(&again, "extended "), 0, "{again}");
+}

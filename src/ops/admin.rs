@@ -9,6 +9,9 @@
 //!   [--s2s true|false] [--verify-orders true|false]`
 //! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
 //!   its old name)
+//! - `shop rename <old> <new>` (moves a shop, its API token parameter, watermark and records)
+//! - `ledger extend [--dry-run] [--rate N] [--resume KEY] [--max N] [--days N]`
+//!   ([`crate::ledger::extend`])
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
 //! - `report [--since 7d] [--shop <name>] [--format table|csv|json]` ([`crate::report`])
@@ -69,6 +72,9 @@ pub enum Command {
         #[command(flatten)]
         table: TableArg,
     },
+    /// The ledger's records.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Moves messages from the dead-letter queue back to the redrive queue.
     Redrive {
         /// URL of the dead-letter queue.
@@ -104,6 +110,35 @@ pub enum ShopCommand {
         #[command(flatten)]
         table: TableArg,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Gives every sent conversion record the configured memory: expires_at = its sent time +
+    /// the memory, never earlier than it is. Run it with --dry-run first.
+    Extend(LedgerExtend),
+}
+
+/// `ledger extend`'s settings.
+#[derive(Debug, Args)]
+pub struct LedgerExtend {
+    /// Count what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Most items read a second (the table's read and write capacity follows).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub rate: u32,
+    /// Start after this key (printed by an earlier run).
+    #[arg(long, value_name = "KEY")]
+    pub resume: Option<String>,
+    /// Stop after reading this many items (then resume from the key printed).
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// The memory in days: the deployment's DEDUP_TTL_DAYS.
+    #[arg(long, env = "DEDUP_TTL_DAYS", value_name = "days", default_value_t = crate::ops::config::DEFAULT_TTL_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    #[command(flatten)]
+    pub table: TableArg,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +334,7 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
             format,
             table,
         } => report(&since, shop.as_deref(), &format, &table, aws, now_ms).await,
+        Command::Ledger(LedgerCommand::Extend(extend)) => ledger_extend(&extend, aws, now_ms).await,
         Command::Redrive { from, to, max } => redrive(&from, &to, max, aws).await,
     }
 }
@@ -426,6 +462,36 @@ async fn report(
 ) -> Result<String, String> {
     let ledger = table.ledger(aws)?;
     crate::report::command(ledger.client(), ledger.table(), since, shop, format, now_ms).await
+}
+
+/// `ledger extend`: the sent conversion records given the memory, paced; each page's progress
+/// (and the key to resume from) on stderr.
+async fn ledger_extend(
+    extend: &LedgerExtend,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let options = crate::ledger::extend::ExtendOptions {
+        memory_days: extend.days,
+        dry_run: extend.dry_run,
+        rate: extend.rate,
+        resume: extend.resume.clone(),
+        max_items: extend.max,
+        now_ms,
+    };
+    let mut progress = |s: &crate::ledger::extend::ExtendSummary| {
+        if let Some(key) = &s.resume {
+            eprintln!(
+                "read {}, extended {}; resume key {key}",
+                s.scanned, s.extended
+            );
+        }
+    };
+    let summary =
+        crate::ledger::extend::extend(&extend.table.ledger(aws)?, &options, &mut progress)
+            .await
+            .map_err(|e| format!("ledger extend stopped: {e}"))?;
+    Ok(summary.line(extend.dry_run))
 }
 
 /// `redrive`: moves up to `max` messages from the dead-letter queue back to the redrive queue.
