@@ -25,7 +25,7 @@ use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::secrets::SsmSecrets;
 use crate::redrive::consumer::move_messages;
-use crate::shops::directory::{ShopRecord, check_name};
+use crate::shops::directory::{ShopRecord, check_new_name};
 use clap::{Args, Parser, Subcommand};
 
 /// The program name commands are parsed and shown under.
@@ -95,6 +95,16 @@ pub enum ShopCommand {
     Put(ShopPut),
     /// Lists the shops, without their secrets.
     List {
+        #[command(flatten)]
+        table: TableArg,
+    },
+    /// Moves a shop to a new name (a new webhook URL): its record, API token parameter,
+    /// reconciliation watermark and conversion records.
+    Rename {
+        /// The shop's name now.
+        old: String,
+        /// Its new name.
+        new: String,
         #[command(flatten)]
         table: TableArg,
     },
@@ -253,7 +263,7 @@ impl ShopPut {
     /// The record this command writes, checked.
     pub fn record(&self) -> Result<ShopRecord, String> {
         let name = self.name.as_str();
-        check_name(name)?;
+        check_new_name(name)?;
         let tokens = &self.tokens;
         if tokens.is_empty() || tokens.len() > 2 {
             return Err("give one --token (two while rotating)".to_owned());
@@ -320,6 +330,9 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
         Command::Shop(ShopCommand::Put(put)) => shop_put(&put, aws, now_ms).await,
         Command::Shop(ShopCommand::List { table }) => shop_list(&table, aws).await,
         Command::Shop(ShopCommand::Delete { name, table }) => shop_delete(&name, &table, aws).await,
+        Command::Shop(ShopCommand::Rename { old, new, table }) => {
+            shop_rename(&old, &new, &table, aws, now_ms).await
+        }
         Command::Shop(ShopCommand::MigrateSecrets { table }) => {
             shop_migrate_secrets(&table, aws, now_ms).await
         }
@@ -412,6 +425,42 @@ async fn shop_delete(
         true => Ok(format!("shop `{name}` deleted")),
         false => Err(format!("no shop `{name}`")),
     }
+}
+
+/// `shop rename`: moves the shop ([`crate::shops::rename`]), then deletes its old API token
+/// parameter.
+async fn shop_rename(
+    old: &str,
+    new: &str,
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let secrets = SsmSecrets::from_sdk(aws);
+    let ledger = table.ledger(aws)?;
+    let moved = crate::shops::rename::rename(&ledger, &secrets, old, new, now_ms).await?;
+    let mut out = format!(
+        "shop `{old}` is now `{new}`: {} conversion record(s){} moved. Its webhook URL is now https://<api>/cartpanda/{new}?token=<secret> (and /cartpanda/{new}/s2s); /cartpanda/{old} is refused (401, as any unknown shop) within a minute: change the URL in Cartpanda now",
+        moved.records,
+        if moved.watermark {
+            " and its reconciliation watermark"
+        } else {
+            ""
+        },
+    );
+    if let Some(parameter) = moved.old_parameter {
+        let deleted = aws_sdk_ssm::Client::new(aws)
+            .delete_parameter()
+            .name(&parameter)
+            .send()
+            .await;
+        if deleted.is_err() {
+            out.push_str(&format!(
+                "\nthe old API token parameter {parameter} could not be deleted: delete it by hand"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// `shop migrate-secrets`: moves the Cartpanda API tokens older shop records hold into SSM.

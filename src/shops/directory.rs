@@ -87,6 +87,28 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the name of a shop being created (`shop put`, the new name of `shop rename`): besides
+/// [`check_name`], a name the ledger's record keys could not tell from the deployment's own shop
+/// or from an order ID is refused: `default` (the default shop's name in refusal records and the
+/// report) and digits only (`note#<shop>#…` would read as the default shop's `note#<order>#…`).
+/// Shops saved under such a name by older versions keep working ([`check_name`] reads them);
+/// `shop rename` moves them.
+pub fn check_new_name(name: &str) -> Result<(), String> {
+    check_name(name)?;
+    if name == "default" {
+        return Err(
+            "`default` names the deployment's own shop in the ledger's records: choose another name (an existing shop `default` keeps working; `shop rename default <new>` moves it)"
+                .to_owned(),
+        );
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "shop name `{name}` is only digits, which the ledger's note keys cannot tell from an order ID: add a letter"
+        ));
+    }
+    Ok(())
+}
+
 impl ShopRecord {
     /// The record's profile; an invalid record is reported, never half-used.
     pub fn profile(&self) -> Result<Profile, String> {
