@@ -9,8 +9,6 @@ use cartpanda_redtrack::ops::clock::{Clock, FixedClock, SystemClock};
 use common::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -22,11 +20,7 @@ async fn pinned(memory_days: u32, now_ms: i64) -> Harness {
         ..Options::default()
     })
     .await;
-    Mock::given(method("GET"))
-        .and(path("/postback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&h.redtrack)
-        .await;
+    redtrack_accepts(&h).await;
     h
 }
 
@@ -125,17 +119,9 @@ async fn an_s2s_sale_older_than_the_memory_is_skipped() {
 
 /// Runs an operator command against moto's table `table`.
 async fn admin(table: &str, args: &[&str]) -> Result<String, String> {
-    let aws = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
-        ))
-        .build();
     let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     all.extend(["--table".to_owned(), table.to_owned()]);
-    cartpanda_redtrack::ops::admin::run(&all, &aws).await
+    cartpanda_redtrack::ops::admin::run(&all, &operator_aws()).await
 }
 
 /// Writes a record as the bridge leaves it: `status`, sent `sent_days_ago` days before `now_ms`

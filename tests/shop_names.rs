@@ -13,26 +13,13 @@ use cartpanda_redtrack::ops::secrets::{self, SecretStore, SsmSecrets};
 use cartpanda_redtrack::shops::directory::ShopRecord;
 use common::*;
 use std::sync::Arc;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const SHOP_TOKEN: &str = "shop-secret-0123456789";
-
-fn aws() -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
-        ))
-        .build()
-}
 
 async fn run(table: &str, args: &[&str]) -> Result<String, String> {
     let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     all.extend(["--table".to_owned(), table.to_owned()]);
-    admin::run(&all, &aws()).await
+    admin::run(&all, &operator_aws()).await
 }
 
 fn put_args(name: &str) -> Vec<&str> {
@@ -112,12 +99,8 @@ async fn a_shop_named_default_keeps_working_and_shop_rename_moves_it() {
         ..Options::default()
     })
     .await;
-    Mock::given(method("GET"))
-        .and(path("/postback"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&h.redtrack)
-        .await;
-    let ssm = SsmSecrets::from_sdk(&aws());
+    redtrack_accepts(&h).await;
+    let ssm = SsmSecrets::from_sdk(&operator_aws());
     let old_parameter = legacy_default_shop(&h, &ssm).await;
     let sent = deliver_to(&h, "default", 8201).await;
     assert_eq!(

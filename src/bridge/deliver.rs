@@ -98,7 +98,7 @@ impl Bridge {
         let result = match (&classified.decision, classified.order) {
             (Decision::Skip(reason), _) => Handled::Skipped {
                 reason: *reason,
-                preview: self.skipped(profile, delivery, &classified, *reason).await,
+                preview: self.skip(profile, delivery, &classified, *reason).await,
             },
             (Decision::Convert(conversions), Some(order)) => {
                 let order_id = classified.order_id.as_deref().unwrap_or_default();
@@ -196,34 +196,10 @@ impl Bridge {
         notes::leave(self.ledger.as_ref(), &note).await;
     }
 
-    /// A skipped delivery: an order without a click ID or older than the ledger's memory is
-    /// noted, then the skip is logged and counted ([`Bridge::skip`]).
-    async fn skipped(
-        &self,
-        profile: &Profile,
-        delivery: &Delivery,
-        classified: &Classified<'_>,
-        reason: Skip,
-    ) -> Vec<ConversionReport> {
-        if let Some(order_id) = classified.order_id.as_deref() {
-            let shop = profile.shop.as_deref();
-            match reason {
-                Skip::NoClickId => {
-                    self.leave_note(shop, order_id, classified.event, notes::NO_CLICK_ID)
-                        .await;
-                }
-                Skip::TooOld { .. } => {
-                    self.note_too_old(shop, order_id, classified.event).await;
-                }
-                _ => {}
-            }
-        }
-        self.skip(profile, delivery, classified, reason)
-    }
-
-    /// Logs and counts a skipped delivery; a test order is answered with the postbacks it would
-    /// have sent (classified again with test orders let through).
-    fn skip(
+    /// Notes (an order without a click ID or older than the ledger's memory), logs and counts a
+    /// skipped delivery; a test order is answered with the postbacks it would have sent
+    /// (classified again with test orders let through).
+    async fn skip(
         &self,
         profile: &Profile,
         delivery: &Delivery,
@@ -231,6 +207,16 @@ impl Bridge {
         reason: Skip,
     ) -> Vec<ConversionReport> {
         let order_id = classified.order_id.as_deref().unwrap_or_default();
+        let (shop, event) = (profile.shop.as_deref(), classified.event);
+        match reason {
+            _ if classified.order_id.is_none() => {}
+            Skip::NoClickId => {
+                self.leave_note(shop, order_id, event, notes::NO_CLICK_ID)
+                    .await
+            }
+            Skip::TooOld { .. } => self.note_too_old(shop, order_id, event).await,
+            _ => {}
+        }
         tracing::info!(
             shop = profile.shop.as_deref(),
             order_id,

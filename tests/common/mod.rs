@@ -507,3 +507,24 @@ pub fn sample(name: &str) -> Value {
         .unwrap_or_else(|e| panic!("events/{name}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name}: {e}"))
 }
+
+/// RedTrack (wiremock) answers 200 to every postback.
+pub async fn redtrack_accepts(h: &Harness) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/postback"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&h.redtrack)
+        .await;
+}
+
+/// The AWS configuration an operator command uses, pointed at moto.
+pub fn operator_aws() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .build()
+}
