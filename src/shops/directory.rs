@@ -87,12 +87,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the name of a shop being created (`shop put`, the new name of `shop rename`): besides
-/// [`check_name`], a name the ledger's record keys could not tell from the deployment's own shop
-/// or from an order ID is refused: `default` (the default shop's name in refusal records and the
-/// report) and digits only (`note#<shop>#…` would read as the default shop's `note#<order>#…`).
-/// Shops saved under such a name by older versions keep working ([`check_name`] reads them);
-/// `shop rename` moves them.
+/// Checks the name of a shop being saved (`shop put`, the new name of `shop rename`): besides
+/// [`check_name`], `default` is refused, the name the deployment's own shop goes by in refusal
+/// records (`refused#default#…`) and the report, so the ledger's keys could not tell
+/// the two apart. (Every other name is told apart: within a key no part holds `#`, and the
+/// default shop's keys have one part fewer.) A shop saved as `default` by an older version keeps
+/// working ([`check_name`] reads it); `shop rename` moves it.
 pub fn check_new_name(name: &str) -> Result<(), String> {
     check_name(name)?;
     if name == "default" {
@@ -100,11 +100,6 @@ pub fn check_new_name(name: &str) -> Result<(), String> {
             "`default` names the deployment's own shop in the ledger's records: choose another name (an existing shop `default` keeps working; `shop rename default <new>` moves it)"
                 .to_owned(),
         );
-    }
-    if name.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "shop name `{name}` is only digits, which the ledger's note keys cannot tell from an order ID: add a letter"
-        ));
     }
     Ok(())
 }
