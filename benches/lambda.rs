@@ -715,6 +715,8 @@ impl Function {
             )
             .env("WEBHOOK_TOKEN", TOKEN)
             .env("DEDUP_TABLE", &setup.table)
+            // The sample orders were created in 2025: within the ledger's memory.
+            .env("DEDUP_TTL_DAYS", "3650")
             .envs(extra_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

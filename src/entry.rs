@@ -69,6 +69,7 @@ pub async fn bridge() -> Result<(), Error> {
     let config = Config::from_env_with(secrets.as_ref())
         .await
         .inspect_err(|e| tracing::error!("{e}"))?;
+    crate::ops::config::warn_if_short_memory(config.ttl_days);
     let ledger = Arc::new(DynamoLedger::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.table.clone(),
@@ -99,6 +100,7 @@ pub async fn redrive() -> Result<(), Error> {
 
     crate::ops::logging::init();
     let config = RedriveConfig::from_env().inspect_err(|e| tracing::error!("{e}"))?;
+    crate::ops::config::warn_if_short_memory(config.ttl_days);
     let aws = crate::ops::aws::load().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dlq = config

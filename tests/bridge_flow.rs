@@ -64,8 +64,8 @@ async fn a_paid_order_sends_exactly_one_postback_with_the_expected_query() {
         .unwrap()
         .as_secs() as i64;
     assert!(
-        (expires - (now_s + 30 * 86_400)).abs() < 60,
-        "expires_at is now + 30 days"
+        (expires - (now_s + i64::from(h.bridge.config.ttl_days) * 86_400)).abs() < 60,
+        "expires_at is now + DEDUP_TTL_DAYS"
     );
 }
 

@@ -85,6 +85,8 @@ fn config() -> Config {
         ),
         ("WEBHOOK_TOKEN", "a-long-enough-secret"),
         ("DEDUP_TABLE", "dedup"),
+        // The fixtures' 2025 orders stay within the ledger's memory.
+        ("DEDUP_TTL_DAYS", "3650"),
     ];
     Config::from_lookup(|k| {
         env.iter()

@@ -160,3 +160,22 @@ fn every_admin_command_has_help_and_store_is_still_the_shop_command() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--table or DEDUP_TABLE"), "{stderr}");
 }
+
+/// Issue 20 item 7: stacks deployed with the old default keep `DEDUP_TTL_DAYS=30`; the function
+/// still starts (no configuration error) and warns, with the `LedgerMemoryShort` metric.
+#[test]
+fn a_short_ledger_memory_starts_with_a_warning_and_a_metric() {
+    let mut env = with(&[("DEDUP_TTL_DAYS", "30")]);
+    env.extend([
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    let (_, output) = start(env!("CARGO_BIN_EXE_cartpanda-redtrack"), &env);
+    assert!(!output.contains("configuration error"), "{output}");
+    assert!(
+        output.contains("DEDUP_TTL_DAYS is under 200 days") && output.contains("LedgerMemoryShort"),
+        "{output}"
+    );
+    let (_, long) = start(env!("CARGO_BIN_EXE_cartpanda-redtrack"), &with(&[]));
+    assert!(!long.contains("LedgerMemoryShort"), "{long}");
+}

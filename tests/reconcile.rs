@@ -800,3 +800,43 @@ async fn orders_of_the_v3_api_are_sent_with_the_click_id_of_their_conversion_sum
     assert_eq!(event_ids(&sent), ["501-purchase"]);
     assert_eq!(sent[0]["clickid"], click_id);
 }
+
+#[tokio::test]
+async fn a_listed_order_older_than_the_ledgers_memory_is_noted_never_sent() {
+    let s = setup(
+        &[("DEDUP_TTL_DAYS", "400")],
+        &[("CARTPANDA_ORDER_LIST_UPDATED_FILTER", "updated_at_min")],
+    )
+    .await;
+    let created = |days_ago: i64| {
+        let at_s = SystemClock.now_ms() / 1000 - days_ago * 86_400;
+        json!(cartpanda_redtrack::inbound::datetime::format_utc(at_s))
+    };
+    let mut old = paid_order(1101);
+    old["order"]["chargeback_received"] = json!(1);
+    old["order"]["created_at"] = created(450);
+    let mut recent = refund_order(1102);
+    recent["order"]["created_at"] = created(100);
+    serve_page(&s, 1, page(vec![], 1, 1)).await;
+    Mock::given(method("GET"))
+        .and(path(LIST_PATH))
+        .and(wiremock::matchers::query_param_is_missing("payment_status"))
+        .respond_with(page(vec![listed(old), listed(recent)], 1, 1))
+        .with_priority(1)
+        .mount(&s.cartpanda)
+        .await;
+    let summary = run(&s, 60_000).await;
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(
+        (summary.sent, summary.skipped_too_old),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(event_ids(&postbacks(&s.h).await), ["1102-refund-777"]);
+    let keys = record_keys(&s.h).await;
+    assert!(
+        keys.contains(&"note#1101#too_old".to_owned())
+            && !keys.iter().any(|k| k.starts_with("evt#1101")),
+        "{keys:?}"
+    );
+}

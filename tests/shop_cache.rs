@@ -109,6 +109,8 @@ fn bridge(
         ),
         ("WEBHOOK_TOKEN", "default-shop-secret-0123456789"),
         ("DEDUP_TABLE", "ledger"),
+        // The fixtures' 2025 orders stay within the ledger's memory.
+        ("DEDUP_TTL_DAYS", "3650"),
     ];
     let config = Config::from_lookup(|k| {
         env.iter()

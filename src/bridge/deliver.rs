@@ -83,7 +83,7 @@ impl Bridge {
         delivery: &Delivery,
         options: DeliveryOptions,
     ) -> Result<Answer, AppError> {
-        let classified = classify::classify(delivery, &profile.rules)?;
+        let classified = self.age_rule(classify::classify(delivery, &profile.rules)?);
         count_cartx_test(&classified, &profile.rules);
         if let Some((formatted, cents)) = classified.total_disagreement {
             tracing::warn!(
@@ -96,15 +96,10 @@ impl Bridge {
             );
         }
         let result = match (&classified.decision, classified.order) {
-            (Decision::Skip(reason), _) => {
-                if *reason == Skip::NoClickId {
-                    self.note_no_click_id(profile, &classified).await;
-                }
-                Handled::Skipped {
-                    reason: *reason,
-                    preview: self.skip(profile, delivery, &classified, *reason),
-                }
-            }
+            (Decision::Skip(reason), _) => Handled::Skipped {
+                reason: *reason,
+                preview: self.skip(profile, delivery, &classified, *reason).await,
+            },
             (Decision::Convert(conversions), Some(order)) => {
                 let order_id = classified.order_id.as_deref().unwrap_or_default();
                 let report = self
@@ -168,24 +163,43 @@ impl Bridge {
             .await)
     }
 
-    /// Leaves a note of an order without a click ID, so the report lists it (never sent).
-    async fn note_no_click_id(&self, profile: &Profile, classified: &Classified<'_>) {
-        let Some(order_id) = classified.order_id.as_deref() else {
-            return;
-        };
-        let note = notes::Note::no_click_id(
-            profile.shop.as_deref(),
+    /// The age rule, which the webhook and S2S path and reconciliation all apply to what they
+    /// classified before anything is claimed: an order that would convert but is older than the
+    /// ledger's memory ([`rules::too_old`] at the bridge's clock and `DEDUP_TTL_DAYS`) is skipped
+    /// instead ([`Skip::TooOld`]).
+    pub fn age_rule<'a>(&self, mut classified: Classified<'a>) -> Classified<'a> {
+        if let (Decision::Convert(_), Some(order)) = (&classified.decision, classified.order) {
+            if let Some(skip) = rules::too_old(order, self.clock.now_ms(), self.config.ttl_days) {
+                classified.decision = Decision::Skip(skip);
+            }
+        }
+        classified
+    }
+
+    /// Counts (`TooOld`) and notes (`too_old`) an order older than the ledger's memory, so the
+    /// report lists it; nothing is claimed or sent.
+    pub async fn note_too_old(&self, shop: Option<&str>, order_id: &str, event: &str) {
+        crate::ops::metrics::too_old();
+        self.leave_note(shop, order_id, event, notes::TOO_OLD).await;
+    }
+
+    /// Leaves a note of an order not sent, so the report lists it.
+    async fn leave_note(&self, shop: Option<&str>, order_id: &str, event: &str, reason: &str) {
+        let note = notes::Note::new(
+            shop,
             order_id,
-            classified.event,
+            event,
+            reason,
             self.clock.now_ms(),
             self.config.ttl_days,
         );
         notes::leave(self.ledger.as_ref(), &note).await;
     }
 
-    /// Logs and counts a skipped delivery; a test order is answered with the postbacks it would
-    /// have sent (classified again with test orders let through).
-    fn skip(
+    /// Notes (an order without a click ID or older than the ledger's memory), logs and counts a
+    /// skipped delivery; a test order is answered with the postbacks it would have sent
+    /// (classified again with test orders let through).
+    async fn skip(
         &self,
         profile: &Profile,
         delivery: &Delivery,
@@ -193,6 +207,16 @@ impl Bridge {
         reason: Skip,
     ) -> Vec<ConversionReport> {
         let order_id = classified.order_id.as_deref().unwrap_or_default();
+        let (shop, event) = (profile.shop.as_deref(), classified.event);
+        match reason {
+            _ if classified.order_id.is_none() => {}
+            Skip::NoClickId => {
+                self.leave_note(shop, order_id, event, notes::NO_CLICK_ID)
+                    .await
+            }
+            Skip::TooOld { .. } => self.note_too_old(shop, order_id, event).await,
+            _ => {}
+        }
         tracing::info!(
             shop = profile.shop.as_deref(),
             order_id,

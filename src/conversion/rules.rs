@@ -110,6 +110,12 @@ pub enum Skip {
     NoClickId,
     NoUpsellItems,
     NoExchangeRate,
+    /// The order was created longer ago than the ledger remembers (`DEDUP_TTL_DAYS`): its
+    /// records may be gone, so sending could repeat a conversion sent then ([`too_old`]).
+    TooOld {
+        age_days: u32,
+        memory_days: u32,
+    },
 }
 
 impl Skip {
@@ -121,11 +127,12 @@ impl Skip {
             Skip::NoClickId => "no_click_id",
             Skip::NoUpsellItems => "no_upsell_items",
             Skip::NoExchangeRate => "no_exchange_rate",
+            Skip::TooOld { .. } => "too_old",
         }
     }
 
-    pub fn message(self) -> &'static str {
-        match self {
+    pub fn message(self) -> String {
+        let text = match self {
             Skip::EventNotMapped => {
                 "this event is not mapped to a RedTrack conversion type (CONVERSION_TYPES)"
             }
@@ -140,7 +147,16 @@ impl Skip {
             Skip::NoUpsellItems => {
                 "order.upsell carries no upsell line item (up_sell_id other than 0)"
             }
-        }
+            Skip::TooOld {
+                age_days,
+                memory_days,
+            } => {
+                return format!(
+                    "order created {age_days} days ago, longer ago than the ledger remembers conversions (DEDUP_TTL_DAYS = {memory_days}); never sent, so nothing sent then is sent again"
+                );
+            }
+        };
+        text.to_owned()
     }
 }
 
@@ -244,10 +260,85 @@ pub fn is_cartx_test(order: &Order) -> bool {
     order.is_cartx_test.0 && !order.test.0 && !order.is_test.0
 }
 
+/// Whether the order is older than the ledger's memory: created (`created_at`, naive times read as
+/// UTC) more than `memory_days` before `now_ms`. Its conversions' records may have expired, so a
+/// refund or chargeback delivered again could be sent twice: such an order is skipped. An absent
+/// or unreadable `created_at` never blocks.
+pub fn too_old(order: &Order, now_ms: i64, memory_days: u32) -> Option<Skip> {
+    let created_s = crate::inbound::datetime::parse_unix(order.created_at.get()?)?;
+    let age_s = now_ms.div_euclid(1000) - created_s;
+    (age_s > i64::from(memory_days) * 86_400).then(|| Skip::TooOld {
+        age_days: u32::try_from(age_s / 86_400).unwrap_or(u32::MAX),
+        memory_days,
+    })
+}
+
 /// RedTrack's status for a conversion kind: sales are approved, refunds and chargebacks declined.
 pub fn status(kind: Kind) -> &'static str {
     match kind {
         Kind::Purchase | Kind::Upsell | Kind::Other => "approved",
         Kind::Refund | Kind::Chargeback => "declined",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbound::lenient::Text;
+
+    const NOW_MS: i64 = 1_795_000_000_000;
+
+    fn created(text: Option<&str>) -> Order {
+        Order {
+            created_at: Text(text.map(str::to_owned)),
+            ..Order::default()
+        }
+    }
+
+    #[test]
+    fn too_old_is_past_the_memory_by_created_at() {
+        let day = 86_400;
+        let at = |days_ago: i64| {
+            crate::inbound::datetime::format_utc(NOW_MS / 1000 - days_ago * day - 1)
+        };
+        let skip = too_old(&created(Some(&at(450))), NOW_MS, 400).unwrap();
+        assert_eq!(
+            skip,
+            Skip::TooOld {
+                age_days: 450,
+                memory_days: 400
+            }
+        );
+        assert_eq!(skip.code(), "too_old");
+        assert!(
+            skip.message().contains("450 days ago"),
+            "{}",
+            skip.message()
+        );
+        assert_eq!(
+            too_old(&created(Some(&at(400))), NOW_MS, 400).map(Skip::code),
+            Some("too_old")
+        );
+        assert_eq!(too_old(&created(Some(&at(399))), NOW_MS, 400), None);
+        assert_eq!(too_old(&created(Some(&at(100))), NOW_MS, 400), None);
+        assert_eq!(
+            too_old(&created(Some(&at(100))), NOW_MS, 30).map(Skip::code),
+            Some("too_old")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_or_absent_created_at_never_blocks() {
+        for text in [
+            None,
+            Some(""),
+            Some("yesterday"),
+            Some("2023-02-31 10:00:00"),
+        ] {
+            assert_eq!(too_old(&created(text), NOW_MS, 1), None, "{text:?}");
+        }
+        // ISO 8601 with an offset is read too.
+        let old = created(Some("2020-01-01T00:00:00-03:00"));
+        assert!(too_old(&old, NOW_MS, 400).is_some());
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
         .unwrap_or_default()
 }
 
-fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
+pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())

@@ -15,7 +15,7 @@
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
 //! one kind. The one ambiguity left is old: a shop *named* `default` would share the default
 //! shop's refusal keys, which is why `shop put` refuses that name
-//! ([`crate::shops::directory::check_name`]).
+//! ([`crate::shops::directory::check_new_name`]; `shop rename` moves an existing one).
 
 /// Key prefix of conversions.
 pub const CONVERSION: &str = "evt#";

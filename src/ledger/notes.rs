@@ -6,12 +6,15 @@
 //! `shop` (named shops), `order_id`, `event`, `reason`, `created_at_ms`, `day` (`YYYY-MM-DD`,
 //! UTC) and `expires_at` (TTL). Never PII: no name, email, phone, document, click ID or URL.
 //!
-//! Reasons: `no_click_id` (the order carried no usable click ID: never sent), and whatever other
+//! Reasons: `no_click_id` (the order carried no usable click ID: never sent), `too_old` (created
+//! longer ago than the ledger remembers: never sent), and whatever other
 //! refusals are recorded the same way (`refused_422`, …). The first note of an order and reason
 //! is kept (a redelivery does not move it to another day).
 
 /// The reason of an order without a usable click ID.
 pub const NO_CLICK_ID: &str = "no_click_id";
+/// The reason of an order older than the ledger's memory (`DEDUP_TTL_DAYS`): never sent.
+pub const TOO_OLD: &str = "too_old";
 
 /// One note.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +51,23 @@ impl Note {
         now_ms: i64,
         keep_days: u32,
     ) -> Self {
+        Note::new(shop, order_id, event, NO_CLICK_ID, now_ms, keep_days)
+    }
+
+    /// A note of `reason` about an order, left now.
+    pub fn new(
+        shop: Option<&str>,
+        order_id: &str,
+        event: &str,
+        reason: &str,
+        now_ms: i64,
+        keep_days: u32,
+    ) -> Self {
         Note {
             shop: shop.map(str::to_owned),
             order_id: order_id.to_owned(),
             event: event.to_owned(),
-            reason: NO_CLICK_ID.to_owned(),
+            reason: reason.to_owned(),
             created_at_ms: now_ms,
             keep_days,
         }

@@ -9,6 +9,9 @@
 //!   [--s2s true|false] [--verify-orders true|false]`
 //! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
 //!   its old name)
+//! - `shop rename <old> <new>` (moves a shop, its API token parameter, watermark and records)
+//! - `ledger extend [--dry-run] [--rate N] [--resume KEY] [--max N] [--days N]`
+//!   ([`crate::ledger::extend`])
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
 //! - `report [--since 7d] [--shop <name>] [--format table|csv|json|html] [--dry-runs]`
@@ -23,7 +26,7 @@ use crate::inbound::auth::{Secret, Tokens};
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::secrets::SsmSecrets;
 use crate::redrive::consumer::move_messages;
-use crate::shops::directory::{ShopRecord, check_name};
+use crate::shops::directory::{ShopRecord, check_new_name};
 use clap::{Args, Parser, Subcommand};
 
 /// The program name commands are parsed and shown under.
@@ -73,6 +76,9 @@ pub enum Command {
         #[command(flatten)]
         table: TableArg,
     },
+    /// The ledger's records.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Moves messages from the dead-letter queue back to the redrive queue.
     Redrive {
         /// URL of the dead-letter queue.
@@ -96,6 +102,16 @@ pub enum ShopCommand {
         #[command(flatten)]
         table: TableArg,
     },
+    /// Moves a shop to a new name (a new webhook URL): its record, API token parameter,
+    /// reconciliation watermark and conversion records.
+    Rename {
+        /// The shop's name now.
+        old: String,
+        /// Its new name.
+        new: String,
+        #[command(flatten)]
+        table: TableArg,
+    },
     /// Deletes a shop.
     Delete {
         /// The shop's name.
@@ -108,6 +124,35 @@ pub enum ShopCommand {
         #[command(flatten)]
         table: TableArg,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Gives every sent conversion record the configured memory: expires_at = its sent time +
+    /// the memory, never earlier than it is. Run it with --dry-run first.
+    Extend(LedgerExtend),
+}
+
+/// `ledger extend`'s settings.
+#[derive(Debug, Args)]
+pub struct LedgerExtend {
+    /// Count what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Most items read a second (the table's read and write capacity follows).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub rate: u32,
+    /// Start after this key (printed by an earlier run).
+    #[arg(long, value_name = "KEY")]
+    pub resume: Option<String>,
+    /// Stop after reading this many items (then resume from the key printed).
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// The memory in days: the deployment's DEDUP_TTL_DAYS.
+    #[arg(long, env = "DEDUP_TTL_DAYS", value_name = "days", default_value_t = crate::ops::config::DEFAULT_TTL_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    #[command(flatten)]
+    pub table: TableArg,
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +267,7 @@ impl ShopPut {
     /// The record this command writes, checked.
     pub fn record(&self) -> Result<ShopRecord, String> {
         let name = self.name.as_str();
-        check_name(name)?;
+        check_new_name(name)?;
         let tokens = &self.tokens;
         if tokens.is_empty() || tokens.len() > 2 {
             return Err("give one --token (two while rotating)".to_owned());
@@ -289,6 +334,9 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
         Command::Shop(ShopCommand::Put(put)) => shop_put(&put, aws, now_ms).await,
         Command::Shop(ShopCommand::List { table }) => shop_list(&table, aws).await,
         Command::Shop(ShopCommand::Delete { name, table }) => shop_delete(&name, &table, aws).await,
+        Command::Shop(ShopCommand::Rename { old, new, table }) => {
+            shop_rename(&old, &new, &table, aws, now_ms).await
+        }
         Command::Shop(ShopCommand::MigrateSecrets { table }) => {
             shop_migrate_secrets(&table, aws, now_ms).await
         }
@@ -312,6 +360,7 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
             };
             report(&request, &table, aws, now_ms).await
         }
+        Command::Ledger(LedgerCommand::Extend(extend)) => ledger_extend(&extend, aws, now_ms).await,
         Command::Redrive { from, to, max } => redrive(&from, &to, max, aws).await,
     }
 }
@@ -391,6 +440,42 @@ async fn shop_delete(
     }
 }
 
+/// `shop rename`: moves the shop ([`crate::shops::rename`]), then deletes its old API token
+/// parameter.
+async fn shop_rename(
+    old: &str,
+    new: &str,
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let secrets = SsmSecrets::from_sdk(aws);
+    let ledger = table.ledger(aws)?;
+    let moved = crate::shops::rename::rename(&ledger, &secrets, old, new, now_ms).await?;
+    let mut out = format!(
+        "shop `{old}` is now `{new}`: {} conversion record(s){} moved. Its webhook URL is now https://<api>/cartpanda/{new}?token=<secret> (and /cartpanda/{new}/s2s); /cartpanda/{old} is refused (401, as any unknown shop) within a minute: change the URL in Cartpanda now",
+        moved.records,
+        if moved.watermark {
+            " and its reconciliation watermark"
+        } else {
+            ""
+        },
+    );
+    if let Some(parameter) = moved.old_parameter {
+        let deleted = aws_sdk_ssm::Client::new(aws)
+            .delete_parameter()
+            .name(&parameter)
+            .send()
+            .await;
+        if deleted.is_err() {
+            out.push_str(&format!(
+                "\nthe old API token parameter {parameter} could not be deleted: delete it by hand"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `shop migrate-secrets`: moves the Cartpanda API tokens older shop records hold into SSM.
 async fn shop_migrate_secrets(
     table: &TableArg,
@@ -437,6 +522,36 @@ async fn report(
 ) -> Result<String, String> {
     let ledger = table.ledger(aws)?;
     crate::report::command(ledger.client(), ledger.table(), request, now_ms).await
+}
+
+/// `ledger extend`: the sent conversion records given the memory, paced; each page's progress
+/// (and the key to resume from) on stderr.
+async fn ledger_extend(
+    extend: &LedgerExtend,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let options = crate::ledger::extend::ExtendOptions {
+        memory_days: extend.days,
+        dry_run: extend.dry_run,
+        rate: extend.rate,
+        resume: extend.resume.clone(),
+        max_items: extend.max,
+        now_ms,
+    };
+    let mut progress = |s: &crate::ledger::extend::ExtendSummary| {
+        if let Some(key) = &s.resume {
+            eprintln!(
+                "read {}, extended {}; resume key {key}",
+                s.scanned, s.extended
+            );
+        }
+    };
+    let summary =
+        crate::ledger::extend::extend(&extend.table.ledger(aws)?, &options, &mut progress)
+            .await
+            .map_err(|e| format!("ledger extend stopped: {e}"))?;
+    Ok(summary.line(extend.dry_run))
 }
 
 /// `redrive`: moves up to `max` messages from the dead-letter queue back to the redrive queue.

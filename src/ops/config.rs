@@ -325,9 +325,34 @@ fn table(get: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     Ok(table)
 }
 
+/// The ledger's memory when `DEDUP_TTL_DAYS` is unset: how long a conversion record is kept, and
+/// the age past which an order no longer converts ([`crate::conversion::rules::too_old`]). Past
+/// Cartpanda's chargeback window (180 days) with room to spare.
+pub const DEFAULT_TTL_DAYS: u32 = 400;
+
+/// Below this memory a chargeback can arrive after its sale's record is gone: still accepted
+/// (stacks deployed before 400 was the default set 30), with a warning and a metric at cold
+/// start ([`warn_if_short_memory`]).
+pub const SHORT_MEMORY_DAYS: u32 = 200;
+
+/// Warns (log line and metric `LedgerMemoryShort`) when the configured memory is under
+/// [`SHORT_MEMORY_DAYS`]; called once at each function's cold start. Returns whether it warned.
+pub fn warn_if_short_memory(ttl_days: u32) -> bool {
+    if ttl_days >= SHORT_MEMORY_DAYS {
+        return false;
+    }
+    tracing::warn!(
+        ttl_days,
+        recommended_days = DEFAULT_TTL_DAYS,
+        "DEDUP_TTL_DAYS is under {SHORT_MEMORY_DAYS} days: a refund or chargeback that arrives after its records expire could be sent again; raise it (stack parameter DedupTtlDays) to {DEFAULT_TTL_DAYS} and run `cartpanda-redtrack-admin ledger extend`"
+    );
+    crate::ops::metrics::ledger_memory_short();
+    true
+}
+
 fn ttl_days(get: &impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
     match get("DEDUP_TTL_DAYS") {
-        None => Ok(30),
+        None => Ok(DEFAULT_TTL_DAYS),
         Some(v) => match v.parse::<u32>() {
             Ok(n @ 1..=3650) => Ok(n),
             _ => Err(err(
@@ -390,7 +415,11 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.ttl_days, 30);
+        assert_eq!(
+            c.ttl_days, 400,
+            "the ledger remembers past the chargeback window"
+        );
+        assert_eq!(config(&[("DEDUP_TTL_DAYS", "30")]).unwrap().ttl_days, 30);
         assert!(!c.dry_run && !c.profile.rules.send_test_orders);
         assert_eq!(
             c.profile.rules.cartx_test_orders,
@@ -500,6 +529,14 @@ mod tests {
                 "{pairs:?}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_short_memory_starts_with_a_warning() {
+        assert!(warn_if_short_memory(30));
+        assert!(warn_if_short_memory(199));
+        assert!(!warn_if_short_memory(200));
+        assert!(!warn_if_short_memory(DEFAULT_TTL_DAYS));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! conversions, without a DynamoDB call); `Skipped` by `Reason`; `Rejected` (every request
 //! refused with an error status) by `Reason`; `CartxTestOrders` by `TreatedAs` (sale, test): orders whose only test mark is
 //! `is_cartx_test` = 1; `Refused` (orders refused with 422, each also recorded in the ledger) by
-//! `Field`.
+//! `Field`; without a dimension: `LedgerMemoryShort` (at a cold start whose `DEDUP_TTL_DAYS` is
+//! under 200 days) and `TooOld` (deliveries and listed orders older than the
+//! ledger's memory, never sent; also in `Skipped` with Reason `too_old`).
 
 use serde_json::json;
 use std::io::Write;
@@ -46,6 +48,18 @@ pub fn line(
     doc.to_string()
 }
 
+/// The EMF line for one metric without a dimension.
+pub fn plain_line(metric: &str, unit: &str, value: f64) -> String {
+    json!({
+        metric: value,
+        "_aws": {
+            "Timestamp": now_ms(),
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [[]], "Metrics": [{"Name": metric, "Unit": unit}]}],
+        },
+    })
+    .to_string()
+}
+
 fn emit(text: String) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
@@ -78,6 +92,17 @@ fn duplicate_from_memory_line() -> String {
 /// A delivery that converted nothing.
 pub fn skipped(reason: &str) {
     emit(line("Skipped", "Count", "Reason", reason, 1.0, None));
+}
+
+/// A cold start with a ledger memory under 200 days (`LedgerMemoryShort`).
+pub fn ledger_memory_short() {
+    emit(plain_line("LedgerMemoryShort", "Count", 1.0));
+}
+
+/// A delivery or listed order older than the ledger's memory, not sent (`TooOld`; the delivery's
+/// skip also counts in `Skipped` by Reason `too_old`).
+pub fn too_old() {
+    emit(plain_line("TooOld", "Count", 1.0));
 }
 
 /// An order marked only by `is_cartx_test`, and whether it was treated as a sale or a test.
@@ -144,6 +169,16 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["Outcome"], []]));
         assert_eq!(directive["Metrics"][0]["Name"], "Conversions");
         assert_eq!(directive["Metrics"][1]["Name"], "DuplicatesFromMemory");
+    }
+
+    #[test]
+    fn plain_lines_have_no_dimension() {
+        let v: serde_json::Value =
+            serde_json::from_str(&plain_line("LedgerMemoryShort", "Count", 1.0)).unwrap();
+        assert_eq!(v["LedgerMemoryShort"], 1.0);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([[]]));
+        assert_eq!(directive["Metrics"][0]["Name"], "LedgerMemoryShort");
     }
 
     #[test]

@@ -165,7 +165,13 @@ impl ReconcileSettings {
         let overlap = number(&get, "RECONCILE_OVERLAP_MIN", 15, 1..=1440, "minutes")?;
         let settle = number(&get, "RECONCILE_SETTLE_MIN", 5, 0..=240, "minutes")?;
         let first = number(&get, "RECONCILE_FIRST_LOOKBACK_H", 24, 1..=2160, "hours")?;
-        let keep_days = number(&get, "DEDUP_TTL_DAYS", 30, 1..=3650, "days")? as u32;
+        let keep_days = number(
+            &get,
+            "DEDUP_TTL_DAYS",
+            u64::from(crate::ops::config::DEFAULT_TTL_DAYS),
+            1..=3650,
+            "days",
+        )? as u32;
         let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
         let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
         let default_shop = default_shop(&get)?;

@@ -282,6 +282,7 @@ pub async fn from_env(aws: &aws_config::SdkConfig) -> Result<Reconciler, String>
         _ => env.get(name),
     })
     .map_err(|e| e.to_string())?;
+    crate::ops::config::warn_if_short_memory(config.ttl_days);
     let settings =
         config::ReconcileSettings::from_lookup(|name| env.get(name)).map_err(|e| e.to_string())?;
     let table = DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone());

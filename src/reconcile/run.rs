@@ -91,6 +91,9 @@ pub struct Summary {
     pub would_send: u64,
     pub skipped_no_click_id: u64,
     pub skipped_test: u64,
+    /// Orders created longer ago than the ledger's memory (`DEDUP_TTL_DAYS`): never sent.
+    #[serde(default)]
+    pub skipped_too_old: u64,
     /// Orders whose conversions could not be built (classification refused them).
     pub unusable: u64,
     /// Orders of the retry set re-read by this run, and those of them now settled.
@@ -458,7 +461,7 @@ impl Reconciler {
                 continue;
             };
             let classified = match classify::classify(&delivery, &profile.rules) {
-                Ok(c) => c,
+                Ok(c) => self.bridge.age_rule(c),
                 Err(reject) => {
                     tracing::warn!(shop = target.shop.as_deref(), event, reason = %reject, "reconcile: listed order unusable");
                     summary.unusable += 1;
@@ -481,9 +484,9 @@ impl Reconciler {
                         return Err(Stop::Deadline);
                     }
                 }
-                (Decision::Skip(Skip::NoClickId), _) if !noted => {
+                (Decision::Skip(skip @ (Skip::NoClickId | Skip::TooOld { .. })), _) if !noted => {
                     noted = true;
-                    self.no_click_id(target, options, &order_id, event, summary)
+                    self.not_sent(target, options, &order_id, event, *skip, summary)
                         .await;
                 }
                 // A test order counts by its sale (not again by its upsells), and by each refund
@@ -551,26 +554,38 @@ impl Reconciler {
         (report, false)
     }
 
-    /// An order without a click ID: counted and logged, and a note left unless on a dry run.
-    async fn no_click_id(
+    /// An order without a click ID, or older than the ledger's memory: counted and logged, and
+    /// a note left unless on a dry run.
+    async fn not_sent(
         &self,
         target: &Target,
         options: RunOptions,
         order_id: &str,
         event: &str,
+        skip: Skip,
         summary: &mut Summary,
     ) {
-        summary.skipped_no_click_id += 1;
+        let too_old = matches!(skip, Skip::TooOld { .. });
+        if too_old {
+            summary.skipped_too_old += 1;
+        } else {
+            summary.skipped_no_click_id += 1;
+        }
         tracing::info!(
             shop = target.shop.as_deref(),
             order_id,
             event,
             outcome = "skipped",
-            reason = "no_click_id",
-            "reconcile: order without a click ID"
+            reason = skip.code(),
+            "reconcile: order not sent"
         );
-        if !options.dry_run {
-            self.note(target, order_id, event).await;
+        match (options.dry_run, too_old) {
+            (true, _) => {}
+            (false, true) => {
+                let shop = target.shop.as_deref();
+                self.bridge.note_too_old(shop, order_id, event).await;
+            }
+            (false, false) => self.note(target, order_id, event).await,
         }
     }
 
@@ -613,6 +628,7 @@ impl Reconciler {
             conflicts = summary.conflicts,
             would_send = summary.would_send,
             skipped_no_click_id = summary.skipped_no_click_id,
+            skipped_too_old = summary.skipped_too_old,
             skipped_test = summary.skipped_test,
             unusable = summary.unusable,
             retried = summary.retried,

@@ -87,6 +87,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the name of a shop being saved (`shop put`, the new name of `shop rename`): besides
+/// [`check_name`], `default` is refused, the name the deployment's own shop goes by in refusal
+/// records (`refused#default#…`) and the report, so the ledger's keys could not tell
+/// the two apart. (Every other name is told apart: within a key no part holds `#`, and the
+/// default shop's keys have one part fewer.) A shop saved as `default` by an older version keeps
+/// working ([`check_name`] reads it); `shop rename` moves it.
+pub fn check_new_name(name: &str) -> Result<(), String> {
+    check_name(name)?;
+    if name == "default" {
+        return Err(
+            "`default` names the deployment's own shop in the ledger's records: choose another name (an existing shop `default` keeps working; `shop rename default <new>` moves it)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 impl ShopRecord {
     /// The record's profile; an invalid record is reported, never half-used.
     pub fn profile(&self) -> Result<Profile, String> {
