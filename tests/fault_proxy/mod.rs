@@ -8,10 +8,10 @@
 //!   answer: the SDK sees a broken connection and retries, exactly as when DynamoDB applied a
 //!   write whose answer was lost.
 //! - [`FaultProxy::storm`]: outages at given moments (each up to a few seconds). A request that
-//!   arrives during one is either black-holed (never forwarded, its connection held open until
-//!   the outage ends) or applied with its answer held back until the outage ends and then cut; a
-//!   request whose answer comes back after an outage began has its connection cut. Choices come
-//!   from a seeded generator.
+//!   arrives during one is, a third each, black-holed (never forwarded, its connection held open
+//!   until the outage ends), applied with its answer held back until the outage ends and then
+//!   cut, or let through (a flapping network lets some calls through); any answer that comes back
+//!   during an outage has its connection cut. Choices come from a seeded generator.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -162,8 +162,8 @@ impl Conn {
                     let Some(answer) = self.forward(&request).await else {
                         return;
                     };
-                    if self.outage_at(Instant::now()).is_some() {
-                        // The outage began while moto answered: the answer is cut.
+                    if self.outage_at(Instant::now()).is_some() && next(&self.rng) % 3 != 0 {
+                        // During an outage (maybe begun while moto answered): the answer is cut.
                         self.counts.answers_lost.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
@@ -201,10 +201,10 @@ impl Conn {
             return Fate::LoseAnswer(Instant::now());
         }
         drop(plan);
-        match self.outage_at(Instant::now()) {
-            None => Fate::Pass,
-            Some(until) if next(&self.rng) % 2 == 0 => Fate::BlackHole(until),
-            Some(until) => Fate::LoseAnswer(until),
+        match (self.outage_at(Instant::now()), next(&self.rng) % 3) {
+            (None, _) | (Some(_), 0) => Fate::Pass,
+            (Some(until), 1) => Fate::BlackHole(until),
+            (Some(until), _) => Fate::LoseAnswer(until),
         }
     }
 
