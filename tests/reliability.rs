@@ -450,7 +450,10 @@ async fn a_claim_whose_answer_was_lost_is_ours_and_sent_once() {
     proxy.lose_answers("PutItem", 1);
     let answer = deliver(&h, &paid_order(90010)).await;
     assert_eq!(
-        proxy.counts.answers_lost.load(std::sync::atomic::Ordering::SeqCst),
+        proxy
+            .counts
+            .answers_lost
+            .load(std::sync::atomic::Ordering::SeqCst),
         1,
         "the claim's answer was lost"
     );
@@ -501,13 +504,23 @@ async fn a_sent_conversion_whose_sent_write_failed_is_never_sent_again() {
     // After the lease: a duplicate, not a second postback.
     tokio::time::sleep_until((lease_end + Duration::from_millis(300)).into()).await;
     let after = deliver(&h, &paid_order(90011)).await;
-    assert_eq!(after.body["conversions"][0]["outcome"], "duplicate", "{}", after.body);
+    assert_eq!(
+        after.body["conversions"][0]["outcome"], "duplicate",
+        "{}",
+        after.body
+    );
     assert_eq!(received(&h).await, 1, "RedTrack got the conversion once");
     let record = item(&h, "evt#90011-purchase").await.unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "SENT");
     assert!(peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty());
-    let refused = proxy.counts.black_holed.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(refused > 3, "the SENT write was tried again: {refused} requests");
+    let refused = proxy
+        .counts
+        .black_holed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        refused > 3,
+        "the SENT write was tried again: {refused} requests"
+    );
 }
 
 /// Issue 20, item 8, on the consumer's side: the consumer sends a queued conversion, its `SENT`
@@ -528,7 +541,10 @@ async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
     proxy.refuse("UpdateItem", 1000);
     let deadline = SystemClock.now_ms() + 6_000;
     let response = c.handle_batch(sqs_event(&h).await, deadline).await;
-    assert!(response.batch_item_failures.is_empty(), "replaced, not retried");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "replaced, not retried"
+    );
     assert_eq!(received(&h).await, 4, "three failures, one accepted");
     proxy.clear();
     // Past the consumer's lease: only the record's attempt ID keeps it from being sent again.

@@ -118,7 +118,10 @@ async fn world(proxy: &FaultProxy) -> World {
     let env = [
         (
             "REDTRACK_POSTBACK_URL",
-            format!("{}/postback?clickid={{cid}}&sum={{total_price}}", redtrack.uri()),
+            format!(
+                "{}/postback?clickid={{cid}}&sum={{total_price}}",
+                redtrack.uri()
+            ),
         ),
         ("WEBHOOK_TOKEN", TOKEN.to_owned()),
         ("DEDUP_TABLE", table.clone()),
@@ -126,9 +129,9 @@ async fn world(proxy: &FaultProxy) -> World {
         ("REDRIVE_DELAY_S", "0".to_owned()),
     ];
     let config =
-        Config::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .unwrap();
-    let tracker = || Arc::new(RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default()).unwrap());
+        Config::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+    let tracker =
+        || Arc::new(RedTrackClient::new(config.redtrack_timeout, RetryPolicy::default()).unwrap());
     let queue: Arc<dyn RedriveQueue> = Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone()));
     let consumer = Consumer {
         redriver: Redriver {
@@ -180,7 +183,12 @@ async fn deliver_now(bridge: &Bridge, body: &Value) -> (u16, Value) {
 }
 
 /// Delivers each of `which` (starting each `start_ms` after now), concurrently; their answers.
-async fn deliver_all(w: &World, all: &[Delivery], which: &[usize], spread: bool) -> Vec<(u16, Value)> {
+async fn deliver_all(
+    w: &World,
+    all: &[Delivery],
+    which: &[usize],
+    spread: bool,
+) -> Vec<(u16, Value)> {
     let tasks: Vec<_> = which
         .iter()
         .map(|&i| {
@@ -270,12 +278,7 @@ async fn a_storm_on_dynamodb_doubles_nothing_and_loses_nothing() {
     let w = world(&proxy).await;
     let all = deliveries(&proxy);
     let storm = outages(&proxy);
-    let storm_over = Instant::now()
-        + storm
-            .iter()
-            .map(|(at, len)| *at + *len)
-            .max()
-            .unwrap();
+    let storm_over = Instant::now() + storm.iter().map(|(at, len)| *at + *len).max().unwrap();
     let started = Instant::now();
     proxy.storm(&storm);
 
@@ -299,7 +302,10 @@ async fn a_storm_on_dynamodb_doubles_nothing_and_loses_nothing() {
         }
         rounds += 1;
         redeliveries += pending.len();
-        for (i, answer) in pending.iter().zip(deliver_all(&w, &all, &pending, false).await) {
+        for (i, answer) in pending
+            .iter()
+            .zip(deliver_all(&w, &all, &pending, false).await)
+        {
             answers[*i] = answer;
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -314,7 +320,10 @@ async fn a_storm_on_dynamodb_doubles_nothing_and_loses_nothing() {
         .collect();
     let per = received_per_event(&w).await;
     let doubled: Vec<_> = per.iter().filter(|(_, n)| **n > 1).collect();
-    let lost: Vec<_> = expected.iter().filter(|id| !per.contains_key(*id)).collect();
+    let lost: Vec<_> = expected
+        .iter()
+        .filter(|id| !per.contains_key(*id))
+        .collect();
     eprintln!(
         "storm seed {seed}: {} deliveries, outages {storm:?}; {first_non_2xx} answered non-2xx at first, \
          {redeliveries} redeliveries in {rounds} rounds; proxy: {} forwarded, {} answers lost, {} black-holed; \
@@ -336,7 +345,9 @@ async fn a_storm_on_dynamodb_doubles_nothing_and_loses_nothing() {
     assert!(unanswered.is_empty(), "still not 2xx: {unanswered:#?}");
     assert_eq!(expected.len(), 60, "the 60 conversions: {expected:?}");
     assert!(
-        proxy.counts.answers_lost.load(Ordering::SeqCst) + proxy.counts.black_holed.load(Ordering::SeqCst) > 0,
+        proxy.counts.answers_lost.load(Ordering::SeqCst)
+            + proxy.counts.black_holed.load(Ordering::SeqCst)
+            > 0,
         "the storm hit"
     );
     assert!(doubled.is_empty(), "sent twice: {doubled:?}");

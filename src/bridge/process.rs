@@ -9,10 +9,10 @@ use crate::conversion::rules;
 use crate::conversion::rules::Conversion;
 use crate::inbound::webhook::Order;
 use crate::ledger::claim::{Claim, ClaimOutcome, Finish};
+use crate::ops::budget;
 use crate::ops::config::Profile;
 use crate::postback::redtrack::SendError;
 use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
-use crate::ops::budget;
 use crate::redrive::queue::{RedriveKind, RedriveMessage};
 use std::time::{Duration, Instant};
 

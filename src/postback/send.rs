@@ -94,7 +94,12 @@ impl Courier<'_> {
     }
 
     /// One write of how the claim ended; `Ok(false)` (logged) when the lease ran out first.
-    async fn finish(&self, claim: &Claim, finish: Finish, keep_s: i64) -> Result<bool, LedgerError> {
+    async fn finish(
+        &self,
+        claim: &Claim,
+        finish: Finish,
+        keep_s: i64,
+    ) -> Result<bool, LedgerError> {
         let now_ms = self.clock.now_ms();
         match self
             .ledger

@@ -118,7 +118,12 @@ impl Redriver {
             let sent_at_ms = message.first_failure_ms;
             match self
                 .ledger
-                .finish(&sender, Finish::Sent, sent_at_ms, sent_at_ms / 1000 + keep_s)
+                .finish(
+                    &sender,
+                    Finish::Sent,
+                    sent_at_ms,
+                    sent_at_ms / 1000 + keep_s,
+                )
                 .await
             {
                 Ok(true) => {

@@ -149,6 +149,9 @@ mod tests {
         };
         let text = serde_json::to_string(&record_sent).unwrap();
         assert!(text.contains(r#""kind":"record_sent""#), "{text}");
-        assert_eq!(serde_json::from_str::<RedriveMessage>(&text).unwrap(), record_sent);
+        assert_eq!(
+            serde_json::from_str::<RedriveMessage>(&text).unwrap(),
+            record_sent
+        );
     }
 }
