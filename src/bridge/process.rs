@@ -30,7 +30,9 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Whether a conversion claimed now can still be sent and its outcome recorded before the
-    /// deadline ([`budget::BEFORE_CLAIM`]). Checked before each claim.
+    /// deadline ([`budget::BEFORE_CLAIM`]). Checked before each claim after the first (the
+    /// first is the caller's decision: the webhook path starts with the invocation, and
+    /// reconciliation stops taking orders its own margin before its deadline).
     fn time_for_a_claim(&self) -> bool {
         self.deadline.saturating_duration_since(Instant::now()) >= budget::BEFORE_CLAIM
     }
@@ -78,10 +80,10 @@ impl Bridge {
         let mut report = Report::default();
         let mut ledger_down = false;
         let cartx_test = rules::is_cartx_test(order);
-        for conversion in conversions {
+        for (n, conversion) in conversions.iter().enumerate() {
             let entry = if ledger_down {
                 entry(conversion, Outcome::NotAttempted)
-            } else if !job.time_for_a_claim() {
+            } else if n > 0 && !job.time_for_a_claim() {
                 out_of_time(&job, conversion)
             } else {
                 let started = Instant::now();
