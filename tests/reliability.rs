@@ -596,3 +596,41 @@ async fn no_conversion_is_claimed_without_the_time_to_send_it() {
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(received(&h).await, 2);
 }
+
+/// Issue 20, item 8: a "record SENT" message whose record changed hands (here: a later attempt
+/// found RedTrack down and queued the conversion) is claimed and recorded `SENT`; the queued
+/// send that follows finds it sent, and nothing reaches RedTrack again.
+#[tokio::test]
+async fn record_sent_on_a_record_that_changed_hands_claims_it_and_sends_nothing() {
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(3), 0).await;
+    assert_eq!(deliver(&h, &paid_order(90014)).await.status, 202);
+    let queued = sqs_event(&h).await;
+    let record = item(&h, "evt#90014-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "QUEUED");
+    let record_sent = json!({
+        "v": 1, "kind": "record_sent", "attempt": "an-earlier-attempt-that-sent",
+        "key": "evt#90014-purchase", "event_id": "90014-purchase",
+        "fingerprint": record["fingerprint"].as_s().unwrap(), "order_id": "90014",
+        "event": "order.paid", "conversion_type": "Purchase", "postback": "",
+        "first_failure_ms": SystemClock.now_ms()
+    });
+    let event = serde_json::from_value(
+        json!({"Records": [{"messageId": "m1", "receiptHandle": "r1",
+        "body": record_sent.to_string(), "attributes": {"ApproximateReceiveCount": "1"}}]}),
+    )
+    .unwrap();
+    redtrack(&h, 200, None, 0).await;
+    let c = consumer(&h, None);
+    let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    let response = c.handle_batch(queued, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(received(&h).await, 3, "RedTrack's three failures only");
+    let record = item(&h, "evt#90014-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    assert_eq!(
+        deliver(&h, &paid_order(90014)).await.body["conversions"][0]["outcome"],
+        "duplicate"
+    );
+}
