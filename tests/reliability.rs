@@ -1,6 +1,7 @@
 //! Exactly once under concurrency and faults: moto serves DynamoDB and SQS, wiremock plays RedTrack.
 
 mod common;
+mod fault_proxy;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -10,6 +11,7 @@ use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::redrive::consumer::{self, Consumer, Redriver};
 use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
 use common::*;
+use fault_proxy::FaultProxy;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -392,5 +394,243 @@ async fn an_unreachable_queue_releases_the_claim_and_answers_502() {
         items(&h).await,
         0,
         "released, so Cartpanda's redelivery can send"
+    );
+}
+
+/// Delivers `body` through the runtime adapter and the real handler, with an invocation deadline
+/// `within` from now.
+async fn deliver_within(h: &Harness, body: &serde_json::Value, within: Duration) -> Answer {
+    use cartpanda_redtrack::inbound::{http, runtime};
+    use lambda_http::RequestExt;
+    let payload: lambda_http::request::LambdaRequest = serde_json::from_value(post(body)).unwrap();
+    let mut ctx = lambda_http::Context::default();
+    ctx.deadline = (SystemClock.now_ms() + within.as_millis() as i64) as u64;
+    let req = runtime::into_request(payload).with_lambda_context(ctx);
+    let response = http::handle(&h.bridge, req).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = match response.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        _ => String::new(),
+    };
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON: {text}")),
+    }
+}
+
+/// A harness whose function reaches DynamoDB through `proxy`, with the production SDK
+/// configuration (its retries and the timeouts of `ops::budget`).
+async fn harness_behind(proxy: &FaultProxy, options: Options) -> Harness {
+    let mut h = harness_with(options).await;
+    let client = production_client(&proxy.url).await;
+    Arc::get_mut(&mut h.bridge).unwrap().ledger =
+        Arc::new(DynamoLedger::new(client, h.table.clone()));
+    h
+}
+
+/// A DynamoDB client with the function's SDK configuration, for `endpoint`.
+async fn production_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let sdk = cartpanda_redtrack::ops::aws::load().await;
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .endpoint_url(endpoint)
+            .build(),
+    )
+}
+
+/// Issue 20, item 5: DynamoDB applies the claim, its answer is lost, the SDK retries and meets
+/// the claim's own record. That is this delivery's claim: it sends, once.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_ours_and_sent_once() {
+    let proxy = FaultProxy::start(&moto_endpoint(), 5).await;
+    let h = harness_behind(&proxy, Options::default()).await;
+    redtrack(&h, 200, None, 0).await;
+    proxy.lose_answers("PutItem", 1);
+    let answer = deliver(&h, &paid_order(90010)).await;
+    assert_eq!(
+        proxy
+            .counts
+            .answers_lost
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the claim's answer was lost"
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(received(&h).await, 1);
+    let record = item(&h, "evt#90010-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    // A redelivery is a duplicate.
+    let again = deliver(&h, &paid_order(90010)).await;
+    assert_eq!(again.body["conversions"][0]["outcome"], "duplicate");
+    assert_eq!(received(&h).await, 1);
+}
+
+/// Issue 20, item 8: RedTrack accepts, the `UpdateItem` to `SENT` keeps failing for the whole
+/// invocation. The delivery stays `sent`; "record SENT" goes to the redrive queue; a redelivery
+/// during the lease is told to wait, the consumer records `SENT` without sending, and a
+/// redelivery after the lease is a duplicate: RedTrack gets the conversion once.
+#[tokio::test]
+async fn a_sent_conversion_whose_sent_write_failed_is_never_sent_again() {
+    let proxy = FaultProxy::start(&moto_endpoint(), 8).await;
+    let h = harness_behind(
+        &proxy,
+        Options {
+            retry: RetryPolicy::default(),
+            ..queued_options()
+        },
+    )
+    .await;
+    redtrack(&h, 200, None, 0).await;
+    proxy.refuse("UpdateItem", 1000);
+    let invocation = Duration::from_millis(6500);
+    let lease_end = std::time::Instant::now() + invocation;
+    let answer = deliver_within(&h, &paid_order(90011), invocation).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(received(&h).await, 1);
+
+    // A redelivery while the lease lives waits; DynamoDB comes back.
+    let blocked = deliver(&h, &paid_order(90011)).await;
+    assert_eq!(blocked.status, 409, "{}", blocked.body);
+    proxy.clear();
+    let event = sqs_event(&h).await;
+    let response = consumer(&h, None)
+        .handle_batch(event, SystemClock.now_ms() + 10_000)
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    // After the lease: a duplicate, not a second postback.
+    tokio::time::sleep_until((lease_end + Duration::from_millis(300)).into()).await;
+    let after = deliver(&h, &paid_order(90011)).await;
+    assert_eq!(
+        after.body["conversions"][0]["outcome"], "duplicate",
+        "{}",
+        after.body
+    );
+    assert_eq!(received(&h).await, 1, "RedTrack got the conversion once");
+    let record = item(&h, "evt#90011-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    assert!(peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty());
+    let refused = proxy
+        .counts
+        .black_holed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        refused > 3,
+        "the SENT write was tried again: {refused} requests"
+    );
+}
+
+/// Issue 20, item 8, on the consumer's side: the consumer sends a queued conversion, its `SENT`
+/// write fails; the message is replaced by "record SENT", which the next pass records without
+/// sending, even after the consumer's lease ended.
+#[tokio::test]
+async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
+    let proxy = FaultProxy::start(&moto_endpoint(), 9).await;
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(3), 0).await;
+    assert_eq!(deliver(&h, &paid_order(90012)).await.status, 202);
+    redtrack(&h, 200, None, 0).await;
+    let mut c = consumer(&h, None);
+    c.redriver.ledger = Arc::new(DynamoLedger::new(
+        production_client(&proxy.url).await,
+        h.table.clone(),
+    ));
+    proxy.refuse("UpdateItem", 1000);
+    let deadline = SystemClock.now_ms() + 6_000;
+    let response = c.handle_batch(sqs_event(&h).await, deadline).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "replaced, not retried"
+    );
+    assert_eq!(received(&h).await, 4, "three failures, one accepted");
+    proxy.clear();
+    // Past the consumer's lease: only the record's attempt ID keeps it from being sent again.
+    let left = deadline - SystemClock.now_ms();
+    tokio::time::sleep(Duration::from_millis(left.max(0) as u64 + 200)).await;
+    let event = sqs_event(&h).await;
+    assert_eq!(event.records.len(), 1, "a record-SENT message in its place");
+    let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(received(&h).await, 4, "nothing sent again");
+    let record = item(&h, "evt#90012-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    assert_eq!(
+        deliver(&h, &paid_order(90012)).await.body["conversions"][0]["outcome"],
+        "duplicate"
+    );
+    assert_eq!(received(&h).await, 4);
+}
+
+/// Issue 20, "smaller": the deadline is checked before each claim. The first upsell takes
+/// RedTrack 2.5 s; too little time is left to claim the second, send it and record or queue
+/// it, so it is left unclaimed (503) for a redelivery, which sends it.
+#[tokio::test]
+async fn no_conversion_is_claimed_without_the_time_to_send_it() {
+    let h = harness_with(Options {
+        retry: RetryPolicy::default(),
+        env: vec![("REDTRACK_TIMEOUT_MS", "4000".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    redtrack(&h, 200, None, 2500).await;
+    let order = upsell_order(90013, true);
+    let answer = deliver_within(&h, &order, Duration::from_millis(7000)).await;
+    assert_eq!(
+        received(&h).await,
+        1,
+        "no postback started without the time to finish it"
+    );
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let outcomes: Vec<_> = answer.body["conversions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["sent", "not_attempted"]);
+    assert_eq!(claims(&h).await, 1, "the second conversion left unclaimed");
+    let again = deliver_within(&h, &order, Duration::from_millis(10_000)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(received(&h).await, 2);
+}
+
+/// Issue 20, item 8: a "record SENT" message whose record changed hands (here: a later attempt
+/// found RedTrack down and queued the conversion) is claimed and recorded `SENT`; the queued
+/// send that follows finds it sent, and nothing reaches RedTrack again.
+#[tokio::test]
+async fn record_sent_on_a_record_that_changed_hands_claims_it_and_sends_nothing() {
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(3), 0).await;
+    assert_eq!(deliver(&h, &paid_order(90014)).await.status, 202);
+    let queued = sqs_event(&h).await;
+    let record = item(&h, "evt#90014-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "QUEUED");
+    let record_sent = json!({
+        "v": 1, "kind": "record_sent", "attempt": "an-earlier-attempt-that-sent",
+        "key": "evt#90014-purchase", "event_id": "90014-purchase",
+        "fingerprint": record["fingerprint"].as_s().unwrap(), "order_id": "90014",
+        "event": "order.paid", "conversion_type": "Purchase", "postback": "",
+        "first_failure_ms": SystemClock.now_ms()
+    });
+    let event = serde_json::from_value(
+        json!({"Records": [{"messageId": "m1", "receiptHandle": "r1",
+        "body": record_sent.to_string(), "attributes": {"ApproximateReceiveCount": "1"}}]}),
+    )
+    .unwrap();
+    redtrack(&h, 200, None, 0).await;
+    let c = consumer(&h, None);
+    let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    let response = c.handle_batch(queued, SystemClock.now_ms() + 10_000).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(received(&h).await, 3, "RedTrack's three failures only");
+    let record = item(&h, "evt#90014-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    assert_eq!(
+        deliver(&h, &paid_order(90014)).await.body["conversions"][0]["outcome"],
+        "duplicate"
     );
 }

@@ -9,10 +9,11 @@ use crate::conversion::rules;
 use crate::conversion::rules::Conversion;
 use crate::inbound::webhook::Order;
 use crate::ledger::claim::{Claim, ClaimOutcome, Finish};
+use crate::ops::budget;
 use crate::ops::config::Profile;
 use crate::postback::redtrack::SendError;
 use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
-use crate::redrive::queue::RedriveMessage;
+use crate::redrive::queue::{RedriveKind, RedriveMessage};
 use std::time::{Duration, Instant};
 
 /// The order being processed and the time it may take.
@@ -27,8 +28,34 @@ struct Job<'a> {
     deadline: Instant,
 }
 
+impl Job<'_> {
+    /// Whether a conversion claimed now can still be sent and its outcome recorded before the
+    /// deadline ([`budget::BEFORE_CLAIM`]). Checked before each claim after the first (the
+    /// first is the caller's decision: the webhook path starts with the invocation, and
+    /// reconciliation stops taking orders its own margin before its deadline).
+    fn time_for_a_claim(&self) -> bool {
+        self.deadline.saturating_duration_since(Instant::now()) >= budget::BEFORE_CLAIM
+    }
+}
+
+/// A conversion left unclaimed because the invocation's time ran out: 503, for a redelivery.
+fn out_of_time(job: &Job<'_>, conversion: &Conversion<'_>) -> ConversionReport {
+    tracing::warn!(
+        order_id = job.order_id,
+        event_id = %conversion.event_id,
+        "too little time left to claim and send; left for a redelivery"
+    );
+    let mut entry = entry(conversion, Outcome::NotAttempted);
+    entry.message = Some(
+        "the invocation's time ran out before this conversion was claimed; not sent; redeliver"
+            .to_owned(),
+    );
+    entry
+}
+
 impl Bridge {
-    /// Processes the conversions of one order, in order, until the ledger fails.
+    /// Processes the conversions of one order, in order, until the ledger fails or the
+    /// invocation's time runs out.
     pub async fn process(
         &self,
         profile: &Profile,
@@ -53,9 +80,11 @@ impl Bridge {
         let mut report = Report::default();
         let mut ledger_down = false;
         let cartx_test = rules::is_cartx_test(order);
-        for conversion in conversions {
+        for (n, conversion) in conversions.iter().enumerate() {
             let entry = if ledger_down {
                 entry(conversion, Outcome::NotAttempted)
+            } else if n > 0 && !job.time_for_a_claim() {
+                out_of_time(&job, conversion)
             } else {
                 let started = Instant::now();
                 let entry = self.process_conversion(&job, conversion).await;
@@ -183,10 +212,13 @@ impl Bridge {
         let sent = self.courier().send(claim, &url, job.deadline).await;
         entry.redtrack_ms = Some(sending.elapsed().as_millis() as u64);
         match sent {
-            SendOutcome::Accepted(accepted) => {
+            SendOutcome::Accepted { accepted, recorded } => {
                 entry.outcome = Outcome::Sent;
                 entry.redtrack_status = Some(accepted.status);
                 entry.attempts = Some(accepted.attempts);
+                if !recorded {
+                    self.queue_record_sent(job, conversion, claim).await;
+                }
             }
             SendOutcome::Refused(err) => {
                 entry.outcome = Outcome::Failed;
@@ -229,6 +261,53 @@ impl Bridge {
         }
     }
 
+    /// RedTrack accepted but `SENT` could not be written: hands "record SENT, do not send" to the
+    /// redrive queue, at once (the consumer writes it, ideally before the claim's lease ends and
+    /// a redelivery could take it over). Without a queue, or when it fails too, only
+    /// `rdtk_event_id` guards against a repeat (docs/reliability.md).
+    async fn queue_record_sent(&self, job: &Job<'_>, conversion: &Conversion<'_>, claim: &Claim) {
+        let mut message = self.message(job, conversion, claim, String::new());
+        message.kind = RedriveKind::RecordSent;
+        message.attempt = Some(claim.attempt.clone());
+        let queued = match &self.queue {
+            Some(queue) => queue.enqueue(&message, 0).await.map_err(|e| e.to_string()),
+            None => Err("no redrive queue configured".to_owned()),
+        };
+        match queued {
+            Ok(()) => {
+                tracing::warn!(order_id = job.order_id, event_id = %conversion.event_id, "SENT not recorded; handed to the redrive queue to record")
+            }
+            Err(error) => {
+                tracing::error!(order_id = job.order_id, event_id = %conversion.event_id, error, "SENT not recorded and not queued; rdtk_event_id guards against a repeat")
+            }
+        }
+    }
+
+    /// The redrive message of a conversion (a send, unless changed).
+    fn message(
+        &self,
+        job: &Job<'_>,
+        conversion: &Conversion<'_>,
+        claim: &Claim,
+        postback: String,
+    ) -> RedriveMessage {
+        RedriveMessage {
+            v: 1,
+            kind: RedriveKind::Send,
+            attempt: None,
+            key: claim.key.clone(),
+            event_id: conversion.event_id.clone(),
+            fingerprint: claim.fingerprint.clone(),
+            order_id: job.order_id.to_owned(),
+            event: job.event.to_owned(),
+            conversion_type: conversion.conversion_type.clone(),
+            postback,
+            first_failure_ms: self.clock.now_ms(),
+            amount: claim.amount.clone(),
+            currency: claim.currency.clone(),
+        }
+    }
+
     /// Hands the rendered postback to the redrive queue; false when there is none or it failed.
     async fn queue(
         &self,
@@ -237,19 +316,7 @@ impl Bridge {
         claim: &Claim,
         url: url::Url,
     ) -> bool {
-        let message = RedriveMessage {
-            v: 1,
-            key: claim.key.clone(),
-            event_id: conversion.event_id.clone(),
-            fingerprint: claim.fingerprint.clone(),
-            order_id: job.order_id.to_owned(),
-            event: job.event.to_owned(),
-            conversion_type: conversion.conversion_type.clone(),
-            postback: url.into(),
-            first_failure_ms: self.clock.now_ms(),
-            amount: claim.amount.clone(),
-            currency: claim.currency.clone(),
-        };
+        let message = self.message(job, conversion, claim, url.into());
         let Some(queue) = &self.queue else {
             return false;
         };

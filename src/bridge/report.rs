@@ -106,6 +106,13 @@ impl Report {
                     "the ledger (DynamoDB) is unavailable; nothing was sent for the conversions not yet recorded; redeliver later",
                 ),
             )
+        } else if self.any(Outcome::NotAttempted) {
+            (
+                503,
+                Some(
+                    "the invocation's time ran out before every conversion was claimed; those not attempted were not sent; redeliver later",
+                ),
+            )
         } else if self.any(Outcome::Failed) {
             (
                 502,

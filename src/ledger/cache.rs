@@ -29,6 +29,8 @@ pub const DEFAULT_TTL_MS: i64 = 5 * 60_000;
 struct Sent {
     fingerprint: Box<str>,
     sent_at_ms: Option<i64>,
+    /// The record's expiry, when known.
+    expires_at_s: Option<i64>,
     /// Epoch milliseconds after which the entry is not used.
     until_ms: i64,
 }
@@ -72,10 +74,11 @@ impl CachedLedger {
     fn recall(&self, claim: &Claim) -> Option<ClaimOutcome> {
         let mut sent = self.sent.as_ref()?.lock().expect("sent cache lock");
         let entry = sent.get(claim.key.as_str())?;
-        let (fresh, same, sent_at_ms) = (
+        let (fresh, same, sent_at_ms, expires_at_s) = (
             entry.until_ms >= claim.now_ms,
             *entry.fingerprint == *claim.fingerprint,
             entry.sent_at_ms,
+            entry.expires_at_s,
         );
         if !fresh {
             sent.remove(claim.key.as_str());
@@ -83,6 +86,7 @@ impl CachedLedger {
         }
         same.then_some(ClaimOutcome::AlreadySent {
             sent_at_ms,
+            expires_at_s,
             from_memory: true,
         })
     }
@@ -104,6 +108,7 @@ impl CachedLedger {
         let entry = Sent {
             fingerprint: claim.fingerprint.as_str().into(),
             sent_at_ms,
+            expires_at_s,
             until_ms,
         };
         sent.lock()
@@ -119,9 +124,15 @@ impl Ledger for CachedLedger {
             return Ok(known);
         }
         let outcome = self.inner.claim(claim).await?;
-        if let ClaimOutcome::AlreadySent { sent_at_ms, .. } = outcome {
-            // The table says this very conversion (same fingerprint) is sent.
-            self.remember(claim, sent_at_ms, claim.now_ms, None);
+        if let ClaimOutcome::AlreadySent {
+            sent_at_ms,
+            expires_at_s,
+            ..
+        } = outcome
+        {
+            // The table says this very conversion (same fingerprint) is sent, until the record
+            // expires: the memory of it ends there too.
+            self.remember(claim, sent_at_ms, claim.now_ms, expires_at_s);
         }
         Ok(outcome)
     }
@@ -273,6 +284,7 @@ mod tests {
             again,
             ClaimOutcome::AlreadySent {
                 sent_at_ms: Some(NOW + 5),
+                expires_at_s: Some(NOW / 1000 + 86_400),
                 from_memory: true
             }
         );
@@ -293,6 +305,7 @@ mod tests {
             first,
             ClaimOutcome::AlreadySent {
                 sent_at_ms: Some(NOW + 5),
+                expires_at_s: Some(NOW / 1000 + 86_400),
                 from_memory: false
             }
         );
@@ -388,7 +401,9 @@ mod tests {
                 .unwrap()
         );
         assert!(ledger.is_empty());
-        assert!(calls(&counting) > 0);
+        // Every one of those went to the ledger: 2 claims and 2 finishes, 2 claims, a claim and
+        // a release, 2 claims and a finish. Memory answered none of them.
+        assert_eq!(calls(&counting), 11);
     }
 
     #[tokio::test]
@@ -428,6 +443,40 @@ mod tests {
         let before = calls(&counting);
         let answer = ledger
             .claim(&claim("evt#10-purchase", "fp-a", NOW + 11_000))
+            .await
+            .unwrap();
+        assert_eq!(answer, ClaimOutcome::Claimed, "the record expired");
+        assert_eq!(calls(&counting), before + 1);
+    }
+
+    #[tokio::test]
+    async fn an_entry_learned_from_a_claim_never_outlives_its_record() {
+        // Another instance sent it, with a record kept 10 s only; this one learns it from a claim.
+        let (counting, ledger) = cached(16);
+        let other = CachedLedger::with_limits(counting.clone(), 16, DEFAULT_TTL_MS);
+        let c = claim("evt#12-purchase", "fp-a", NOW);
+        other.claim(&c).await.unwrap();
+        let expires_at_s = NOW / 1000 + 10;
+        assert!(
+            other
+                .finish(&c, Finish::Sent, NOW, expires_at_s)
+                .await
+                .unwrap()
+        );
+        let learned = ledger
+            .claim(&claim("evt#12-purchase", "fp-a", NOW + 10))
+            .await
+            .unwrap();
+        assert!(matches!(
+            learned,
+            ClaimOutcome::AlreadySent {
+                from_memory: false,
+                ..
+            }
+        ));
+        let before = calls(&counting);
+        let answer = ledger
+            .claim(&claim("evt#12-purchase", "fp-a", NOW + 11_000))
             .await
             .unwrap();
         assert_eq!(answer, ClaimOutcome::Claimed, "the record expired");

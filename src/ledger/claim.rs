@@ -73,10 +73,12 @@ impl Claim {
 pub enum ClaimOutcome {
     /// This attempt holds the claim and must send.
     Claimed,
-    /// Already sent (at `sent_at_ms`); nothing to do. `from_memory`: answered by this instance's
-    /// memory of sent conversions ([`crate::ledger::cache`]) without asking the table.
+    /// Already sent (at `sent_at_ms`); nothing to do. `expires_at_s`: when the record expires,
+    /// when known (a memory of it must not outlive it). `from_memory`: answered by this
+    /// instance's memory of sent conversions ([`crate::ledger::cache`]) without asking the table.
     AlreadySent {
         sent_at_ms: Option<i64>,
+        expires_at_s: Option<i64>,
         from_memory: bool,
     },
     /// Another attempt holds a live lease until `lease_until_ms`.
@@ -165,6 +167,17 @@ impl Record {
             .any(|clause| clause.holds(Some(self), now_ms, fingerprint))
     }
 
+    /// What a claim whose write failed on this record reports. A record that carries the
+    /// claim's own attempt ID is the claim itself: DynamoDB applied the write, its answer was
+    /// lost, and the SDK's retry met it. Then the claim holds and must send.
+    pub fn outcome_for_claim(&self, claim: &Claim) -> ClaimOutcome {
+        if self.attempt == claim.attempt && self.status == STATUS_IN_PROGRESS {
+            ClaimOutcome::Claimed
+        } else {
+            self.outcome_for(&claim.fingerprint)
+        }
+    }
+
     /// What a claim that lost to this record reports.
     pub fn outcome_for(&self, fingerprint: &str) -> ClaimOutcome {
         if self.fingerprint != fingerprint {
@@ -172,6 +185,7 @@ impl Record {
         } else if self.status == STATUS_SENT {
             ClaimOutcome::AlreadySent {
                 sent_at_ms: self.sent_at_ms,
+                expires_at_s: Some(self.expires_at_s),
                 from_memory: false,
             }
         } else {
@@ -248,7 +262,7 @@ impl Ledger for MemoryLedger {
         let mut records = self.records.lock().expect("memory ledger lock");
         if let Some(old) = records.get(&claim.key) {
             if !old.claimable(claim.now_ms, &claim.fingerprint) {
-                return Ok(old.outcome_for(&claim.fingerprint));
+                return Ok(old.outcome_for_claim(claim));
             }
         }
         records.insert(

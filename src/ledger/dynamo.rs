@@ -123,14 +123,18 @@ pub fn claim_condition() -> String {
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
-        // A record whose every retry vanished between our write and our read is retried once.
+        // The write fails on the record in the way, returned with the failure (or read back).
+        // That record may be this very claim: DynamoDB applied the write, its answer was lost and
+        // the SDK's retry met it (`Record::outcome_for_claim` then says `Claimed`). A record
+        // deleted between the failed write and the read (its holder released it) means the key
+        // is free again: the claim is written again, three tries in all.
         for _ in 0..3 {
             let err = match self.claim_put(claim).send().await {
                 Ok(_) => return Ok(ClaimOutcome::Claimed),
                 Err(err) => err,
             };
             if let Some(item) = self.holder(&claim.key, err).await? {
-                return Ok(record_from_item(&item).outcome_for(&claim.fingerprint));
+                return Ok(record_from_item(&item).outcome_for_claim(claim));
             }
         }
         Err(LedgerError::Unavailable(

@@ -16,13 +16,28 @@ pub const SDK_CONNECT: Duration = Duration::from_millis(500);
 pub const SDK_ATTEMPT: Duration = Duration::from_millis(800);
 /// Longest SDK call, all attempts included.
 pub const SDK_OPERATION: Duration = Duration::from_millis(1600);
-/// SDK calls made after RedTrack gives up: enqueue and the `QUEUED` record (or one release).
+/// SDK calls made after RedTrack's last attempt: when it gave up, enqueue and the `QUEUED`
+/// record (or one release); when it accepted, the `SENT` write and, should that fail, handing
+/// "record SENT" to the redrive queue. Further tries of a failed `SENT` write are made only while
+/// the time left still holds one more try plus [`SENT_RETRY_RESERVE`].
 pub const CALLS_AFTER_SEND: u32 = 2;
 /// Room for the work between those calls and for answering.
 pub const SLACK: Duration = Duration::from_millis(400);
 /// Time kept free before the deadline when RedTrack is retried.
 pub const AFTER_SEND: Duration = Duration::from_millis(
     SDK_OPERATION.as_millis() as u64 * CALLS_AFTER_SEND as u64 + SLACK.as_millis() as u64,
+);
+
+/// Time a failed `SENT` write keeps free for what follows it: the enqueue of "record SENT" and
+/// the answer.
+pub const SENT_RETRY_RESERVE: Duration =
+    Duration::from_millis(SDK_OPERATION.as_millis() as u64 + SLACK.as_millis() as u64);
+/// Time a conversion needs when it is claimed: the claim, a RedTrack attempt (within the slack)
+/// and [`AFTER_SEND`]. With less time left before the deadline, the conversion is not claimed
+/// (answered `not_attempted`, 503, for a redelivery): a claim the invocation cannot finish
+/// only blocks redeliveries until its lease ends.
+pub const BEFORE_CLAIM: Duration = Duration::from_millis(
+    SDK_OPERATION.as_millis() as u64 + SLACK.as_millis() as u64 + AFTER_SEND.as_millis() as u64,
 );
 
 #[cfg(test)]

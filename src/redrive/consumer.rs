@@ -6,7 +6,7 @@ use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger};
 use crate::ops::clock::Clock;
 use crate::postback::redtrack::Tracker;
 use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
-use crate::redrive::queue::{RedriveMessage, RedriveQueue};
+use crate::redrive::queue::{RedriveKind, RedriveMessage, RedriveQueue, SqsQueue};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,17 +19,31 @@ pub const MAX_VISIBILITY_S: u32 = 12 * 3600;
 /// Visibility timeout after the `receive_count`-th failed receive: 1 min, doubling, capped at
 /// 12 h. With [`MAX_RECEIVES`] receives the conversion is retried for about 77 hours.
 pub fn visibility_after(receive_count: u32) -> u32 {
-    let doubling = 60u64 << receive_count.saturating_sub(1).min(20);
+    doubling_from(60, receive_count)
+}
+
+/// Visibility timeout of a "record SENT" message after its `receive_count`-th failed receive:
+/// 5 s, doubling, capped at 12 h (about 35 hours in all). Short at first: the record should say
+/// `SENT` before the sending claim's lease ends and a redelivery may take it over.
+pub fn record_sent_visibility_after(receive_count: u32) -> u32 {
+    doubling_from(5, receive_count)
+}
+
+fn doubling_from(first_s: u64, receive_count: u32) -> u32 {
+    let doubling = first_s << receive_count.saturating_sub(1).min(20);
     doubling.min(u64::from(MAX_VISIBILITY_S)) as u32
 }
 
 /// What to do with a message after handling it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Done (sent, already sent, or handed to the DLQ): delete it.
+    /// Done (sent, already sent, recorded, or handed to the DLQ): delete it.
     Done,
     /// Try again after this many seconds.
     RetryAfter(u32),
+    /// Done once this message (RedTrack accepted, `SENT` still to record) is queued in its
+    /// place; never sent again.
+    Requeue(Box<RedriveMessage>),
 }
 
 /// The consumer with its clients.
@@ -53,7 +67,8 @@ impl Redriver {
     }
 
     /// Handles one queued conversion; `receive_count` is SQS's `ApproximateReceiveCount`:
-    /// claim → send → done, queued again, or handed to the DLQ.
+    /// claim → send → done, queued again, or handed to the DLQ; a "record SENT" message is
+    /// recorded and never sent ([`Redriver::record_sent`]).
     pub async fn handle(
         &self,
         message: &RedriveMessage,
@@ -73,9 +88,66 @@ impl Redriver {
             deadline_ms,
         )
         .with_sum(message.amount.clone(), message.currency.clone());
+        if message.kind == RedriveKind::RecordSent {
+            return self.record_sent(message, &claim, receive_count).await;
+        }
         match self.claim(message, &claim, receive_count).await {
             Some(disposition) => disposition,
             None => self.send(message, &claim, receive_count, deadline).await,
+        }
+    }
+
+    /// RedTrack accepted this conversion but its `SENT` write failed: records `SENT`, sends
+    /// nothing. First as the attempt that sent (its record, whatever its lease, is still the
+    /// claim); else, the record having changed hands (a redelivery took the expired lease, then
+    /// queued, released or sent it), through a claim of its own: already `SENT` is done; a live
+    /// lease is waited for; a record that can be claimed is claimed and recorded `SENT`.
+    async fn record_sent(
+        &self,
+        message: &RedriveMessage,
+        claim: &Claim,
+        receive_count: u32,
+    ) -> Disposition {
+        let keep_s = i64::from(self.ttl_days) * 86_400;
+        let retry = Disposition::RetryAfter(record_sent_visibility_after(receive_count));
+        if let Some(attempt) = &message.attempt {
+            let sender = Claim {
+                attempt: attempt.clone(),
+                ..claim.clone()
+            };
+            let sent_at_ms = message.first_failure_ms;
+            match self
+                .ledger
+                .finish(
+                    &sender,
+                    Finish::Sent,
+                    sent_at_ms,
+                    sent_at_ms / 1000 + keep_s,
+                )
+                .await
+            {
+                Ok(true) => {
+                    log(message, "recorded_sent", receive_count, None, None);
+                    return Disposition::Done;
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "the ledger failed; will retry");
+                    return retry;
+                }
+            }
+        }
+        match self.claim(message, claim, receive_count).await {
+            Some(Disposition::RetryAfter(_)) => retry,
+            Some(disposition) => disposition,
+            None if self.courier().record(claim, Finish::Sent, keep_s).await => {
+                log(message, "recorded_sent", receive_count, None, None);
+                Disposition::Done
+            }
+            None => {
+                self.courier().release(claim).await;
+                retry
+            }
         }
     }
 
@@ -130,9 +202,13 @@ impl Redriver {
         let log =
             |outcome, attempts, status| log(message, outcome, receive_count, attempts, status);
         match self.courier().send(claim, &url, deadline).await {
-            SendOutcome::Accepted(accepted) => {
+            SendOutcome::Accepted { accepted, recorded } => {
                 log("sent", Some(accepted.attempts), Some(accepted.status));
-                Disposition::Done
+                if recorded {
+                    Disposition::Done
+                } else {
+                    Disposition::Requeue(Box::new(record_sent_message(message, claim)))
+                }
             }
             SendOutcome::Refused(err) => {
                 log("dead_lettered", Some(err.attempts()), err.status());
@@ -160,6 +236,17 @@ impl Redriver {
                 tracing::error!(order_id = %message.order_id, event_id = %message.event_id, "no DLQ configured (REDRIVE_DLQ_URL); conversion dropped")
             }
         }
+    }
+}
+
+/// The "record SENT, do not send" message that replaces a sent one whose `SENT` write failed.
+fn record_sent_message(message: &RedriveMessage, claim: &Claim) -> RedriveMessage {
+    RedriveMessage {
+        kind: RedriveKind::RecordSent,
+        attempt: Some(claim.attempt.clone()),
+        postback: String::new(),
+        first_failure_ms: claim.now_ms,
+        ..message.clone()
     }
 }
 
@@ -209,9 +296,11 @@ impl Consumer {
             let body = record.body.as_deref().unwrap_or("");
             let disposition = match serde_json::from_str::<RedriveMessage>(body) {
                 Ok(message) => {
-                    self.redriver
+                    let disposition = self
+                        .redriver
                         .handle(&message, receive_count, deadline_ms)
-                        .await
+                        .await;
+                    self.requeue(disposition).await
                 }
                 Err(_) => {
                     tracing::error!(message_id = %id, "unreadable redrive message; handed to the DLQ");
@@ -238,6 +327,20 @@ impl Consumer {
             }
         }
         response
+    }
+
+    /// Queues the "record SENT" message a [`Disposition::Requeue`] carries; the handled message is
+    /// done either way (it must not be sent again). A failure is logged: only `rdtk_event_id`
+    /// then guards against a repeat.
+    async fn requeue(&self, disposition: Disposition) -> Disposition {
+        let Disposition::Requeue(message) = disposition else {
+            return disposition;
+        };
+        let queue = SqsQueue::new(self.sqs.clone(), self.queue_url.clone());
+        if let Err(err) = queue.enqueue(&message, 0).await {
+            tracing::error!(order_id = %message.order_id, event_id = %message.event_id, error = %err, "SENT not recorded and not queued; rdtk_event_id guards against a repeat");
+        }
+        Disposition::Done
     }
 
     async fn raw_to_dlq(&self, body: &str) -> Disposition {

@@ -5,19 +5,41 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// What the consumer does with a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedriveKind {
+    /// Send the postback (what every message meant before `kind` existed).
+    #[default]
+    Send,
+    /// RedTrack accepted the postback but the `SENT` write failed: record `SENT`, never send.
+    /// Carries the claim's `attempt` and no postback.
+    RecordSent,
+}
+
 /// Everything a re-send needs. Never logged: `postback` holds PII.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedriveMessage {
     /// Format version.
     pub v: u32,
+    /// What to do; absent in messages queued before it existed (they mean [`RedriveKind::Send`]).
+    #[serde(default, skip_serializing_if = "is_send")]
+    pub kind: RedriveKind,
+    /// The attempt ID of the claim that sent ([`RedriveKind::RecordSent`]): the consumer records
+    /// `SENT` as that attempt while its record is still in the way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     pub key: String,
     pub event_id: String,
     pub fingerprint: String,
     pub order_id: String,
     pub event: String,
     pub conversion_type: String,
+    /// The rendered postback; empty for [`RedriveKind::RecordSent`] (nothing to send, so a
+    /// consumer that predates `kind` hands such a message to the DLQ rather than sending it).
     pub postback: String,
-    /// When the first attempt failed, epoch milliseconds.
+    /// When the first attempt failed, epoch milliseconds; for [`RedriveKind::RecordSent`], when
+    /// RedTrack accepted (the `sent_at_ms` recorded).
     pub first_failure_ms: i64,
     /// The sum and currency, kept on the record when the consumer claims again (the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,12 +48,17 @@ pub struct RedriveMessage {
     pub currency: Option<String>,
 }
 
+fn is_send(kind: &RedriveKind) -> bool {
+    *kind == RedriveKind::Send
+}
+
 impl std::fmt::Debug for RedriveMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedriveMessage")
             .field("event_id", &self.event_id)
             .field("order_id", &self.order_id)
             .field("conversion_type", &self.conversion_type)
+            .field("kind", &self.kind)
             .field("postback", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -99,5 +126,32 @@ impl RedriveQueue for MemoryQueue {
             .expect("memory queue lock")
             .push((message.clone(), delay_s));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_queued_before_kinds_existed_still_reads_as_a_send() {
+        let old = r#"{"v":1,"key":"evt#1-purchase","event_id":"1-purchase","fingerprint":"fp","order_id":"1","event":"order.paid","conversion_type":"Purchase","postback":"https://t.example/postback?x=1","first_failure_ms":5}"#;
+        let message: RedriveMessage = serde_json::from_str(old).unwrap();
+        assert_eq!(message.kind, RedriveKind::Send);
+        assert_eq!(message.attempt, None);
+        // And a send is written as before: no `kind` field.
+        let again = serde_json::to_string(&message).unwrap();
+        assert!(!again.contains("kind"), "{again}");
+        let record_sent = RedriveMessage {
+            kind: RedriveKind::RecordSent,
+            attempt: Some("a-1".to_owned()),
+            ..message
+        };
+        let text = serde_json::to_string(&record_sent).unwrap();
+        assert!(text.contains(r#""kind":"record_sent""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<RedriveMessage>(&text).unwrap(),
+            record_sent
+        );
     }
 }
