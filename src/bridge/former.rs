@@ -67,6 +67,7 @@ pub fn former_outcome(record: &Record, now_ms: i64, redrive_delay_s: u32) -> Opt
         STATUS_SENT => Some(ClaimOutcome::AlreadySent {
             sent_at_ms: record.sent_at_ms,
             from_memory: false,
+            expires_at_s: Some(record.expires_at_s),
         }),
         STATUS_QUEUED => Some(ClaimOutcome::InProgress {
             lease_until_ms: now_ms + i64::from(redrive_delay_s) * 1000,
@@ -102,7 +103,8 @@ mod tests {
             former_outcome(&record(STATUS_SENT, 0, live), NOW, 60),
             Some(ClaimOutcome::AlreadySent {
                 sent_at_ms: Some(NOW - 1000),
-                from_memory: false
+                from_memory: false,
+                expires_at_s: Some(live),
             })
         );
         assert_eq!(
