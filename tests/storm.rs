@@ -127,6 +127,7 @@ async fn world(proxy: &FaultProxy) -> World {
         ("DEDUP_TABLE", table.clone()),
         ("REDTRACK_TIMEOUT_MS", "2000".to_owned()),
         ("REDRIVE_DELAY_S", "0".to_owned()),
+        ("DEDUP_TTL_DAYS", FIXTURE_MEMORY_DAYS.to_owned()),
     ];
     let config =
         Config::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();

@@ -139,7 +139,7 @@ impl Skip {
             Skip::NotAChargeback => "order.updated carries no chargeback; nothing to convert",
             Skip::TestOrder => "test order; set SEND_TEST_ORDERS=true to send test orders",
             Skip::NoClickId => {
-                "order has no RedTrack click ID (checkout_params.cid); RedTrack cannot attribute it"
+                "order has no RedTrack click ID in any of CLICKID_SOURCES; RedTrack cannot attribute it"
             }
             Skip::NoExchangeRate => {
                 "the payload gives no exchange rate into SUM_CURRENCY (or no currency at all); an amount is never guessed"

@@ -2,9 +2,11 @@
 //!
 //! A port of AWS Lambda Powertools' idempotency design. A claim is a conditional write of an
 //! `IN_PROGRESS` record whose lease ends with the invocation's deadline; it succeeds when no
-//! record exists, when the record has expired, or when an earlier attempt's lease is over (that
-//! attempt crashed or timed out). After RedTrack accepts, the record becomes `SENT` with an
-//! expiry; after a failure it is released so a redelivery can try again.
+//! record exists, when the record has expired, when an earlier attempt's lease is over (that
+//! attempt crashed or timed out), or when the record is a `QUEUED` or `FAILED` one of the same
+//! conversion ([`CLAIM_CONDITION`]). After RedTrack accepts, the record becomes `SENT` with an
+//! expiry; when RedTrack refuses it for good, `FAILED`; when RedTrack stays down, `QUEUED` (or it
+//! is released when there is no queue) so a redelivery or the redrive consumer can send it.
 
 use crate::ledger::refusal::Refusal;
 use async_trait::async_trait;
@@ -14,7 +16,8 @@ use std::sync::Mutex;
 /// A request to claim one conversion event.
 #[derive(Debug, Clone)]
 pub struct Claim {
-    /// The record key (`evt#<event id>`).
+    /// The record key ([`crate::ledger::keys::conversion`]: `evt#[<shop>#]<event id>`, `dry#…` in
+    /// dry runs).
     pub key: String,
     /// Digest of what defines the conversion; another digest under the same key is a conflict.
     pub fingerprint: String,

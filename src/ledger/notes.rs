@@ -6,10 +6,11 @@
 //! `shop` (named shops), `order_id`, `event`, `reason`, `created_at_ms`, `day` (`YYYY-MM-DD`,
 //! UTC) and `expires_at` (TTL). Never PII: no name, email, phone, document, click ID or URL.
 //!
-//! Reasons: `no_click_id` (the order carried no usable click ID: never sent), `too_old` (created
-//! longer ago than the ledger remembers: never sent), and whatever other
-//! refusals are recorded the same way (`refused_422`, …). The first note of an order and reason
-//! is kept (a redelivery does not move it to another day).
+//! Reasons: `no_click_id` (the order carried no usable click ID: never sent) and `too_old`
+//! (created longer ago than the ledger remembers: never sent). Orders refused with 422 leave
+//! `refused#…` records instead ([`crate::ledger::refusal`]); notes named `refused*` by older
+//! versions still count as refused in the report. The first note of an order and reason is kept
+//! (a redelivery does not move it to another day).
 
 /// The reason of an order without a usable click ID.
 pub const NO_CLICK_ID: &str = "no_click_id";
@@ -23,7 +24,7 @@ pub struct Note {
     pub shop: Option<String>,
     pub order_id: String,
     pub event: String,
-    /// A short code (`[a-z0-9_]`): `no_click_id`, `refused_422`, …
+    /// A short code (`[a-z0-9_]`): `no_click_id`, `too_old`.
     pub reason: String,
     pub created_at_ms: i64,
     /// How long the note is kept, in days.

@@ -32,8 +32,9 @@ use clap::{Args, Parser, Subcommand};
 /// The program name commands are parsed and shown under.
 pub const PROGRAM: &str = "cartpanda-redtrack-admin";
 
-/// Operator commands for cartpanda-redtrack: named shops in the ledger table, and moving
-/// dead-lettered postbacks back to the redrive queue.
+/// Operator commands for cartpanda-redtrack: named shops in the ledger table, reconciliation
+/// back-fills, the report, the ledger's memory, and moving dead-lettered postbacks back to the
+/// redrive queue.
 #[derive(Debug, Parser)]
 #[command(name = PROGRAM)]
 pub struct Cli {

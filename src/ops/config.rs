@@ -241,7 +241,7 @@ fn cartpanda_order_url(get: &impl Fn(&str) -> Option<String>) -> Result<String, 
     Ok(url)
 }
 
-/// `lookup` with values trimmed and an empty value read as unset.
+/// `CLICKID_SOURCES`, else the default sources.
 fn click_id_sources(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<crate::conversion::clickid::ClickIdSources, ConfigError> {
@@ -252,6 +252,7 @@ fn click_id_sources(
     }
 }
 
+/// `lookup` with values trimmed and an empty value read as unset.
 fn trimmed(lookup: &impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| {
         lookup(name)

@@ -762,7 +762,8 @@ fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
                 let err = ReconcileError::Ledger("DynamoDB unavailable".to_owned());
                 return Err(Stop::Failed(err));
             }
-            Outcome::NotAttempted => {}
+            // Not claimed (no time left for it): the order is not settled, a later run retries it.
+            Outcome::NotAttempted => settled = false,
         }
     }
     Ok(settled)

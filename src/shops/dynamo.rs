@@ -54,7 +54,7 @@ impl ShopDirectory for DynamoLedger {
 }
 
 impl DynamoLedger {
-    /// Creates or replaces a shop's record (the admin command `store put`).
+    /// Creates or replaces a shop's record (the admin command `shop put`).
     pub async fn put_shop(&self, record: &ShopRecord, now_ms: i64) -> Result<(), LedgerError> {
         let mut put = self
             .client
