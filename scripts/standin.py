@@ -432,11 +432,13 @@ class RecordingProxy:
 
 
 def webhook_event(order_id, token, path="/cartpanda", route="POST /cartpanda", path_parameters=None):
-    """An API Gateway HTTP API (payload 2.0) event of events/paid-brl.json for another order."""
+    """An API Gateway HTTP API (payload 2.0) event of events/paid-brl.json for another order,
+    created now (the sample's own date is older than the ledger's memory allows a sale to be)."""
     with open(os.path.join(ROOT, "events", "paid-brl.json")) as f:
         event = json.load(f)
     body = json.loads(event["body"])
     body["order"]["id"] = order_id
+    body["order"]["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     text = json.dumps(body)
     event["headers"]["content-length"] = str(len(text))
     event["rawPath"] = path
