@@ -10,8 +10,11 @@
 use super::{LOOK_HEAD, Look, ROW_HEAD, Report, Row, look_cells, row_cells};
 use std::collections::BTreeMap;
 
-/// The series of the daily chart: name, colour, and how a row adds to it.
-const SERIES: [(&str, &str, fn(&Row) -> u64); 5] = [
+/// One series of the daily chart: its name, its colour, and how a row adds to it.
+type Series = (&'static str, &'static str, fn(&Row) -> u64);
+
+/// The series of the daily chart.
+const SERIES: [Series; 5] = [
     ("sent", "#2e7d32", |r| r.sent),
     ("queued", "#f9a825", |r| r.queued),
     ("failed", "#c62828", |r| r.failed),
