@@ -29,12 +29,7 @@ impl Bridge {
         conversion: &Conversion<'_>,
         claim: &Claim,
     ) -> Result<ClaimOutcome, LedgerError> {
-        let former: &[String] = match conversion.items.as_slice() {
-            [item] if conversion.kind == Kind::Upsell => &item.former_ids,
-            _ => &[],
-        };
-        for key in former {
-            let former_id = format!("{order_id}-upsell-{key}");
+        for former_id in former_event_ids(order_id, conversion) {
             let record_key = profile.record_key(&former_id, self.config.dry_run);
             let found = match self.ledger.look_up(&record_key).await {
                 Ok(found) => found,
@@ -51,6 +46,19 @@ impl Bridge {
             }
         }
         Ok(ClaimOutcome::Claimed)
+    }
+}
+
+/// The event IDs earlier versions gave `conversion` (an S2S shop's upsell of order `order_id`),
+/// in the order they are looked up; none for any other conversion.
+pub fn former_event_ids(order_id: &str, conversion: &Conversion<'_>) -> Vec<String> {
+    match conversion.items.as_slice() {
+        [item] if conversion.kind == Kind::Upsell => item
+            .former_ids
+            .iter()
+            .map(|key| format!("{order_id}-upsell-{key}"))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@
 //! and order source it is given; [`crate::inbound::http`] is the thin adapter in front of it.
 
 mod deliver;
-mod former;
+pub(crate) mod former;
 mod preview;
 mod process;
 mod report;

@@ -471,7 +471,7 @@ impl Reconciler {
             let order_id = classified.order_id.clone().unwrap_or_default();
             match (&classified.decision, classified.order) {
                 (Decision::Convert(conversions), Some(_)) if options.dry_run => {
-                    self.look_up(profile, conversions, summary)
+                    self.look_up(profile, &order_id, conversions, summary)
                         .await
                         .map_err(Stop::Failed)?;
                 }
@@ -500,16 +500,26 @@ impl Reconciler {
         Ok(settled)
     }
 
-    /// Dry run: whether each conversion is already recorded as sent, or would be sent.
+    /// Dry run: whether each conversion is already recorded as sent (under its event ID, or one
+    /// an earlier version gave it), or would be sent.
     async fn look_up(
         &self,
         profile: &Profile,
+        order_id: &str,
         conversions: &[Conversion<'_>],
         summary: &mut Summary,
     ) -> Result<(), ReconcileError> {
         for conversion in conversions {
-            let key = profile.record_key(&conversion.event_id, false);
-            if self.recorded(&key).await? {
+            // An S2S shop's upsell may be recorded under an ID an earlier version gave it.
+            let former = crate::bridge::former::former_event_ids(order_id, conversion);
+            let mut sent = false;
+            for event_id in std::iter::once(&conversion.event_id).chain(&former) {
+                if self.recorded(&profile.record_key(event_id, false)).await? {
+                    sent = true;
+                    break;
+                }
+            }
+            if sent {
                 summary.already_sent += 1;
             } else {
                 summary.would_send += 1;
