@@ -211,31 +211,9 @@ async fn sqs_event(h: &Harness) -> SqsEvent {
 /// The messages as Lambda's SQS poller hands them over, received with `visibility` seconds of
 /// visibility timeout (the queue's default when `None`).
 async fn sqs_event_hidden_for(h: &Harness, visibility: Option<i32>) -> SqsEvent {
-    let messages = h
-        .sqs
-        .receive_message()
-        .queue_url(h.queue_url.as_ref().unwrap())
-        .set_visibility_timeout(visibility)
-        .max_number_of_messages(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
+    receive_as_sqs_event(&h.sqs, h.queue_url.as_ref().unwrap(), visibility)
         .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let records: Vec<_> = messages
-        .iter()
-        .map(|m| {
-            let count = m
-                .attributes()
-                .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
-                .cloned()
-                .unwrap_or_else(|| "1".into());
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                   "attributes": {"ApproximateReceiveCount": count}, "eventSource": "aws:sqs"})
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).unwrap()
+        .1
 }
 
 fn queued_options() -> Options {

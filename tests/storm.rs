@@ -24,7 +24,7 @@ use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
 use common::*;
 use fault_proxy::FaultProxy;
 use lambda_http::RequestExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -213,25 +213,7 @@ async fn deliver_all(
 /// (as Lambda's SQS trigger does). Returns how many messages it handled.
 async fn consume(w: &World) -> usize {
     let sqs = &w.consumer.sqs;
-    let messages = sqs
-        .receive_message()
-        .queue_url(&w.queue_url)
-        .max_number_of_messages(10)
-        .visibility_timeout(30)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let records: Vec<_> = messages
-        .iter()
-        .map(|m| {
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                   "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"})
-        })
-        .collect();
-    let event = serde_json::from_value(json!({ "Records": records })).unwrap();
+    let (messages, event) = receive_as_sqs_event(sqs, &w.queue_url, Some(30)).await;
     let deadline = SystemClock.now_ms() + 30_000;
     let failed: BTreeSet<String> = w
         .consumer

@@ -113,6 +113,45 @@ pub async fn peek(client: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::t
         .unwrap_or_default()
 }
 
+/// The messages waiting in `queue_url`, received with `visibility` seconds of visibility timeout
+/// (the queue's default when `None`), and the SQS event Lambda's poller would hand over for them
+/// (each with its `ApproximateReceiveCount`).
+pub async fn receive_as_sqs_event(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    visibility: Option<i32>,
+) -> (
+    Vec<aws_sdk_sqs::types::Message>,
+    aws_lambda_events::event::sqs::SqsEvent,
+) {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as Attribute;
+    let messages = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .set_visibility_timeout(visibility)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(Attribute::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let records: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            let count = m
+                .attributes()
+                .and_then(|a| a.get(&Attribute::ApproximateReceiveCount))
+                .cloned()
+                .unwrap_or_else(|| "1".into());
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                   "attributes": {"ApproximateReceiveCount": count}, "eventSource": "aws:sqs"})
+        })
+        .collect();
+    let event = serde_json::from_value(json!({ "Records": records })).unwrap();
+    (messages, event)
+}
+
 pub struct Harness {
     pub bridge: Arc<Bridge>,
     pub dynamo: Client,
