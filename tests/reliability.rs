@@ -542,9 +542,9 @@ async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
     assert_eq!(received(&h).await, 4);
 }
 
-/// Issue 20, "smaller": the deadline is checked before each claim. The first upsell takes
-/// RedTrack 2.5 s; too little time is left to claim the second, send it and record or queue
-/// it, so it is left unclaimed (503) for a redelivery, which sends it.
+/// Issue 20, "smaller": the deadline is checked before each claim. The invocation starts with
+/// 1.5 s left; its first conversion is sent, then less than `BEFORE_CLAIM` is left, so the second
+/// is left unclaimed (503) for a redelivery, which sends it.
 #[tokio::test]
 async fn no_conversion_is_claimed_without_the_time_to_send_it() {
     let h = harness_with(Options {
@@ -553,9 +553,11 @@ async fn no_conversion_is_claimed_without_the_time_to_send_it() {
         ..Options::default()
     })
     .await;
-    redtrack(&h, 200, None, 2500).await;
+    redtrack(&h, 200, None, 0).await;
     let order = upsell_order(90013, true);
-    let answer = deliver_within(&h, &order, Duration::from_millis(7000)).await;
+    // 1.5 s to the deadline: the first conversion is the invocation's own (always claimed);
+    // after it, less than BEFORE_CLAIM (2 s) is left.
+    let answer = deliver_within(&h, &order, Duration::from_millis(1500)).await;
     assert_eq!(
         received(&h).await,
         1,
@@ -572,6 +574,18 @@ async fn no_conversion_is_claimed_without_the_time_to_send_it() {
     assert_eq!(claims(&h).await, 1, "the second conversion left unclaimed");
     let again = deliver_within(&h, &order, Duration::from_millis(10_000)).await;
     assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(received(&h).await, 2);
+}
+
+/// Under Lambda's default 3 s timeout (and `cargo lambda watch`'s deadline), a delivery with two
+/// upsells sends both when RedTrack answers at once: the check before each claim leaves a
+/// conversion for a redelivery only when its time is really gone.
+#[tokio::test]
+async fn a_short_invocation_still_sends_every_conversion_it_has_time_for() {
+    let h = harness().await;
+    redtrack(&h, 200, None, 0).await;
+    let answer = deliver_within(&h, &upsell_order(90015, true), Duration::from_millis(3000)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(received(&h).await, 2);
 }
 

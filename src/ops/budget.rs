@@ -32,13 +32,16 @@ pub const AFTER_SEND: Duration = Duration::from_millis(
 /// the answer.
 pub const SENT_RETRY_RESERVE: Duration =
     Duration::from_millis(SDK_OPERATION.as_millis() as u64 + SLACK.as_millis() as u64);
-/// Time a conversion needs when it is claimed: the claim, a RedTrack attempt (within the slack)
-/// and [`AFTER_SEND`]. With less time left before the deadline, the conversion is not claimed
-/// (answered `not_attempted`, 503, for a redelivery): a claim the invocation cannot finish
-/// only blocks redeliveries until its lease ends.
-pub const BEFORE_CLAIM: Duration = Duration::from_millis(
-    SDK_OPERATION.as_millis() as u64 + SLACK.as_millis() as u64 + AFTER_SEND.as_millis() as u64,
-);
+/// Time a conversion needs to be claimed and given its first RedTrack attempt: the claim's SDK
+/// call and the slack. With less time left before the deadline, the conversion is not claimed
+/// (answered `not_attempted`, 503, for a redelivery). With more, it is: in the common case the
+/// claim, the send and the record take milliseconds, and at worst the deadline cuts them (the
+/// claim's lease ends with the invocation, so a redelivery can take it at once). A larger
+/// margin (the worst case of every call after the claim) left the second conversion of most
+/// multi-conversion deliveries unclaimed under Lambda's default 3 s timeout, for a redelivery
+/// that Cartpanda may never make.
+pub const BEFORE_CLAIM: Duration =
+    Duration::from_millis(SDK_OPERATION.as_millis() as u64 + SLACK.as_millis() as u64);
 
 #[cfg(test)]
 mod tests {
