@@ -26,6 +26,12 @@ struct Job<'a> {
     deadline_ms: i64,
     /// The same deadline on the monotonic clock (the budget of each send).
     deadline: Instant,
+    /// Whether the deadline bounds the claims: the job began with at least
+    /// [`budget::BEFORE_CLAIM`] left. A deadline already (nearly) past when the job begins is a
+    /// local emulator's (`cargo lambda watch`; some give the invoke time itself), not Lambda's,
+    /// whose timeout never lets an invocation start without its time: every conversion is then
+    /// claimed, as before the check existed.
+    bounded: bool,
 }
 
 impl Job<'_> {
@@ -34,7 +40,8 @@ impl Job<'_> {
     /// first is the caller's decision: the webhook path starts with the invocation, and
     /// reconciliation stops taking orders its own margin before its deadline).
     fn time_for_a_claim(&self) -> bool {
-        self.deadline.saturating_duration_since(Instant::now()) >= budget::BEFORE_CLAIM
+        !self.bounded
+            || self.deadline.saturating_duration_since(Instant::now()) >= budget::BEFORE_CLAIM
     }
 }
 
@@ -76,6 +83,7 @@ impl Bridge {
             order,
             deadline_ms,
             deadline,
+            bounded: deadline_ms - now_ms >= budget::BEFORE_CLAIM.as_millis() as i64,
         };
         let mut report = Report::default();
         let mut ledger_down = false;
