@@ -590,6 +590,23 @@ async fn a_short_invocation_still_sends_every_conversion_it_has_time_for() {
     assert_eq!(received(&h).await, 4);
 }
 
+/// Under Lambda's default 3 s timeout the retry margin (3.6 s) leaves RedTrack no time at all;
+/// the first attempt still gets a usable timeout, so a RedTrack answering in 300 ms is sent (it
+/// was cut at 50 ms and answered 502).
+#[tokio::test]
+async fn a_short_invocation_gives_redtrack_a_real_first_attempt() {
+    let h = harness_with(Options {
+        retry: RetryPolicy::default(),
+        ..Options::default()
+    })
+    .await;
+    redtrack(&h, 200, None, 300).await;
+    let answer = deliver_within(&h, &paid_order(90017), Duration::from_millis(3000)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
+    assert_eq!(received(&h).await, 1);
+}
+
 /// Issue 20, item 8: a "record SENT" message whose record changed hands (here: a later attempt
 /// found RedTrack down and queued the conversion) is claimed and recorded `SENT`; the queued
 /// send that follows finds it sent, and nothing reaches RedTrack again.

@@ -56,6 +56,9 @@ pub trait Tracker: Send + Sync {
     async fn send(&self, url: &Url, deadline: Instant) -> Result<Accepted, SendError>;
 }
 
+/// The shortest timeout of a postback's first attempt, whatever the deadline leaves.
+pub const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
+
 /// Retry policy for one invocation.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -235,7 +238,16 @@ impl Tracker for RedTrackClient {
             if left < Duration::from_millis(50) && attempts > 0 {
                 break;
             }
-            let timeout = self.timeout.min(left.max(Duration::from_millis(50)));
+            // The first attempt always gets a usable timeout, even when the margin leaves nothing
+            // (a deadline under 3.6 s: Lambda's default 3 s timeout, a local emulator's past
+            // deadline): 50 ms failed every RedTrack slower than that. Retries keep within the
+            // margin.
+            let floor = if attempts == 0 {
+                FIRST_ATTEMPT_FLOOR
+            } else {
+                Duration::from_millis(50)
+            };
+            let timeout = self.timeout.min(left.max(floor));
             attempts += 1;
             match self.attempt(url, timeout).await {
                 Ok(status) => return Ok(Accepted { status, attempts }),
