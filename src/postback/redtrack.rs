@@ -59,6 +59,20 @@ pub trait Tracker: Send + Sync {
 /// The shortest timeout of a postback's first attempt, whatever the deadline leaves.
 pub const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
 
+/// The timeout of the attempt after `attempts` earlier ones, with `left` before the margin. The
+/// first attempt always gets a usable one, even when the margin leaves nothing (a deadline under
+/// 3.6 s: Lambda's default 3 s timeout, a local emulator's past deadline): 50 ms failed every
+/// RedTrack slower than that. Retries keep within the margin.
+#[cfg(feature = "runtime")]
+fn attempt_timeout(timeout: Duration, left: Duration, attempts: u32) -> Duration {
+    let floor = if attempts == 0 {
+        FIRST_ATTEMPT_FLOOR
+    } else {
+        Duration::from_millis(50)
+    };
+    timeout.min(left.max(floor))
+}
+
 /// Retry policy for one invocation.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -238,16 +252,7 @@ impl Tracker for RedTrackClient {
             if left < Duration::from_millis(50) && attempts > 0 {
                 break;
             }
-            // The first attempt always gets a usable timeout, even when the margin leaves nothing
-            // (a deadline under 3.6 s: Lambda's default 3 s timeout, a local emulator's past
-            // deadline): 50 ms failed every RedTrack slower than that. Retries keep within the
-            // margin.
-            let floor = if attempts == 0 {
-                FIRST_ATTEMPT_FLOOR
-            } else {
-                Duration::from_millis(50)
-            };
-            let timeout = self.timeout.min(left.max(floor));
+            let timeout = attempt_timeout(self.timeout, left, attempts);
             attempts += 1;
             match self.attempt(url, timeout).await {
                 Ok(status) => return Ok(Accepted { status, attempts }),
