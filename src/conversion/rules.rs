@@ -260,6 +260,14 @@ pub fn is_cartx_test(order: &Order) -> bool {
     order.is_cartx_test.0 && !order.test.0 && !order.is_test.0
 }
 
+/// Whether the order says it was refunded besides its refund records: a status text naming a
+/// refund (`Refunded`, `Partially Refunded`), or a line flagged `is_refunded`. A numeric
+/// `status_id` proves nothing.
+pub fn marked_refunded(order: &Order) -> bool {
+    let status = order.status_id.get().unwrap_or("").to_ascii_lowercase();
+    status.contains("refund") || order.line_items.iter().any(|i| i.is_refunded.0)
+}
+
 /// Whether the order is older than the ledger's memory: created (`created_at`, naive times read as
 /// UTC) more than `memory_days` before `now_ms`. Its conversions' records may have expired, so a
 /// refund or chargeback delivered again could be sent twice: such an order is skipped. An absent

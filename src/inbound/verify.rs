@@ -248,13 +248,6 @@ fn api_refunds(api: &Order, evidence: &Evidence) -> Vec<Decimal> {
         .collect()
 }
 
-/// Whether an order says it was refunded without refund records: a status text naming a refund,
-/// or a refunded line.
-fn refunded_without_records(api: &Order) -> bool {
-    let status = api.status_id.get().unwrap_or("").to_ascii_lowercase();
-    status.contains("refund") || api.line_items.iter().any(|i| i.is_refunded.0)
-}
-
 /// One delivery compared with the API's order, conversion by conversion.
 struct Check<'a> {
     order_id: &'a str,
@@ -423,7 +416,7 @@ impl Check<'_> {
         // An API order that lists no refund record but says it was refunded (its status text,
         // or a line flagged `is_refunded`) confirms the refund without an amount to compare:
         // the webhook's refund was then made the same way, from the flags.
-        if self.api.refunds.is_empty() && refunded_without_records(self.api) {
+        if self.api.refunds.is_empty() && crate::conversion::rules::marked_refunded(self.api) {
             return Ok(());
         }
         // The conversion's amount may have been converted (`SUM_CURRENCY`): the API's amounts

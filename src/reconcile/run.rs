@@ -828,10 +828,7 @@ fn updated_events(order: Option<&Order>) -> Vec<&'static str> {
     };
     let status = order.status_id.get().unwrap_or("").to_ascii_lowercase();
     let mut events = Vec::new();
-    if !order.refunds.is_empty()
-        || status.contains("refund")
-        || order.line_items.iter().any(|i| i.is_refunded.0)
-    {
+    if !order.refunds.is_empty() || crate::conversion::rules::marked_refunded(order) {
         events.push("order.refunded");
     }
     if order.chargeback_received.0 || status.contains("chargeback") {
