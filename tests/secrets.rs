@@ -57,6 +57,7 @@ fn shop(name: &str, plain_token: Option<&str>) -> ShopRecord {
         shop_slug: None,
         s2s: false,
         verify_orders: true,
+        timezone: None,
     }
 }
 

@@ -78,6 +78,7 @@ impl ShopDirectory for CountingDirectory {
             shop_slug: None,
             s2s: false,
             verify_orders: true,
+            timezone: None,
         }))
     }
 }

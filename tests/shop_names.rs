@@ -67,6 +67,7 @@ async fn legacy_default_shop(h: &Harness, ssm: &SsmSecrets) -> String {
         s2s: false,
         // The token serves reconciliation only: deliveries are not verified here.
         verify_orders: false,
+        timezone: None,
     };
     DynamoLedger::new(h.dynamo.clone(), h.table.clone())
         .put_shop(&record, SystemClock.now_ms())

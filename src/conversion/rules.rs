@@ -5,6 +5,7 @@
 
 use crate::inbound::money::{AmountError, Evidence};
 use crate::inbound::webhook::{LineItem, Order};
+use crate::inbound::zone::Zone;
 use rust_decimal::Decimal;
 
 /// Line items accepted in one order; more is refused as not a real order.
@@ -260,6 +261,36 @@ pub fn is_cartx_test(order: &Order) -> bool {
     order.is_cartx_test.0 && !order.test.0 && !order.is_test.0
 }
 
+/// What an order's `payment_status` says: `3` (or the text `paid`) paid, `1` (or `pending`) not
+/// yet, `4` (or text starting `cancel`) cancelled. Absent, blank or any other code (`2`, `5`, …,
+/// whose meaning no public source gives) proves nothing: [`Payment::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payment {
+    Paid,
+    Pending,
+    Cancelled,
+    Unknown,
+}
+
+/// The one reading of `payment_status`, for verification (a sale needs an order not pending nor
+/// cancelled) and for reconciliation (an updated order makes sales only when paid).
+pub fn payment(order: &Order) -> Payment {
+    let Some(code) = order.payment_status.get() else {
+        return Payment::Unknown;
+    };
+    let code = code.trim().to_ascii_lowercase();
+    match Decimal::from_str_exact(&code).ok().map(|d| d.normalize()) {
+        Some(n) if n == Decimal::from(3) => Payment::Paid,
+        Some(n) if n == Decimal::ONE => Payment::Pending,
+        Some(n) if n == Decimal::from(4) => Payment::Cancelled,
+        Some(_) => Payment::Unknown,
+        None if code == "paid" => Payment::Paid,
+        None if code == "pending" => Payment::Pending,
+        None if code.starts_with("cancel") => Payment::Cancelled,
+        None => Payment::Unknown,
+    }
+}
+
 /// Whether the order says it was refunded besides its refund records: a status text naming a
 /// refund (`Refunded`, `Partially Refunded`), or a line flagged `is_refunded`. A numeric
 /// `status_id` proves nothing.
@@ -268,12 +299,26 @@ pub fn marked_refunded(order: &Order) -> bool {
     status.contains("refund") || order.line_items.iter().any(|i| i.is_refunded.0)
 }
 
-/// Whether the order is older than the ledger's memory: created (`created_at`, naive times read as
-/// UTC) more than `memory_days` before `now_ms`. Its conversions' records may have expired, so a
-/// refund or chargeback delivered again could be sent twice: such an order is skipped. An absent
-/// or unreadable `created_at` never blocks.
+/// The zone an order's naive times are in, when it says (`shop.timezone`, a zone of
+/// [`crate::inbound::zone`]).
+pub fn shop_zone(order: &Order) -> Option<&'static Zone> {
+    Zone::find(order.shop.as_ref()?.timezone.get()?)
+}
+
+/// When the order was created (`created_at`, epoch seconds): an offset honoured, a naive time read
+/// in the order's own zone ([`shop_zone`]), else in `fallback` (the shop's configured zone), else
+/// as UTC. The one reading of `created_at`, for the age rule and for reconciliation.
+pub fn created_s(order: &Order, fallback: Option<&Zone>) -> Option<i64> {
+    let zone = shop_zone(order).or(fallback);
+    crate::inbound::datetime::read_in(order.created_at.get()?, zone)
+}
+
+/// Whether the order is older than the ledger's memory: created ([`created_s`]) more than
+/// `memory_days` before `now_ms`. Its conversions' records may have expired, so a refund or
+/// chargeback delivered again could be sent twice: such an order is skipped. An absent or
+/// unreadable `created_at` never blocks.
 pub fn too_old(order: &Order, now_ms: i64, memory_days: u32) -> Option<Skip> {
-    let created_s = crate::inbound::datetime::parse_unix(order.created_at.get()?)?;
+    let created_s = created_s(order, None)?;
     let age_s = now_ms.div_euclid(1000) - created_s;
     (age_s > i64::from(memory_days) * 86_400).then(|| Skip::TooOld {
         age_days: u32::try_from(age_s / 86_400).unwrap_or(u32::MAX),

@@ -1,13 +1,48 @@
-//! Cartpanda timestamps (`"2022-07-16 01:18:23"`, UTC without offset, or ISO 8601 with `Z` or an
-//! offset) read into Unix seconds, and written back in the forms the S2S macros use. The calendar
-//! (which days exist, Unix seconds to a date and back) is the `time` crate's; this module only reads
-//! the fixed layout of the text.
+//! Cartpanda timestamps (`"2022-07-16 01:18:23"` without offset, or ISO 8601 with `Z` or an
+//! offset) read into Unix seconds, and written back in the forms the S2S macros use. An offset is
+//! always honoured; a naive time is read in the zone the caller knows for it ([`read_in`]: the
+//! shop's, see [`crate::inbound::zone`]), else as UTC ([`parse_unix`]). The calendar (which days
+//! exist, Unix seconds to a date and back) is the `time` crate's; this module only reads the fixed
+//! layout of the text.
 
+use crate::inbound::zone::Zone;
 use time::{Date, Month, OffsetDateTime, Time};
 
+/// A timestamp as written: its fields (read as if UTC, in seconds), and its offset east of UTC
+/// when it carries one (`Z` is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub fields_s: i64,
+    pub offset_s: Option<i64>,
+}
+
+impl Stamp {
+    /// The instant: its own offset, else `zone`'s local time, else UTC.
+    pub fn instant(self, zone: Option<&Zone>) -> i64 {
+        match (self.offset_s, zone) {
+            (Some(offset), _) => self.fields_s - offset,
+            (None, Some(zone)) => zone.instant(self.fields_s),
+            (None, None) => self.fields_s,
+        }
+    }
+}
+
 /// Reads a timestamp; `None` when it is not one of the known shapes or names a day that does not
-/// exist (31 February).
+/// exist (31 February). A naive time reads as UTC.
 pub fn parse_unix(text: &str) -> Option<i64> {
+    read_in(text, None)
+}
+
+/// Reads a timestamp, a naive one in `zone`'s local time (UTC without one).
+pub fn read_in(text: &str, zone: Option<&Zone>) -> Option<i64> {
+    let unix = parse_stamp(text)?.instant(zone);
+    // Only instants the formatters below can write back.
+    OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    Some(unix)
+}
+
+/// Reads a timestamp's fields and offset.
+pub fn parse_stamp(text: &str) -> Option<Stamp> {
     let t = text.trim();
     let b = t.as_bytes();
     if b.len() < 19 || !matches!(b[10], b' ' | b'T') {
@@ -32,13 +67,24 @@ pub fn parse_unix(text: &str) -> Option<i64> {
     if second > 60 {
         return None;
     }
-    let mut rest = &t[19..];
+    let fields_s = date.with_time(time).assume_utc().unix_timestamp() + second;
+    Some(Stamp {
+        fields_s,
+        offset_s: offset_of(&t[19..])?,
+    })
+}
+
+/// The offset after the seconds (and an optional fraction): `None` inside for none, `Some(0)` for
+/// `Z`; the outer `None` when it is not an offset.
+fn offset_of(rest: &str) -> Option<Option<i64>> {
+    let mut rest = rest;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
         rest = &frac[digits..];
     }
-    let offset = match rest {
-        "" | "Z" | "z" => 0,
+    match rest {
+        "" => Some(None),
+        "Z" | "z" => Some(Some(0)),
         _ => {
             let sign = match rest.as_bytes()[0] {
                 b'+' => 1,
@@ -51,13 +97,9 @@ pub fn parse_unix(text: &str) -> Option<i64> {
             }
             let h: i64 = hm[..2].parse().ok()?;
             let m: i64 = hm[2..].parse().ok()?;
-            sign * (h * 3600 + m * 60)
+            Some(Some(sign * (h * 3600 + m * 60)))
         }
-    };
-    let unix = date.with_time(time).assume_utc().unix_timestamp() + second - offset;
-    // Only instants the formatters below can write back.
-    OffsetDateTime::from_unix_timestamp(unix).ok()?;
-    Some(unix)
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC; empty for an instant outside years -9999 to 9999.
@@ -124,6 +166,36 @@ mod tests {
         );
         // A leap second reads as the next minute's first second, as it always did.
         assert_eq!(parse_unix("2016-12-31 23:59:60"), Some(1_483_228_800));
+    }
+
+    #[test]
+    fn naive_times_read_in_the_zone_given_and_offsets_always_win() {
+        let sp = Zone::find("America/Sao_Paulo");
+        assert_eq!(
+            read_in("2026-09-16 10:20:00", sp),
+            parse_unix("2026-09-16 13:20:00")
+        );
+        assert_eq!(
+            read_in("2026-09-16T10:20:00-03:00", sp),
+            parse_unix("2026-09-16 13:20:00")
+        );
+        assert_eq!(
+            read_in("2026-09-16T10:20:00.000000Z", sp),
+            parse_unix("2026-09-16 10:20:00")
+        );
+        assert_eq!(
+            read_in("2026-09-16 10:20:00", None),
+            parse_unix("2026-09-16 10:20:00")
+        );
+        assert_eq!(parse_stamp("2026-09-16 10:20:00").unwrap().offset_s, None);
+        assert_eq!(
+            parse_stamp("2026-09-16T10:20:00Z").unwrap().offset_s,
+            Some(0)
+        );
+        assert_eq!(
+            parse_stamp("2026-09-16T10:20:00-0300").unwrap().offset_s,
+            Some(-10_800)
+        );
     }
 
     #[test]

@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod s2s;
 pub mod verify;
 pub mod webhook;
+pub mod zone;

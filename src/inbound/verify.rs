@@ -6,8 +6,9 @@
 //!
 //! - every conversion: the order exists in the API;
 //! - a purchase or upsell: the order is not cancelled (`payment_status` 4, or a textual
-//!   `status_id` saying so; a numeric `status_id` proves nothing) and, where the API gives a
-//!   `payment_status`, it is 3 (paid);
+//!   `status_id` saying so; a numeric `status_id` proves nothing) nor pending (`payment_status`
+//!   1); any other `payment_status` code proves nothing ([`crate::conversion::rules::payment`],
+//!   the rule reconciliation reads too);
 //! - a purchase: the delivered total is not above the API's (a buyer who took an upsell since
 //!   made the API's total larger), and every line the delivery carries is in the API's order, by
 //!   line ID, or by product ID where the delivery has no line ID (an S2S postback's lines have
@@ -28,7 +29,7 @@
 
 use crate::conversion::currency;
 use crate::conversion::fields;
-use crate::conversion::rules::{Conversion, Kind};
+use crate::conversion::rules::{Conversion, Kind, Payment, payment};
 use crate::inbound::auth::Secret;
 use crate::inbound::lenient::RawAmount;
 use crate::inbound::money::{self, Evidence};
@@ -192,30 +193,6 @@ impl<'a> LineRef<'a> {
     }
 }
 
-/// What the API's `payment_status` says: 3 paid, 4 cancelled; absent is not checked, any other
-/// value (1 pending, …) is not paid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Payment {
-    Paid,
-    Cancelled,
-    NotPaid,
-    Unknown,
-}
-
-fn payment(order: &Order) -> Payment {
-    let Some(code) = order.payment_status.get() else {
-        return Payment::Unknown;
-    };
-    let number = Decimal::from_str_exact(code).ok().map(|d| d.normalize());
-    match (number, code.to_ascii_lowercase().as_str()) {
-        (Some(n), _) if n == Decimal::from(3) => Payment::Paid,
-        (Some(n), _) if n == Decimal::from(4) => Payment::Cancelled,
-        (None, "paid") => Payment::Paid,
-        (None, text) if text.starts_with("cancel") => Payment::Cancelled,
-        _ => Payment::NotPaid,
-    }
-}
-
 /// An amount to the cent, as it is sent.
 fn cents(value: Decimal) -> Decimal {
     value.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
@@ -320,7 +297,8 @@ impl Check<'_> {
     }
 
     /// A sale needs an order that is not cancelled (`payment_status` 4, or a textual
-    /// `status_id` saying so: a numeric one proves nothing) and is paid where the API says.
+    /// `status_id` saying so: a numeric one proves nothing) nor pending (`payment_status` 1);
+    /// another code proves nothing ([`payment`]).
     fn sale(&self) -> Result<(), VerifyError> {
         let status = self.api.status_id.get().unwrap_or("").to_ascii_lowercase();
         match payment(self.api) {
@@ -328,7 +306,7 @@ impl Check<'_> {
             _ if status.starts_with("cancel") => {
                 self.status("Cartpanda's API says the order is cancelled")
             }
-            Payment::NotPaid => self.status("Cartpanda's API says the order is not paid"),
+            Payment::Pending => self.status("Cartpanda's API says the order is not paid"),
             Payment::Paid | Payment::Unknown => Ok(()),
         }
     }
@@ -547,9 +525,12 @@ mod tests {
         assert_eq!(of(r#"{"payment_status": "Paid"}"#), Payment::Paid);
         assert_eq!(of(r#"{"payment_status": 4}"#), Payment::Cancelled);
         assert_eq!(of(r#"{"payment_status": "canceled"}"#), Payment::Cancelled);
-        assert_eq!(of(r#"{"payment_status": 1}"#), Payment::NotPaid);
-        assert_eq!(of(r#"{"payment_status": 2}"#), Payment::NotPaid);
-        assert_eq!(of(r#"{"payment_status": "pending"}"#), Payment::NotPaid);
+        assert_eq!(of(r#"{"payment_status": 1}"#), Payment::Pending);
+        assert_eq!(of(r#"{"payment_status": "pending"}"#), Payment::Pending);
+        // Codes no public source explains prove nothing.
+        assert_eq!(of(r#"{"payment_status": 2}"#), Payment::Unknown);
+        assert_eq!(of(r#"{"payment_status": 5}"#), Payment::Unknown);
+        assert_eq!(of(r#"{"payment_status": "authorized"}"#), Payment::Unknown);
         assert_eq!(of(r#"{"payment_status": null}"#), Payment::Unknown);
         assert_eq!(of(r#"{"payment_status": ""}"#), Payment::Unknown);
         assert_eq!(of("{}"), Payment::Unknown);

@@ -156,6 +156,8 @@ pub struct Shop {
     pub id: Text,
     pub slug: Text,
     pub name: Text,
+    /// The shop's time zone (e.g. `America/Sao_Paulo`), as orders read from the API carry it.
+    pub timezone: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,7 @@
 //!   [--cartx-test-orders send|skip] [--sum-currency USD|EUR|BRL]
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
 //!   [--clickid-sources <source,…>] [--reconcile true|false] [--shop-slug <slug>]
-//!   [--s2s true|false] [--verify-orders true|false]`
+//!   [--s2s true|false] [--verify-orders true|false] [--timezone <IANA zone>]`
 //! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
 //!   its old name)
 //! - `shop rename <old> <new>` (moves a shop, its API token parameter, watermark and records)
@@ -212,6 +212,9 @@ pub struct ShopPut {
     /// Verify its orders with the API token (false: the token serves reconciliation only).
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, value_parser = boolean, default_value = "true")]
     pub verify_orders: bool,
+    /// Its time zone (e.g. America/Sao_Paulo), for reconciliation until its orders show theirs.
+    #[arg(long, value_name = "IANA zone")]
+    pub timezone: Option<String>,
     #[command(flatten)]
     pub table: TableArg,
 }
@@ -305,6 +308,7 @@ impl ShopPut {
             shop_slug: self.shop_slug.clone(),
             s2s: self.s2s,
             verify_orders: self.verify_orders,
+            timezone: self.timezone.clone(),
         };
         record
             .profile()

@@ -2,23 +2,31 @@
 //! is read next to them: the reconciler sends through the same bridge).
 
 use crate::inbound::auth::Secret;
+use crate::inbound::zone::Zone;
 use crate::ops::config::ConfigError;
 use std::time::Duration;
 
 /// Cartpanda's order list, as public clients use it.
 pub const DEFAULT_LIST_URL: &str = "https://accounts.cartpanda.com/api/v3/{shop_slug}/orders";
 /// The list's filters: orders created in the window, paid (`payment_status=3`), page by page.
-/// `{from}`, `{to}` (`YYYY-MM-DD HH:MM:SS`, UTC) and `{page}` are filled per request.
+/// `{from}`, `{to}` (`YYYY-MM-DD HH:MM:SS`, in the shop's zone when known: see
+/// [`crate::reconcile::orders::ListTimes`]), `{limit}` (`CARTPANDA_ORDER_LIST_LIMIT`) and `{page}`
+/// are filled per request.
 pub const DEFAULT_LIST_QUERY: &str =
-    "created_at_min={from}&created_at_max={to}&payment_status=3&page={page}";
+    "created_at_min={from}&created_at_max={to}&payment_status=3&limit={limit}&page={page}";
+
+/// Orders asked for per page (`CARTPANDA_ORDER_LIST_LIMIT`); Cartpanda may answer fewer or more.
+pub const DEFAULT_LIST_LIMIT: u64 = 100;
 
 /// The order list's request settings.
 #[derive(Debug, Clone)]
 pub struct ListSettings {
     /// `CARTPANDA_ORDER_LIST_URL`: the list's URL, `{shop_slug}` filled per shop.
     pub url: String,
-    /// `CARTPANDA_ORDER_LIST_QUERY`: the filters, with `{from}`, `{to}` and `{page}`.
+    /// `CARTPANDA_ORDER_LIST_QUERY`: the filters, with `{from}`, `{to}`, `{limit}` and `{page}`.
     pub query: String,
+    /// `CARTPANDA_ORDER_LIST_LIMIT`: the page size asked for (`{limit}`).
+    pub limit: u32,
     /// `CARTPANDA_ORDER_LIST_UPDATED_FILTER` (e.g. `updated_at_min`): with it, a second pass lists
     /// the orders updated since the window's start and reconciles their refunds and chargebacks.
     pub updated_filter: Option<String>,
@@ -40,6 +48,13 @@ impl ListSettings {
             .find_map(|pair| pair.strip_suffix("={page}"))
             .unwrap_or("page")
     }
+
+    /// The name of the page size parameter, when the query has one (`<name>={limit}`).
+    pub fn limit_param(&self) -> Option<&str> {
+        self.query
+            .split('&')
+            .find_map(|pair| pair.strip_suffix("={limit}"))
+    }
 }
 
 /// The default shop's reconciliation, from `RECONCILE=true`.
@@ -49,6 +64,8 @@ pub struct DefaultShop {
     pub token: Secret,
     /// `RECONCILE_S2S=true`: the shop is fed by Cartpanda's S2S postback (S2S event IDs).
     pub s2s: bool,
+    /// `CARTPANDA_TIMEZONE`: the shop's time zone, until its listed orders say (`shop.timezone`).
+    pub timezone: Option<&'static Zone>,
 }
 
 /// Everything reconciliation needs besides the bridge.
@@ -127,7 +144,8 @@ pub fn check_list_url(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the query template: `{page}` required, only `{from}`, `{to}`, `{page}` as values.
+/// Checks the query template: `{page}` required, only `{from}`, `{to}`, `{limit}`, `{page}` as
+/// values.
 pub fn check_list_query(query: &str) -> Result<(), String> {
     if !query.split('&').any(|p| p.ends_with("={page}")) {
         return Err("must carry a page parameter `<name>={page}`".to_owned());
@@ -135,9 +153,10 @@ pub fn check_list_query(query: &str) -> Result<(), String> {
     let probe = query
         .replace("{from}", "")
         .replace("{to}", "")
+        .replace("{limit}", "")
         .replace("{page}", "");
     if probe.contains(['{', '}']) {
-        return Err("may only use the placeholders {from}, {to} and {page}".to_owned());
+        return Err("may only use the placeholders {from}, {to}, {limit} and {page}".to_owned());
     }
     if query
         .split('&')
@@ -224,9 +243,17 @@ fn list_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ListSettings, 
         0..=60_000,
         "milliseconds",
     )?;
+    let limit = number(
+        get,
+        "CARTPANDA_ORDER_LIST_LIMIT",
+        DEFAULT_LIST_LIMIT,
+        1..=1000,
+        "orders",
+    )? as u32;
     Ok(ListSettings {
         url,
         query,
+        limit,
         updated_filter,
         min_interval: Duration::from_millis(min_interval),
         timeout: Duration::from_secs(10),
@@ -238,6 +265,8 @@ fn list_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ListSettings, 
 /// The default shop with `RECONCILE=true`: its API token and slug required, `RECONCILE_S2S`
 /// checked either way.
 fn default_shop(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DefaultShop>, ConfigError> {
+    let timezone =
+        timezone(get("CARTPANDA_TIMEZONE").as_deref()).map_err(|p| err("CARTPANDA_TIMEZONE", p))?;
     if !flag(get, "RECONCILE")? {
         flag(get, "RECONCILE_S2S")?;
         return Ok(None);
@@ -261,7 +290,21 @@ fn default_shop(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DefaultS
         slug,
         token: Secret::new(token),
         s2s: flag(get, "RECONCILE_S2S")?,
+        timezone,
     }))
+}
+
+/// Reads a shop's configured time zone (`CARTPANDA_TIMEZONE`, `shop put --timezone`): a zone of
+/// [`crate::inbound::zone`]'s table; unset is `None`.
+pub fn timezone(text: Option<&str>) -> Result<Option<&'static Zone>, String> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(name) => Zone::find(name).map(Some).ok_or_else(|| {
+            format!(
+                "`{name}` is not a time zone this version knows (an IANA name such as America/Sao_Paulo; leave it unset for another zone: windows are then widened)"
+            )
+        }),
+    }
 }
 
 /// Reads `--since`: an RFC 3339 time (or Cartpanda's `YYYY-MM-DD HH:MM:SS`, UTC), or a duration
@@ -312,6 +355,7 @@ mod tests {
         assert!(s.default_shop.is_none());
         assert_eq!(s.list.url, DEFAULT_LIST_URL);
         assert_eq!(s.list.page_param(), "page");
+        assert_eq!((s.list.limit, s.list.limit_param()), (100, Some("limit")));
         assert_eq!(s.overlap, Duration::from_secs(900));
         assert_eq!(s.paid_lookback, Duration::from_secs(168 * 3600));
         assert_eq!(s.retry_runs, 96);
@@ -319,9 +363,16 @@ mod tests {
             ("RECONCILE", "true"),
             ("CARTPANDA_API_TOKEN", "tok"),
             ("CARTPANDA_SHOP_SLUG", "loja"),
+            ("CARTPANDA_TIMEZONE", "America/Sao_Paulo"),
+            ("CARTPANDA_ORDER_LIST_QUERY", "per_page={limit}&p={page}"),
+            ("CARTPANDA_ORDER_LIST_LIMIT", "250"),
         ])
         .unwrap();
-        assert_eq!(on.default_shop.unwrap().slug, "loja");
+        assert_eq!(on.list.limit_param(), Some("per_page"));
+        assert_eq!(on.list.limit, 250);
+        let shop = on.default_shop.unwrap();
+        assert_eq!(shop.slug, "loja");
+        assert_eq!(shop.timezone.unwrap().name, "America/Sao_Paulo");
         for (pairs, var, problem) in [
             (
                 vec![("RECONCILE", "true")],
@@ -369,6 +420,21 @@ mod tests {
                 vec![("RECONCILE_RETRY_RUNS", "0")],
                 "RECONCILE_RETRY_RUNS",
                 "1 to 10000",
+            ),
+            (
+                vec![("CARTPANDA_ORDER_LIST_LIMIT", "0")],
+                "CARTPANDA_ORDER_LIST_LIMIT",
+                "1 to 1000",
+            ),
+            (
+                vec![("CARTPANDA_TIMEZONE", "Mars/Olympus")],
+                "CARTPANDA_TIMEZONE",
+                "not a time zone",
+            ),
+            (
+                vec![("CARTPANDA_ORDER_LIST_QUERY", "page={page}&size={size}")],
+                "CARTPANDA_ORDER_LIST_QUERY",
+                "{limit}",
             ),
             (
                 vec![("RECONCILE_PAID_LOOKBACK_H", "week")],

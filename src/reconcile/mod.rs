@@ -54,6 +54,7 @@ pub fn default_target(reconciler: &Reconciler) -> Option<Target> {
         slug: shop.slug.clone(),
         token: shop.token.clone(),
         s2s: shop.s2s,
+        timezone: shop.timezone,
     })
 }
 
@@ -77,6 +78,8 @@ pub async fn shop_target(
         slug: slug.clone(),
         token: shop_api_token(reconciler, record).await?,
         s2s: record.s2s,
+        timezone: config::timezone(record.timezone.as_deref())
+            .map_err(|p| ReconcileError::Setup(format!("shop `{}`: {p}", record.name)))?,
     }))
 }
 

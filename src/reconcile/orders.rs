@@ -1,12 +1,17 @@
-//! Cartpanda's order list: `GET {list url}?created_at_min=…&created_at_max=…&payment_status=3&page=N`
-//! with `Authorization: Bearer`, answering `{"orders": {"data": [<order>…], "current_page": n,
-//! "last_page": m}}`. One request at a time, at least `min_interval` apart; `429` and `5xx` (and
-//! timeouts) backed off and retried, honouring `Retry-After`; never past the caller's stop time;
-//! answers over the size cap refused. Errors name the status, never the token or an order.
-//! The retry set ([`crate::reconcile::retry`]) re-reads single orders the same way
-//! (`CARTPANDA_ORDER_URL`, answering `{"order": {…}}`).
+//! Cartpanda's order list: `GET {list url}?created_at_min=…&created_at_max=…&payment_status=3&
+//! limit=N&page=N` with `Authorization: Bearer`, answering in any of the shapes public clients
+//! read ([`parse_page`]): `{"orders": {"data": [<order>…], "current_page", "last_page"}}`,
+//! `{"orders": [<order>…], "meta": {"current_page", "last_page", "per_page", "total"}}`, or a bare
+//! array; pages followed as [`Paging`] says. The filters' times are written in the shop's zone
+//! when it is known, else in UTC with the window widened ([`ListTimes`]). One request at a time,
+//! at least `min_interval` apart; `429` and `5xx` (and timeouts) backed off and retried,
+//! honouring `Retry-After`; never past the caller's stop time; answers over the size cap refused.
+//! Errors name the status, never the token or an order. The retry set
+//! ([`crate::reconcile::retry`]) re-reads single orders the same way (`CARTPANDA_ORDER_URL`,
+//! answering `{"order": {…}}`).
 
 use crate::inbound::auth::Secret;
+use crate::inbound::zone::{MAX_OFFSET_S, Zone};
 use crate::reconcile::config::ListSettings;
 use std::time::{Duration, Instant};
 
@@ -49,13 +54,76 @@ pub struct Window {
     pub to_s: i64,
 }
 
-/// One page of the list.
+/// How a run writes its filters' times: in the shop's zone when known, else in UTC; widened by
+/// [`MAX_OFFSET_S`] on each side while the zone is unknown or has just changed, so that whether
+/// Cartpanda reads them as UTC or as the shop's local time, no order falls between two windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListTimes {
+    pub zone: Option<&'static Zone>,
+    pub widen: bool,
+}
+
+impl ListTimes {
+    /// The window's `{from}` and `{to}` as the filters carry them (`YYYY-MM-DD HH:MM:SS`).
+    pub fn bounds(&self, window: Window) -> (String, String) {
+        let pad = if self.widen || self.zone.is_none() {
+            MAX_OFFSET_S
+        } else {
+            0
+        };
+        let (from, to) = (window.from_s - pad, window.to_s + pad);
+        let zone = self.zone.unwrap_or(Zone::utc());
+        (zone.format(from), zone.format(to))
+    }
+}
+
+/// One request of the list: which pass, window and page, its times written as `times` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub pass: Pass,
+    pub window: Window,
+    pub page: u32,
+    pub times: ListTimes,
+}
+
+/// One page of the list, and what the answer says of the pages (absent when it does not).
 #[derive(Debug, Default)]
 pub struct Page {
     /// The orders, each shaped like the webhook's `order`.
     pub orders: Vec<serde_json::Value>,
-    pub current_page: u32,
-    pub last_page: u32,
+    pub current_page: Option<u32>,
+    pub last_page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+/// Where a pass's list ends: at `last_page` when the answer gives it; else at an empty page, at a
+/// page shorter than the answer's `per_page`, or without one, shorter than the pass's first page
+/// read — never merely shorter than the size asked for (`CARTPANDA_ORDER_LIST_LIMIT`), which
+/// Cartpanda may ignore. A page with the very orders of the one before ends it too (an answer
+/// that ignores the page number would otherwise be read to [`crate::reconcile::run::MAX_PAGES`]).
+#[derive(Debug, Default, Clone)]
+pub struct Paging {
+    first_len: Option<usize>,
+    previous: Option<(usize, String, String)>,
+}
+
+impl Paging {
+    /// Whether the list goes on after `page`, page number `number`.
+    pub fn more(&mut self, number: u32, page: &Page) -> bool {
+        let len = page.orders.len();
+        let id = |o: Option<&serde_json::Value>| o.map_or(String::new(), |o| o["id"].to_string());
+        let seen = (len, id(page.orders.first()), id(page.orders.last()));
+        if len == 0 || self.previous.as_ref() == Some(&seen) {
+            return false;
+        }
+        self.previous = Some(seen);
+        let first_len = *self.first_len.get_or_insert(len);
+        match (page.last_page, page.per_page) {
+            (Some(last), _) => number < last,
+            (None, Some(per_page)) if per_page > 0 => len >= per_page as usize,
+            (None, _) => len >= first_len,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,26 +174,28 @@ impl OrderLister {
     }
 
     /// The URL of one page.
-    pub fn page_url(&self, slug: &str, pass: Pass, window: Window, page: u32) -> String {
+    pub fn page_url(&self, slug: &str, request: &PageRequest) -> String {
         let base = self.settings.url.replace(
             "{shop_slug}",
             &crate::inbound::verify::order_url("{order_id}", "", slug),
         );
-        let from = crate::inbound::datetime::format_utc(window.from_s);
-        let to = crate::inbound::datetime::format_utc(window.to_s);
-        let query = match (pass, &self.settings.updated_filter) {
-            (Pass::Updated, Some(filter)) => format!(
-                "{}={}&{}={page}",
-                enc(filter),
-                enc(&from),
-                enc(self.settings.page_param())
-            ),
+        let (from, to) = request.times.bounds(request.window);
+        let (limit, page) = (self.settings.limit.to_string(), request.page.to_string());
+        let query = match (request.pass, &self.settings.updated_filter) {
+            (Pass::Updated, Some(filter)) => {
+                let mut query = format!("{}={}", enc(filter), enc(&from));
+                if let Some(name) = self.settings.limit_param() {
+                    query.push_str(&format!("&{}={limit}", enc(name)));
+                }
+                query + &format!("&{}={page}", enc(self.settings.page_param()))
+            }
             _ => self
                 .settings
                 .query
                 .replace("{from}", &enc(&from))
                 .replace("{to}", &enc(&to))
-                .replace("{page}", &page.to_string()),
+                .replace("{limit}", &limit)
+                .replace("{page}", &page),
         };
         format!("{base}?{query}")
     }
@@ -136,15 +206,12 @@ impl OrderLister {
         &self,
         slug: &str,
         token: &Secret,
-        pass: Pass,
-        window: Window,
-        page: u32,
+        request: &PageRequest,
         stop_at: Instant,
     ) -> Result<Page, ListError> {
-        let url = self.page_url(slug, pass, window, page);
-        let body = self
-            .get(&url, token, (pass.as_str(), page), stop_at)
-            .await?;
+        let url = self.page_url(slug, request);
+        let what = (request.pass.as_str(), request.page);
+        let body = self.get(&url, token, what, stop_at).await?;
         parse_page(&body)
     }
 
@@ -310,27 +377,34 @@ fn page_number(value: Option<&serde_json::Value>) -> Option<u32> {
     }
 }
 
-/// Reads a page: `{"orders": {"data": [...], "current_page", "last_page"}}` (also the bare
-/// paginator `{"data": [...], …}`). Entries that are not objects are dropped.
+/// Reads a page in any shape seen: `{"orders": {"data": [...], "current_page", "last_page",
+/// "per_page"}}` (a Laravel paginator), `{"orders": [...], "meta": {"current_page", "last_page",
+/// "per_page", "total"}}` (v3 clients), a bare array, or the bare paginator `{"data": [...], …}`.
+/// Entries that are not objects are dropped; absent or unreadable page numbers are `None`.
 pub fn parse_page(body: &[u8]) -> Result<Page, ListError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| ListError::NotAList)?;
-    let mut paginator = match value.get_mut("orders") {
-        Some(inner) if inner.is_object() => inner.take(),
-        _ => value,
-    };
-    let orders = match paginator.get_mut("data").map(serde_json::Value::take) {
-        Some(serde_json::Value::Array(items)) => {
-            items.into_iter().filter(|o| o.is_object()).collect()
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(body).map_err(|_| ListError::NotAList)?;
+    let (items, about) = match value {
+        Value::Array(items) => (items, Value::Null),
+        Value::Object(mut map) => {
+            let meta = map.remove("meta");
+            let (items, rest) = match map.remove("orders") {
+                Some(Value::Object(mut inner)) => (inner.remove("data"), inner),
+                Some(orders) => (Some(orders), map),
+                None => (map.remove("data"), map),
+            };
+            match items {
+                Some(Value::Array(items)) => (items, meta.unwrap_or(Value::Object(rest))),
+                _ => return Err(ListError::NotAList),
+            }
         }
         _ => return Err(ListError::NotAList),
     };
-    let current_page = page_number(paginator.get("current_page")).unwrap_or(1);
-    let last_page = page_number(paginator.get("last_page")).unwrap_or(current_page);
     Ok(Page {
-        orders,
-        current_page,
-        last_page,
+        orders: items.into_iter().filter(Value::is_object).collect(),
+        current_page: page_number(about.get("current_page")),
+        last_page: page_number(about.get("last_page")),
+        per_page: page_number(about.get("per_page")),
     })
 }
 
@@ -371,35 +445,143 @@ mod tests {
             from_s: 1_657_934_303,
             to_s: 1_657_934_303 + 3600,
         };
+        let utc = ListTimes {
+            zone: Zone::find("UTC"),
+            widen: false,
+        };
+        let request = |pass, page, times| PageRequest {
+            pass,
+            window,
+            page,
+            times,
+        };
         assert_eq!(
-            lister(None).page_url("minha loja", Pass::Created, window, 2),
-            "https://accounts.cartpanda.com/api/v3/minha%20loja/orders?created_at_min=2022-07-16+01%3A18%3A23&created_at_max=2022-07-16+02%3A18%3A23&payment_status=3&page=2"
+            lister(None).page_url("minha loja", &request(Pass::Created, 2, utc)),
+            "https://accounts.cartpanda.com/api/v3/minha%20loja/orders?created_at_min=2022-07-16+01%3A18%3A23&created_at_max=2022-07-16+02%3A18%3A23&payment_status=3&limit=100&page=2"
         );
         assert_eq!(
-            lister(Some("updated_at_min")).page_url("loja", Pass::Updated, window, 1),
-            "https://accounts.cartpanda.com/api/v3/loja/orders?updated_at_min=2022-07-16+01%3A18%3A23&page=1"
+            lister(Some("updated_at_min")).page_url("loja", &request(Pass::Updated, 1, utc)),
+            "https://accounts.cartpanda.com/api/v3/loja/orders?updated_at_min=2022-07-16+01%3A18%3A23&limit=100&page=1"
         );
+        // In the shop's zone; widened by 14 hours while the zone is unknown.
+        let sao_paulo = ListTimes {
+            zone: Zone::find("America/Sao_Paulo"),
+            widen: false,
+        };
+        assert_eq!(
+            sao_paulo.bounds(window),
+            ("2022-07-15 22:18:23".into(), "2022-07-15 23:18:23".into())
+        );
+        assert_eq!(
+            ListTimes::default().bounds(window),
+            ("2022-07-15 11:18:23".into(), "2022-07-16 16:18:23".into())
+        );
+        let changed = ListTimes {
+            widen: true,
+            ..sao_paulo
+        };
+        assert_eq!(changed.bounds(window).0, "2022-07-15 08:18:23");
     }
 
     #[test]
-    fn pages_are_read_leniently() {
-        let p = parse_page(
+    fn every_list_shape_is_read() {
+        let shapes: [&[u8]; 4] = [
             br#"{"orders":{"data":[{"id":1},"junk",{"id":2}],"current_page":"2","last_page":3,"per_page":2,"total":5}}"#,
-        )
-        .unwrap();
-        assert_eq!((p.orders.len(), p.current_page, p.last_page), (2, 2, 3));
-        let bare = parse_page(br#"{"data":[],"current_page":1,"last_page":1}"#).unwrap();
-        assert!(bare.orders.is_empty());
+            br#"{"orders":[{"id":1},{"id":2}],"meta":{"current_page":2,"last_page":"3","per_page":2,"total":5}}"#,
+            br#"{"data":[{"id":1},{"id":2}],"current_page":2,"last_page":3,"per_page":2}"#,
+            br#"[{"id":1},{"id":2}]"#,
+        ];
+        for (n, body) in shapes.into_iter().enumerate() {
+            let p = parse_page(body).unwrap();
+            assert_eq!(p.orders.len(), 2, "shape {n}");
+            let pages = (p.current_page, p.last_page, p.per_page);
+            if n < 3 {
+                assert_eq!(pages, (Some(2), Some(3), Some(2)), "shape {n}");
+            } else {
+                assert_eq!(pages, (None, None, None));
+            }
+        }
+        assert!(parse_page(b"[]").unwrap().orders.is_empty());
+        assert!(parse_page(br#"{"orders":[]}"#).unwrap().orders.is_empty());
         assert_eq!(parse_order(br#"{"order":{"id":7}}"#).unwrap()["id"], 7);
         assert_eq!(parse_order(br#"{"id":8}"#).unwrap()["id"], 8);
         assert_eq!(parse_order(b"{}").unwrap_err(), ListError::NotAList);
         for bad in [
-            &b"[]"[..],
-            b"{\"orders\":[]}",
+            &b"{}"[..],
+            b"\"orders\"",
             b"<html>",
             b"{\"orders\":{\"data\":{}}}",
+            b"{\"orders\":7}",
+            b"{\"message\":\"Unauthenticated.\"}",
         ] {
             assert_eq!(parse_page(bad).unwrap_err(), ListError::NotAList);
         }
+    }
+
+    fn orders(ids: std::ops::Range<u32>) -> Vec<serde_json::Value> {
+        ids.map(|id| serde_json::json!({ "id": id })).collect()
+    }
+
+    /// Pages until [`Paging`] says the list ended: the page numbers read.
+    fn read(pages: &[Page]) -> u32 {
+        let mut paging = Paging::default();
+        let mut number = 1;
+        while paging.more(number, &pages[number as usize - 1]) {
+            number += 1;
+        }
+        number
+    }
+
+    fn page(ids: std::ops::Range<u32>, last_page: Option<u32>, per_page: Option<u32>) -> Page {
+        Page {
+            orders: orders(ids),
+            current_page: None,
+            last_page,
+            per_page,
+        }
+    }
+
+    #[test]
+    fn pages_end_where_the_answer_says_or_at_a_short_page() {
+        // last_page given: followed, whatever the pages' lengths.
+        let pages = [
+            page(0..3, Some(3), None),
+            page(3..4, Some(3), None),
+            page(4..7, Some(3), None),
+        ];
+        assert_eq!(read(&pages), 3);
+        // No last_page, per_page given: a page shorter than it is the last.
+        let pages = [
+            page(0..5, None, Some(5)),
+            page(5..10, None, Some(5)),
+            page(10..12, None, Some(5)),
+        ];
+        assert_eq!(read(&pages), 3);
+        // Neither (a bare array): a page shorter than the first is the last...
+        let pages = [
+            page(0..20, None, None),
+            page(20..40, None, None),
+            page(40..45, None, None),
+        ];
+        assert_eq!(read(&pages), 3);
+        // ...and a page as long as the first asks for the next, an empty one ends it.
+        let pages = [
+            page(0..20, None, None),
+            page(20..40, None, None),
+            page(0..0, None, None),
+        ];
+        assert_eq!(read(&pages), 3);
+        // Cartpanda ignoring the size asked for (100): pages of 20 are not short.
+        let pages = [
+            page(0..20, None, None),
+            page(20..40, None, None),
+            page(40..41, None, None),
+        ];
+        assert_eq!(read(&pages), 3);
+        // An answer ignoring the page number: its repeated page ends the list.
+        let pages = [page(0..20, None, None), page(0..20, None, None)];
+        assert_eq!(read(&pages), 2);
+        // An empty first page.
+        assert_eq!(read(&[page(0..0, Some(4), Some(5))]), 1);
     }
 }

@@ -8,16 +8,19 @@
 use crate::bridge::{Bridge, ConversionReport, Outcome, Report};
 use crate::conversion::classify::{self, Decision};
 use crate::conversion::clickid;
-use crate::conversion::rules::{Conversion, Skip};
+use crate::conversion::rules::{self, Conversion, Skip};
 use crate::inbound::auth::Secret;
 use crate::inbound::lenient::Text;
 use crate::inbound::s2s;
 use crate::inbound::webhook::{Delivery, EventField, Order, OrderField};
+use crate::inbound::zone::Zone;
 use crate::ledger::dynamo::DynamoLedger;
 use crate::ops::config::Profile;
 use crate::reconcile::config::ReconcileSettings;
 use crate::reconcile::error::ReconcileError;
-use crate::reconcile::orders::{ListError, OrderLister, Pass, Window};
+use crate::reconcile::orders::{
+    ListError, ListTimes, OrderLister, PageRequest, Paging, Pass, Window,
+};
 use crate::reconcile::retry::{Noted, RetrySet};
 use crate::reconcile::watermark::{self, Cursor, Mark};
 use serde::{Deserialize, Serialize};
@@ -38,6 +41,9 @@ pub struct Target {
     /// Fed by S2S: upsells get the S2S event IDs (`<order>-upsell-s2s-p<product_id>`,
     /// [`s2s_line_ids`]).
     pub s2s: bool,
+    /// The shop's configured time zone (`CARTPANDA_TIMEZONE`, `shop put --timezone`), until its
+    /// listed orders show theirs.
+    pub timezone: Option<&'static Zone>,
 }
 
 /// Where a run starts.
@@ -107,6 +113,12 @@ pub struct Summary {
     /// Orders given up after `RECONCILE_RETRY_RUNS` runs (or with the retry set full).
     #[serde(default)]
     pub given_up: u64,
+    /// The zone the filters' times were written in (absent: unknown, written in UTC), and
+    /// whether the window was widened by 14 hours each side (zone unknown or just changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub widened: bool,
     /// The window was listed to the end.
     pub complete: bool,
     /// The shop has had no complete run for [`crate::reconcile::STALE_AFTER_MS`].
@@ -150,6 +162,10 @@ struct Walk<'a> {
     cursor: Cursor,
     retry: RetrySet,
     summary: Summary,
+    times: ListTimes,
+    paging: Paging,
+    /// The zone the listed orders showed ([`zone_evidence`]).
+    learned: Option<&'static Zone>,
 }
 
 /// How often, at least, the lookback pass runs (it runs in the first run this long after the
@@ -180,6 +196,9 @@ impl Reconciler {
         } else {
             Mark::default()
         };
+        let times = list_times(target, &mark);
+        summary.timezone = times.zone.map(|z| z.name.to_owned());
+        summary.widened = times.zone.is_none() || times.widen;
         let mut walk = Walk {
             target,
             options,
@@ -188,17 +207,22 @@ impl Reconciler {
             cursor: self.start(options.since, &mark, now_ms / 1000),
             retry: RetrySet::new(mark.retry.clone(), self.settings.retry_runs),
             summary,
+            times,
+            paging: Paging::default(),
+            learned: None,
         };
         let stop = self.passes(&mut walk).await;
         let Walk {
             cursor,
             retry,
             mut summary,
+            learned,
             ..
         } = walk;
         stopped(&mut summary, stop);
         if uses_mark && !options.dry_run {
-            self.advance(target, &mark, cursor, retry, &mut summary)
+            let zones = (times.zone, learned);
+            self.advance(target, &mark, (cursor, zones), retry, &mut summary)
                 .await;
             summary.stale = !summary.complete && stale(&mark, now_ms);
         }
@@ -289,7 +313,7 @@ impl Reconciler {
         &self,
         target: &Target,
         mark: &Mark,
-        cursor: Cursor,
+        (cursor, zones): (Cursor, Zones),
         retry: RetrySet,
         summary: &mut Summary,
     ) {
@@ -308,6 +332,8 @@ impl Reconciler {
                 (Pass::Lookback, _) | (_, None) => Some(cursor.window.to_s),
                 (_, last) => last,
             };
+            let (listed_in, learned) = zones;
+            let name = |z: &Zone| z.name.to_owned();
             Mark {
                 watermark_s: Some(cursor.window.to_s.max(mark.watermark_s.unwrap_or(i64::MIN))),
                 cursor: None,
@@ -315,6 +341,8 @@ impl Reconciler {
                 first_run_ms,
                 lookback_s,
                 retry,
+                list_timezone: listed_in.map(name),
+                shop_timezone: learned.map(name).or_else(|| mark.shop_timezone.clone()),
             }
         } else {
             Mark {
@@ -343,10 +371,13 @@ impl Reconciler {
             }
             let (slug, token) = (&w.target.slug, &w.target.token);
             let at = w.cursor;
-            let listed = self
-                .lister
-                .page(slug, token, at.pass, at.window, at.page, w.stop_at)
-                .await;
+            let request = PageRequest {
+                pass: at.pass,
+                window: at.window,
+                page: at.page,
+                times: w.times,
+            };
+            let listed = self.lister.page(slug, token, &request, w.stop_at).await;
             let listed = match listed {
                 Ok(listed) => listed,
                 Err(ListError::Deadline) => return Some(Stop::Deadline),
@@ -360,16 +391,20 @@ impl Reconciler {
                 if Instant::now() >= w.stop_at {
                     return Some(Stop::Deadline);
                 }
+                w.learned = w
+                    .learned
+                    .or_else(|| zone_evidence(order, w.target.timezone));
                 match self.order(w, at.pass, order).await {
                     Ok(settled) => self.keep(w, at.pass, order, settled),
                     Err(stop) => return Some(stop),
                 }
             }
-            if listed.orders.is_empty() || at.page >= listed.last_page || at.page >= MAX_PAGES {
+            if !w.paging.more(at.page, &listed) || at.page >= MAX_PAGES {
                 match self.next_pass(&w.cursor, w.mark) {
                     Some(next) => w.cursor = next,
                     None => return None,
                 }
+                w.paging = Paging::default();
                 continue;
             }
             w.cursor.page += 1;
@@ -452,7 +487,7 @@ impl Reconciler {
             summary.unusable += 1;
             return Ok(true);
         };
-        let events = events_of(pass, value, order_of(&probe));
+        let events = events_of(pass, order_of(&probe));
         let profile = target.profile.as_ref();
         let mut noted = false;
         let mut settled = true;
@@ -677,6 +712,46 @@ pub fn stale(mark: &Mark, now_ms: i64) -> bool {
         .is_some_and(|t| now_ms - t > crate::reconcile::STALE_AFTER_MS)
 }
 
+/// The zone a run's filters are written in, and the zone its listed orders showed.
+type Zones = (Option<&'static Zone>, Option<&'static Zone>);
+
+/// How a run writes its filters' times: in the zone the shop's listed orders showed before, else
+/// its configured zone; widened while there is none, or when the last complete window was written
+/// in another (a changed zone, a record written before zones were kept), so no order falls
+/// between the two windows. A shop's first window and a back-fill follow no window.
+fn list_times(target: &Target, mark: &Mark) -> ListTimes {
+    let shown = mark.shop_timezone.as_deref().and_then(Zone::find);
+    let zone = shown.or(target.timezone);
+    let before = mark.list_timezone.as_deref().and_then(Zone::find);
+    ListTimes {
+        zone,
+        widen: zone.is_none() || (mark.watermark_s.is_some() && zone != before),
+    }
+}
+
+/// What a listed order shows of the zone Cartpanda writes the shop's times in: UTC when its
+/// `created_at` says `Z` (or `+00:00`); its shop's zone (`shop.timezone`, else `configured`) when
+/// the offset it carries is that zone's at that time; `shop.timezone` when it is naive. `None`
+/// when it shows nothing (no `created_at`, an unknown zone, an offset no known zone has then).
+fn zone_evidence(
+    value: &serde_json::Value,
+    configured: Option<&'static Zone>,
+) -> Option<&'static Zone> {
+    let stamp = crate::inbound::datetime::parse_stamp(value.get("created_at")?.as_str()?)?;
+    let own = value
+        .get("shop")
+        .and_then(|shop| shop.get("timezone"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(Zone::find);
+    match stamp.offset_s {
+        Some(0) => Some(Zone::utc()),
+        Some(offset) => own
+            .or(configured)
+            .filter(|zone| i64::from(zone.offset_at(stamp.fields_s - offset)) == offset),
+        None => own,
+    }
+}
+
 /// The budget of an admin back-fill (`reconcile --since`).
 pub const CLI_BUDGET_MS: i64 = 60 * 60 * 1000;
 
@@ -788,23 +863,15 @@ fn order_id_of(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Whether an order's own `payment_status` says paid (3).
-fn paid(value: &serde_json::Value) -> bool {
-    match value.get("payment_status") {
-        Some(serde_json::Value::Number(n)) => n.as_u64() == Some(3),
-        Some(serde_json::Value::String(s)) => s.trim() == "3",
-        _ => false,
-    }
-}
-
 /// The events a listed order stands for: its sale and upsells (the created and lookback
 /// passes list paid orders only); on the updated pass its refunds and chargebacks, and its sale
-/// and upsells only when its own `payment_status` is 3 (the list is not filtered on payment).
-fn events_of(pass: Pass, value: &serde_json::Value, order: Option<&Order>) -> Vec<&'static str> {
+/// and upsells only when its own `payment_status` says paid ([`rules::payment`]: the list is not
+/// filtered on payment).
+fn events_of(pass: Pass, order: Option<&Order>) -> Vec<&'static str> {
     match pass {
         Pass::Created | Pass::Lookback => vec!["order.paid", "order.upsell"],
         Pass::Updated => {
-            let sales = if paid(value) {
+            let sales = if order.is_some_and(|o| rules::payment(o) == rules::Payment::Paid) {
                 vec!["order.paid", "order.upsell"]
             } else {
                 Vec::new()
@@ -958,8 +1025,8 @@ mod tests {
     #[test]
     fn the_updated_pass_makes_sales_of_paid_orders_only() {
         let events = |v: serde_json::Value| {
-            let order: Order = serde_json::from_value(v.clone()).unwrap();
-            events_of(Pass::Updated, &v, Some(&order))
+            let order: Order = serde_json::from_value(v).unwrap();
+            events_of(Pass::Updated, Some(&order))
         };
         let paid_later = serde_json::json!({"id": 1, "payment_status": 3});
         assert_eq!(events(paid_later), ["order.paid", "order.upsell"]);
@@ -968,9 +1035,15 @@ mod tests {
             events(as_text),
             ["order.paid", "order.upsell", "order.chargeback"]
         );
+        // Verification's rule: 3.0 and the text `paid` say paid too.
+        for status in [serde_json::json!(3.0), serde_json::json!("Paid")] {
+            let v = serde_json::json!({"id": 1, "payment_status": status});
+            assert_eq!(events(v), ["order.paid", "order.upsell"], "{status}");
+        }
         for status in [
             serde_json::json!(1),
             serde_json::json!(4),
+            serde_json::json!(2),
             serde_json::Value::Null,
         ] {
             let v = serde_json::json!({"id": 1, "payment_status": status});

@@ -4,7 +4,10 @@
 //! Attributes: `kind` = `watermark`; `watermark_s`, the end of the last window listed to the
 //! end (epoch seconds; the next window starts one run of overlap before it); and, while a window
 //! is unfinished because a run reached its deadline, the cursor to resume from: `cursor_from_s`,
-//! `cursor_to_s`, `cursor_pass` (`created` or `updated`), `cursor_page`. No expiry.
+//! `cursor_to_s`, `cursor_pass` (`created` or `updated`), `cursor_page`. The time zones
+//! ([`crate::reconcile::orders::ListTimes`]): `list_timezone`, the zone the last complete window's
+//! filters were written in, and `shop_timezone`, the zone the shop's listed orders showed (both
+//! absent while unknown, as in records written before them). No expiry.
 
 use crate::ledger::claim::LedgerError;
 use crate::reconcile::orders::{Pass, Window};
@@ -34,6 +37,10 @@ pub struct Mark {
     pub lookback_s: Option<i64>,
     /// The retry set: order ID → how many later runs retried it, and which pass listed it.
     pub retry: BTreeMap<String, RetryEntry>,
+    /// The zone the last complete window's filters were written in.
+    pub list_timezone: Option<String>,
+    /// The zone the shop's listed orders showed (`shop.timezone` and their times' offsets).
+    pub shop_timezone: Option<String>,
 }
 
 impl Mark {
@@ -80,6 +87,10 @@ fn number(item: &HashMap<String, V>, k: &str) -> Option<i64> {
         .and_then(|v| v.parse::<i64>().ok())
 }
 
+fn text(item: &HashMap<String, V>, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
 /// A stored record read back.
 fn from_item(item: &HashMap<String, V>) -> Mark {
     let num = |k: &str| number(item, k);
@@ -105,6 +116,8 @@ fn from_item(item: &HashMap<String, V>) -> Mark {
         first_run_ms: num("first_run_ms"),
         lookback_s: num("lookback_s"),
         retry: retry_from(item.get("retry")),
+        list_timezone: text(item, "list_timezone"),
+        shop_timezone: text(item, "shop_timezone"),
     }
 }
 
@@ -168,6 +181,14 @@ pub async fn put(
     for (name, value) in optional {
         if let Some(v) = value {
             put = put.item(name, V::N(v.to_string()));
+        }
+    }
+    for (name, zone) in [
+        ("list_timezone", &mark.list_timezone),
+        ("shop_timezone", &mark.shop_timezone),
+    ] {
+        if let Some(zone) = zone {
+            put = put.item(name, V::S(zone.clone()));
         }
     }
     if !mark.retry.is_empty() {

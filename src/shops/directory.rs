@@ -45,6 +45,8 @@ pub struct ShopRecord {
     pub s2s: bool,
     /// `false` keeps the API token for reconciliation only (`--verify-orders false`).
     pub verify_orders: bool,
+    /// Its time zone (`--timezone`), for reconciliation until its listed orders show theirs.
+    pub timezone: Option<String>,
 }
 
 impl std::fmt::Debug for ShopRecord {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for ShopRecord {
             .field("shop_slug", &self.shop_slug)
             .field("s2s", &self.s2s)
             .field("verify_orders", &self.verify_orders)
+            .field("timezone", &self.timezone)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +137,7 @@ impl ShopRecord {
         };
         let has_api_token =
             self.cartpanda_api_token.is_some() || self.cartpanda_api_token_parameter.is_some();
+        crate::reconcile::config::timezone(self.timezone.as_deref())?;
         if self.reconcile && (self.shop_slug.is_none() || !has_api_token) {
             return Err(
                 "reconcile needs the shop's Cartpanda slug and a Cartpanda API token".to_owned(),

@@ -39,6 +39,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ShopRecord> {
         shop_slug: opt("shop_slug"),
         s2s: flag("s2s", false),
         verify_orders: flag("verify_orders", true),
+        timezone: opt("timezone"),
     })
 }
 
@@ -82,6 +83,9 @@ impl DynamoLedger {
             .item("updated_at_ms", n(now_ms));
         if let Some(slug) = &record.shop_slug {
             put = put.item("shop_slug", s(slug));
+        }
+        if let Some(zone) = &record.timezone {
+            put = put.item("timezone", s(zone));
         }
         if let Some(c) = &record.sum_currency {
             put = put.item("sum_currency", s(c));
