@@ -139,8 +139,8 @@ async fn setup(shape: Shape, times: Times) -> (Setup, Cartpanda) {
         ("CARTPANDA_API_MIN_INTERVAL_MS", "0"),
         ("RECONCILE_SETTLE_MIN", "0"),
     ]);
-    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
-        .expect("settings");
+    let mut settings =
+        ReconcileSettings::from_lookup(|k| vars.get(k).map(|v| v.to_string())).expect("settings");
     settings.margin = Duration::from_millis(300);
     let fake = Cartpanda {
         shape,
@@ -208,7 +208,11 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
         fake.add(id, now - hours_ago * 3600);
     }
     fake.add(2106, now - 3 * 3600);
-    assert_eq!(deliver(&s.h, &paid_order(2106)).await.status, 200, "{label}");
+    assert_eq!(
+        deliver(&s.h, &paid_order(2106)).await.status,
+        200,
+        "{label}"
+    );
 
     let first = scheduled(&s).await;
     assert_eq!(first["complete"], true, "{label}: {first}");
@@ -230,7 +234,11 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
     let before = postbacks(&s.h).await.len();
     fake.add(2107, now_s() - 1);
     let third = scheduled(&s).await;
-    assert_eq!(sent_since(&s, before).await, ["2107-purchase"], "{label}: {third}");
+    assert_eq!(
+        sent_since(&s, before).await,
+        ["2107-purchase"],
+        "{label}: {third}"
+    );
     let written_max = last_max(&s).await;
     let expected_max = match times {
         Times::Utc => now_s(),
@@ -248,7 +256,11 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
         Times::Unknown => Value::Null,
     };
     assert_eq!(third["timezone"], zone, "{label}: {third}");
-    assert_eq!(third["widened"], times == Times::Unknown, "{label}: {third}");
+    assert_eq!(
+        third["widened"],
+        times == Times::Unknown,
+        "{label}: {third}"
+    );
     let fourth = scheduled(&s).await;
     assert_eq!(postbacks(&s.h).await.len(), 7, "{label}: {fourth}");
     assert_eq!(fourth["complete"], true, "{label}: {fourth}");

@@ -301,21 +301,24 @@ async fn forged_tampered_cancelled_and_unpaid_orders_are_refused_and_nothing_is_
 }
 
 #[tokio::test]
-async fn a_numeric_status_id_proves_nothing_and_an_absent_payment_status_is_not_checked() {
+async fn a_numeric_status_id_an_unknown_payment_code_and_an_absent_payment_status_prove_nothing() {
     let no_payment_status = api_paid(8411, |o| {
         o.as_object_mut().unwrap().remove("payment_status");
     });
     let (_api, h) = verifying(vec![
         (8410, api_paid(8410, |o| o["status_id"] = json!(6))),
         (8411, no_payment_status),
+        // A payment_status code no public source explains (only 1, 3 and 4 are known) proves
+        // nothing either: the rule reconciliation reads too (issue 22).
+        (8412, api_paid(8412, |o| o["payment_status"] = json!(2))),
     ])
     .await;
-    for id in [8410, 8411] {
+    for id in [8410, 8411, 8412] {
         let answer = deliver(&h, &paid_order(id)).await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.status, 200, "{id}: {}", answer.body);
         assert_eq!(answer.body["conversions"][0]["outcome"], "sent");
     }
-    assert_eq!(sent(&h).await.len(), 2);
+    assert_eq!(sent(&h).await.len(), 3);
 }
 
 #[tokio::test]

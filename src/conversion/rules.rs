@@ -381,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn a_naive_created_at_is_read_in_the_orders_own_zone() {
+        // Created 2 hours short of the 400 days' memory, written as São Paulo's wall clock
+        // (UTC-3): read as UTC it would look an hour past it.
+        let at_s = NOW_MS / 1000 - 400 * 86_400 + 2 * 3600;
+        let local = crate::inbound::datetime::format_utc(at_s - 3 * 3600);
+        let mut order = created(Some(&local));
+        assert_eq!(
+            too_old(&order, NOW_MS, 400).map(Skip::code),
+            Some("too_old"),
+            "read as UTC"
+        );
+        order.shop = Some(crate::inbound::webhook::Shop {
+            timezone: Text(Some("America/Sao_Paulo".to_owned())),
+            ..Default::default()
+        });
+        assert_eq!(created_s(&order, None), Some(at_s));
+        assert_eq!(too_old(&order, NOW_MS, 400), None);
+        let sao_paulo = Zone::find("America/Sao_Paulo");
+        assert_eq!(created_s(&created(Some(&local)), sao_paulo), Some(at_s));
+    }
+
+    #[test]
     fn an_unreadable_or_absent_created_at_never_blocks() {
         for text in [
             None,

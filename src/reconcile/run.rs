@@ -196,7 +196,7 @@ impl Reconciler {
         } else {
             Mark::default()
         };
-        let times = list_times(target, &mark);
+        let times = list_times(target.timezone, &mark);
         summary.timezone = times.zone.map(|z| z.name.to_owned());
         summary.widened = times.zone.is_none() || times.widen;
         let mut walk = Walk {
@@ -719,9 +719,9 @@ type Zones = (Option<&'static Zone>, Option<&'static Zone>);
 /// its configured zone; widened while there is none, or when the last complete window was written
 /// in another (a changed zone, a record written before zones were kept), so no order falls
 /// between the two windows. A shop's first window and a back-fill follow no window.
-fn list_times(target: &Target, mark: &Mark) -> ListTimes {
+fn list_times(configured: Option<&'static Zone>, mark: &Mark) -> ListTimes {
     let shown = mark.shop_timezone.as_deref().and_then(Zone::find);
-    let zone = shown.or(target.timezone);
+    let zone = shown.or(configured);
     let before = mark.list_timezone.as_deref().and_then(Zone::find);
     ListTimes {
         zone,
@@ -1049,6 +1049,84 @@ mod tests {
             let v = serde_json::json!({"id": 1, "payment_status": status});
             assert!(events(v).is_empty(), "{status}");
         }
+    }
+
+    #[test]
+    fn listed_orders_show_the_zone_their_times_are_written_in() {
+        let sp = Zone::find("America/Sao_Paulo");
+        let order = |created: &str, zone: Option<&str>| {
+            let mut v = serde_json::json!({"id": 1, "created_at": created, "shop": {"id": 2}});
+            if let Some(zone) = zone {
+                v["shop"]["timezone"] = serde_json::json!(zone);
+            }
+            v
+        };
+        let shown =
+            |v: serde_json::Value, configured| zone_evidence(&v, configured).map(|z| z.name);
+        let naive = "2026-09-16 10:20:00";
+        assert_eq!(
+            shown(order(naive, Some("America/Sao_Paulo")), None),
+            sp.map(|z| z.name)
+        );
+        assert_eq!(
+            shown(order(naive, None), sp),
+            None,
+            "a naive time alone shows nothing"
+        );
+        let utc = "2026-09-16T13:20:00.000000Z";
+        assert_eq!(
+            shown(order(utc, Some("America/Sao_Paulo")), None),
+            Some("UTC")
+        );
+        let offset = "2026-09-16T10:20:00-03:00";
+        assert_eq!(shown(order(offset, None), sp), Some("America/Sao_Paulo"));
+        assert_eq!(
+            shown(order(offset, Some("Europe/Lisbon")), None),
+            None,
+            "not Lisbon's"
+        );
+        assert_eq!(shown(order(naive, Some("Mars/Olympus")), None), None);
+    }
+
+    #[test]
+    fn filters_are_widened_while_the_zone_is_unknown_or_changed() {
+        let target = |zone: Option<&str>| zone.and_then(Zone::find);
+        let mark = |watermark: Option<i64>, listed: Option<&str>, shown: Option<&str>| Mark {
+            watermark_s: watermark,
+            list_timezone: listed.map(str::to_owned),
+            shop_timezone: shown.map(str::to_owned),
+            ..Mark::default()
+        };
+        let times = |t: &Option<&'static Zone>, m: &Mark| {
+            let times = list_times(*t, m);
+            (times.zone.map(|z| z.name), times.widen)
+        };
+        let sp = "America/Sao_Paulo";
+        assert_eq!(times(&target(None), &Mark::default()), (None, true));
+        assert_eq!(
+            times(&target(Some(sp)), &Mark::default()),
+            (Some(sp), false),
+            "first window"
+        );
+        assert_eq!(
+            times(&target(Some(sp)), &mark(Some(1), None, None)),
+            (Some(sp), true),
+            "old record"
+        );
+        assert_eq!(
+            times(&target(Some(sp)), &mark(Some(1), Some(sp), None)),
+            (Some(sp), false)
+        );
+        let shown_utc = mark(Some(1), Some(sp), Some("UTC"));
+        assert_eq!(
+            times(&target(Some(sp)), &shown_utc),
+            (Some("UTC"), true),
+            "orders show UTC"
+        );
+        assert_eq!(
+            times(&target(None), &mark(Some(1), Some("UTC"), Some("UTC"))),
+            (Some("UTC"), false)
+        );
     }
 
     #[test]
