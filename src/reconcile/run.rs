@@ -680,6 +680,8 @@ impl Reconciler {
             recovered = summary.recovered,
             retrying = summary.retrying,
             given_up = summary.given_up,
+            timezone = summary.timezone.as_deref(),
+            widened = summary.widened,
             complete = summary.complete,
             stale = summary.stale,
             stopped = summary.stopped.as_deref(),
