@@ -286,3 +286,58 @@ async fn a_bare_array_in_each_time_convention() {
         missing_orders_are_sent_once(Shape::Bare, times).await;
     }
 }
+
+#[tokio::test]
+async fn a_named_shops_configured_zone_writes_its_first_window_in_that_zone() {
+    // São Paulo's naive times, nothing in the orders says so: `shop put … --timezone`.
+    let (mut s, fake) = setup(Shape::Meta, Times::Unknown).await;
+    s.reconciler.settings.default_shop = None;
+    let postback_url = format!("{}{TEMPLATE_PATH}", s.h.redtrack.uri());
+    let args: Vec<String> = [
+        "shop",
+        "put",
+        "loja-sp",
+        "--token",
+        "shop-secret-0123456789",
+        "--postback-url",
+        postback_url.as_str(),
+        "--cartpanda-api-token",
+        "cp-api-token-for-tests",
+        "--reconcile",
+        "true",
+        "--shop-slug",
+        "vitalidade-natural",
+        "--timezone",
+        "America/Sao_Paulo",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let record = cartpanda_redtrack::ops::admin::shop_record(&args).expect("shop put");
+    s.reconciler.table.put_shop(&record, 0).await.unwrap();
+    let now = now_s();
+    for (id, hours_ago) in [(2201, 1), (2202, 23)] {
+        fake.add(id, now - hours_ago * 3600);
+    }
+    let first = scheduled(&s).await;
+    assert_eq!(first["shop"], "loja-sp", "{first}");
+    assert_eq!(
+        (first["timezone"].as_str(), first["widened"].as_bool()),
+        (Some("America/Sao_Paulo"), Some(false)),
+        "{first}"
+    );
+    assert_eq!(
+        sent_since(&s, 0).await,
+        ["2201-purchase", "2202-purchase"],
+        "{first}"
+    );
+    assert!((last_max(&s).await - (now_s() + SAO_PAULO_S)).abs() < 120);
+
+    // A zone this version does not know is refused with its name.
+    let mut bad = args.clone();
+    *bad.last_mut().unwrap() = "Mars/Olympus".to_owned();
+    let refused = cartpanda_redtrack::ops::admin::shop_record(&bad).unwrap_err();
+    assert!(
+        refused.contains("`Mars/Olympus` is not a time zone"),
+        "{refused}"
+    );
+}
