@@ -24,6 +24,7 @@
 //! calls [`command`].
 
 pub mod config;
+pub mod coverage;
 pub mod error;
 pub mod orders;
 pub mod retry;
@@ -147,6 +148,9 @@ pub struct Scheduled {
     pub failed: Vec<String>,
     /// Shops with no complete run for [`STALE_AFTER_MS`].
     pub stale: Vec<String>,
+    /// The days measured by this run's coverage passes ([`coverage`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coverage: Vec<coverage::Coverage>,
 }
 
 /// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
@@ -177,6 +181,10 @@ pub async fn run_scheduled(
         }
         if summary.stale {
             out.stale.push(name());
+        }
+        if summary.complete {
+            out.coverage
+                .extend(reconciler.coverage(target, deadline_ms).await);
         }
         out.shops.push(summary);
     }

@@ -780,7 +780,7 @@ fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
 }
 
 /// A listed order's ID as its order API URL takes it.
-fn order_id_of(value: &serde_json::Value) -> Option<String> {
+pub(crate) fn order_id_of(value: &serde_json::Value) -> Option<String> {
     match value.get("id")? {
         serde_json::Value::Number(n) => Some(n.to_string()),
         serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -789,7 +789,7 @@ fn order_id_of(value: &serde_json::Value) -> Option<String> {
 }
 
 /// Whether an order's own `payment_status` says paid (3).
-fn paid(value: &serde_json::Value) -> bool {
+pub(crate) fn paid(value: &serde_json::Value) -> bool {
     match value.get("payment_status") {
         Some(serde_json::Value::Number(n)) => n.as_u64() == Some(3),
         Some(serde_json::Value::String(s)) => s.trim() == "3",
@@ -839,7 +839,11 @@ fn updated_events(order: Option<&Order>) -> Vec<&'static str> {
 
 /// A listed order as the delivery of `event` would carry it, click ID resolved; an S2S shop's
 /// upsell lines take the S2S input's event-ID keys ([`s2s_line_ids`]).
-fn delivery(value: &serde_json::Value, event: &str, target: &Target) -> Option<Delivery> {
+pub(crate) fn delivery(
+    value: &serde_json::Value,
+    event: &str,
+    target: &Target,
+) -> Option<Delivery> {
     let mut order = Order::deserialize(value).ok()?;
     if target.s2s {
         s2s_line_ids(&mut order);
