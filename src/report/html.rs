@@ -81,8 +81,12 @@ pub fn render_html(report: &Report) -> String {
             .collect();
         let coverage: Vec<&CoverageRow> =
             report.coverage.iter().filter(|c| &c.shop == shop).collect();
-        out.push_str(&shop_section(shop, rows, &looks));
-        out.push_str(&coverage_section(shop, &coverage));
+        out.push_str(&shop_section(
+            shop,
+            rows,
+            &looks,
+            &coverage_part(shop, &coverage),
+        ));
     }
     out.push_str("</body></html>\n");
     out
@@ -106,8 +110,9 @@ fn by_shop(rows: &[Row]) -> BTreeMap<String, Vec<&Row>> {
     shops
 }
 
-/// One shop: its chart, its rows and its orders that need a look.
-fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look]) -> String {
+/// One shop: its chart, its `coverage` part ([`coverage_part`]), its rows and its orders that
+/// need a look.
+fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look], coverage: &str) -> String {
     let mut out = format!(
         "<section class=\"shop\" data-shop=\"{s}\">\n<h2>Shop {s}</h2>\n",
         s = escape(shop)
@@ -116,6 +121,7 @@ fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look]) -> String {
         SERIES.iter().map(|(name, colour, _)| (*name, *colour)),
     ));
     out.push_str(&chart(shop, &daily(rows)));
+    out.push_str(coverage);
     let cells: Vec<Vec<String>> = rows.iter().map(|r| row_cells(r)).collect();
     out.push_str(&html_table("rows", &ROW_HEAD, &cells));
     out.push_str(&format!(
@@ -130,20 +136,20 @@ fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look]) -> String {
     out
 }
 
-/// One shop's coverage: its chart and table, after its section.
-fn coverage_section(shop: &str, coverage: &[&CoverageRow]) -> String {
+/// One shop's coverage: its chart and table.
+fn coverage_part(shop: &str, coverage: &[&CoverageRow]) -> String {
     if coverage.is_empty() {
         return String::new();
     }
     let mut out = format!(
-        "<section class=\"coverage\" data-shop=\"{}\">\n<h3>Paid orders covered (the shop's day)</h3>\n",
+        "<div class=\"coverage\" data-shop=\"{}\">\n<h3>Paid orders covered (the shop's day)</h3>\n",
         escape(shop)
     );
     out.push_str(&legend(COVERAGE_SERIES.iter().copied()));
     out.push_str(&coverage_chart(shop, coverage));
     let cells: Vec<Vec<String>> = coverage.iter().map(|c| coverage_cells(c)).collect();
     out.push_str(&html_table("coverage", &COVERAGE_HEAD, &cells));
-    out.push_str("</section>\n");
+    out.push_str("</div>\n<h3>Conversions</h3>\n");
     out
 }
 
@@ -167,10 +173,13 @@ fn coverage_chart(shop: &str, coverage: &[&CoverageRow]) -> String {
                     out.push_str(&bar(&c.day, name, colour, value, max, x0 + BAR * i as u64));
                 }
             }
+            // Upright along the day's place, as tall as a bar could be.
             None => out.push_str(&format!(
-                "<text class=\"not-measured\" data-day=\"{}\" x=\"{x0}\" y=\"{}\">not measured</text>\n",
+                "<text class=\"not-measured\" data-day=\"{}\" x=\"{x}\" y=\"{y}\" \
+                 transform=\"rotate(-90 {x} {y})\">not measured</text>\n",
                 escape(&c.day),
-                TOP + CHART_HEIGHT - 4
+                x = x0 + BAR,
+                y = TOP + CHART_HEIGHT - 4,
             )),
         }
         out.push_str(&day_label(x0, &c.day));
