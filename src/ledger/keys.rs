@@ -11,6 +11,7 @@
 //! | shop settings | `store#<shop>` |
 //! | reconciliation watermark | `watermark#default`, `watermark#shop#<shop>` |
 //! | coverage of a shop's day | `coverage#<shop or default>#<YYYY-MM-DD>` |
+//! | webhook silence of a shop | `silence#<shop or default>` |
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -32,6 +33,8 @@ pub const SHOP: &str = "store#";
 pub const WATERMARK: &str = "watermark#";
 /// Key prefix of the coverage of a shop's day ([`crate::reconcile::coverage`]).
 pub const COVERAGE: &str = "coverage#";
+/// Key prefix of a shop's webhook-silence record ([`crate::reconcile::silence`]).
+pub const SILENCE: &str = "silence#";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -82,6 +85,11 @@ pub fn coverage(shop: Option<&str>, day: &str) -> String {
     format!("{COVERAGE}{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
 }
 
+/// The record key of a shop's webhook-silence record.
+pub fn silence(shop: Option<&str>) -> String {
+    format!("{SILENCE}{}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -114,6 +122,7 @@ pub enum Key<'a> {
         shop: Option<&'a str>,
         day: &'a str,
     },
+    Silence(Option<&'a str>),
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -154,6 +163,9 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
         let (shop, day) = rest.split_once('#')?;
         let shop = (shop != DEFAULT_SHOP).then_some(shop);
         return (!day.contains('#')).then_some(Key::Coverage { shop, day });
+    }
+    if let Some(shop) = key.strip_prefix(SILENCE) {
+        return Some(Key::Silence((shop != DEFAULT_SHOP).then_some(shop)));
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -209,6 +221,8 @@ mod tests {
             coverage(Some("loja"), "2026-11-30"),
             "coverage#loja#2026-11-30"
         );
+        assert_eq!(silence(None), "silence#default");
+        assert_eq!(silence(Some("loja")), "silence#loja");
     }
 
     /// One record of any kind, from the values its key is made of.
@@ -218,7 +232,7 @@ mod tests {
         );
         let id = "[0-9]{1,6}(-(purchase|chargeback|refund-[0-9]|upsell-[A-Za-z0-9._-]{1,8}))?";
         let word = "[a-z0-9_.-]{1,12}";
-        (0u8..7, shop, id, word, any::<bool>())
+        (0u8..8, shop, id, word, any::<bool>())
     }
 
     fn key_of(kind: u8, shop: Option<&str>, id: &str, word: &str, flag: bool) -> String {
@@ -229,6 +243,7 @@ mod tests {
             3 => self::shop(shop.unwrap_or(word)),
             4 => watermark(shop),
             5 => coverage(shop, word),
+            6 => silence(shop),
             _ => conversion(shop, word, flag),
         }
     }
@@ -248,6 +263,7 @@ mod tests {
                 3 => Key::Shop(shop.as_deref().unwrap_or(word)),
                 4 => Key::Watermark(shop.as_deref()),
                 5 => Key::Coverage { shop: shop.as_deref(), day: word },
+                6 => Key::Silence(shop.as_deref()),
                 _ => Key::Conversion { shop: shop.as_deref(), event_id: word, dry_run: *flag },
             };
             prop_assert_eq!(parsed, expected);

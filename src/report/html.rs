@@ -110,18 +110,18 @@ fn by_shop(rows: &[Row]) -> BTreeMap<String, Vec<&Row>> {
     shops
 }
 
-/// One shop: its chart, its `coverage` part ([`coverage_part`]), its rows and its orders that
+/// One shop: its `coverage` part ([`coverage_part`]), its chart, its rows and its orders that
 /// need a look.
 fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look], coverage: &str) -> String {
     let mut out = format!(
         "<section class=\"shop\" data-shop=\"{s}\">\n<h2>Shop {s}</h2>\n",
         s = escape(shop)
     );
+    out.push_str(coverage);
     out.push_str(&legend(
         SERIES.iter().map(|(name, colour, _)| (*name, *colour)),
     ));
     out.push_str(&chart(shop, &daily(rows)));
-    out.push_str(coverage);
     let cells: Vec<Vec<String>> = rows.iter().map(|r| row_cells(r)).collect();
     out.push_str(&html_table("rows", &ROW_HEAD, &cells));
     out.push_str(&format!(
