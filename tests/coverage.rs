@@ -364,3 +364,60 @@ async fn coverage_of_a_mixed_day_equals_the_list_s_truth() {
     let table = report::render(&built, Format::Table);
     assert!(table.contains("not measured"), "{table}");
 }
+
+/// An order of the default shop created `minutes_ago` before the stand-in's clock, in the list.
+fn listed_order(s: &Setup, id: u64, minutes_ago: i64) -> Value {
+    let body = order(id, s.clock.now_ms() - minutes_ago * 60_000);
+    s.list.add(body["order"].clone());
+    body
+}
+
+/// The shops a scheduled run counts as silent.
+async fn silent(s: &Setup) -> Value {
+    let answer = scheduled(s).await;
+    assert_eq!(answer["failed"], json!([]), "{answer:#}");
+    answer["silent"].clone()
+}
+
+#[tokio::test]
+async fn shops_silent_when_webhooks_stop_and_the_list_goes_on() {
+    let s = setup().await;
+    seed_watermark(&s).await;
+    let minute = 60_000;
+    // Webhooks arrive: the run meets their claims (`via` webhook).
+    for id in [3001, 3002] {
+        let body = listed_order(&s, id, 10);
+        assert_eq!(deliver(&s.h, &body).await.status, 200);
+    }
+    assert_eq!(silent(&s).await, json!([]));
+    // Webhooks stop; the list goes on. An hour later three orders came by the list only: the
+    // run sends them, but an order of the last 6 hours arrived by webhook: not silent yet.
+    s.clock.advance(60 * minute);
+    for id in [3003, 3004, 3005] {
+        listed_order(&s, id, 20);
+    }
+    assert_eq!(silent(&s).await, json!([]));
+    assert_eq!(postbacks(&s.h).await.len(), 5, "the run sent the three");
+    // Six hours on, three more, none by webhook, and none of the last 6 hours arrived: silent.
+    s.clock.advance(6 * 60 * minute);
+    listed_order(&s, 3006, 40);
+    listed_order(&s, 3007, 30);
+    assert_eq!(silent(&s).await, json!([]), "two orders are not enough");
+    s.clock.advance(15 * minute);
+    listed_order(&s, 3008, 10);
+    let (logs, guard) = capture_json_logs();
+    assert_eq!(silent(&s).await, json!(["(default)"]));
+    drop(guard);
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("shops need a look") && l.contains("(default)")),
+        "the shop named in the log:\n{logged}"
+    );
+    // The webhooks are back: the next order arrives by webhook before the run meets it.
+    s.clock.advance(15 * minute);
+    let body = listed_order(&s, 3009, 10);
+    assert_eq!(deliver(&s.h, &body).await.status, 200);
+    assert_eq!(silent(&s).await, json!([]));
+}

@@ -156,10 +156,13 @@ impl Bridge {
         };
         match outcome {
             Ok(ClaimOutcome::Claimed) => return Ok(claim),
-            Ok(ClaimOutcome::AlreadySent { from_memory, .. }) => {
+            Ok(ClaimOutcome::AlreadySent {
+                from_memory, via, ..
+            }) => {
                 entry.outcome = Outcome::Duplicate;
                 entry.replay = true;
                 entry.from_memory = from_memory;
+                entry.met_via = via;
             }
             Ok(ClaimOutcome::InProgress { lease_until_ms }) => {
                 entry.outcome = Outcome::InProgress;

@@ -174,10 +174,14 @@ pub enum ClaimOutcome {
     /// Already sent (at `sent_at_ms`); nothing to do. `expires_at_s`: when the record expires,
     /// when known (a memory of it must not outlive it). `from_memory`: answered by this
     /// instance's memory of sent conversions ([`crate::ledger::cache`]) without asking the table.
+    /// `via`: the input that brought the record, as the record says (`None`: from memory, or a
+    /// record older than `via`); reconciliation reads it for webhook silence
+    /// ([`crate::reconcile::silence`]).
     AlreadySent {
         sent_at_ms: Option<i64>,
         expires_at_s: Option<i64>,
         from_memory: bool,
+        via: Option<Via>,
     },
     /// Another attempt holds a live lease until `lease_until_ms`.
     InProgress { lease_until_ms: i64 },
@@ -294,6 +298,7 @@ impl Record {
                 sent_at_ms: self.sent_at_ms,
                 expires_at_s: Some(self.expires_at_s),
                 from_memory: false,
+                via: self.via.as_deref().and_then(Via::parse),
             }
         } else {
             ClaimOutcome::InProgress {

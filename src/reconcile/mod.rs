@@ -31,6 +31,7 @@ pub mod error;
 pub mod orders;
 pub mod retry;
 pub mod run;
+pub mod silence;
 pub mod watermark;
 
 use crate::bridge::Bridge;
@@ -186,6 +187,9 @@ pub async fn run_scheduled(
         }
         if summary.stale {
             out.stale.push(name());
+        }
+        if silence::check(reconciler, target, &summary).await {
+            out.silent.push(name());
         }
         if summary.complete {
             out.coverage

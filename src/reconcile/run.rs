@@ -118,6 +118,13 @@ pub struct Summary {
     /// The error that stopped the run, when one did (not the deadline).
     #[serde(skip)]
     pub error: Option<ReconcileError>,
+    /// What the run learnt of each order it sent through the claims: whether it arrived by
+    /// webhook or S2S ([`crate::reconcile::silence`]).
+    #[serde(skip)]
+    pub met: Vec<crate::reconcile::silence::Met>,
+    /// The order being processed, so far.
+    #[serde(skip)]
+    pub arrival: crate::reconcile::silence::Arrival,
 }
 
 impl Summary {
@@ -413,6 +420,9 @@ impl Reconciler {
 
     /// Notes a processed order in the retry set: kept when not settled, out when settled.
     fn keep(&self, w: &mut Walk<'_>, pass: Pass, value: &serde_json::Value, settled: bool) {
+        let now_s = self.bridge.clock.now_ms() / 1000;
+        let arrival = std::mem::take(&mut w.summary.arrival);
+        w.summary.met.extend(arrival.met(value, now_s));
         let Some(order_id) = order_id_of(value) else {
             return;
         };
@@ -746,6 +756,7 @@ fn refused_for_good(entry: &ConversionReport) -> bool {
 fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
     let mut settled = true;
     for entry in &report.conversions {
+        summary.arrival.add(entry);
         match entry.outcome {
             Outcome::Sent | Outcome::DryRun => {
                 summary.missing += 1;
