@@ -28,7 +28,7 @@ use crate::ledger::claim::{LedgerError, STATUS_QUEUED, STATUS_SENT};
 use crate::ledger::dynamo::{get_n, get_s, ledger_error};
 use crate::ledger::{keys, notes};
 use crate::reconcile::error::ReconcileError;
-use crate::reconcile::orders::{Pass, Window};
+use crate::reconcile::orders::{ListError, Pass, Window};
 use crate::reconcile::run::{self, MAX_PAGES, Reconciler, Target};
 use aws_sdk_dynamodb::types::{AttributeValue as V, KeysAndAttributes};
 use serde::Serialize;
@@ -158,6 +158,10 @@ impl Reconciler {
                 Some(coverage)
             }
             Ok(None) => None,
+            Err(ReconcileError::Cartpanda(ListError::Deadline)) => {
+                tracing::warn!(shop, day = %day.day, "coverage: no time left to measure the day; the next run does");
+                None
+            }
             Err(err) => {
                 tracing::error!(shop, day = %day.day, error = %err, retryable = err.retryable(), "coverage: the day could not be measured; the next run tries again");
                 None
