@@ -703,6 +703,54 @@ mod tests {
     const DAY: i64 = 1_795_000_000_000; // 2026-11-18
 
     #[test]
+    fn coverage_is_never_rounded_up_to_100_percent_nor_claimed_unmeasured() {
+        let m = |paid, covered| Measured {
+            paid,
+            covered,
+            noted: 0,
+            uncovered: paid - covered,
+        };
+        assert_eq!(coverage_text(Some(&m(10_000, 9_999))), "99.9%");
+        assert_eq!(coverage_text(Some(&m(7, 5))), "71.4%");
+        assert_eq!(coverage_text(Some(&m(3, 3))), "100.0%");
+        assert_eq!(coverage_text(Some(&m(0, 0))), "no paid orders");
+        assert_eq!(coverage_text(None), "not measured");
+        // A day measured, a shop with conversions and no coverage record: not measured.
+        let t = DAY.to_string();
+        let end = (DAY + 86_400_000).to_string();
+        let mut covered = item(&[("pk", "coverage#default#2026-11-18"), ("day_end_ms", &end)]);
+        for (k, v) in [
+            ("paid", "4"),
+            ("covered", "3"),
+            ("noted", "1"),
+            ("uncovered", "1"),
+        ] {
+            covered.insert(k.to_owned(), AttributeValue::N(v.to_owned()));
+        }
+        let items = vec![
+            covered,
+            item(&[
+                ("pk", "evt#loja#1-purchase"),
+                ("status", "SENT"),
+                ("conversion_type", "Purchase"),
+                ("claimed_at_ms", &t),
+            ]),
+        ];
+        let report = from_items(&items, DAY - 1000, None, DAY + 1000);
+        let rows: Vec<_> = report
+            .coverage
+            .iter()
+            .map(|c| (c.shop.as_str(), c.coverage.as_str()))
+            .collect();
+        assert_eq!(rows, [(DEFAULT_SHOP, "75.0%"), ("loja", "not measured")]);
+        let later = from_items(&items, DAY + 86_400_000, None, DAY + 86_400_000);
+        assert!(
+            later.coverage.is_empty(),
+            "a day that ended before the report's start"
+        );
+    }
+
+    #[test]
     fn orders_refused_with_422_are_counted_and_listed() {
         let t = DAY.to_string();
         let items = vec![
