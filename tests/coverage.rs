@@ -100,6 +100,8 @@ struct Setup {
     list: OrderList,
     redtrack: RedTrack,
     reconciler: cartpanda_redtrack::reconcile::run::Reconciler,
+    /// Cartpanda's API, serving until the test ends.
+    _cartpanda: MockServer,
 }
 
 async fn setup() -> Setup {
@@ -141,14 +143,13 @@ async fn setup() -> Setup {
     let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
     settings.margin = Duration::from_millis(300);
     let reconciler = reconciler(&h, settings);
-    // Leak the stand-in so it outlives the setup (it serves until the test ends).
-    std::mem::forget(cartpanda);
     Setup {
         h,
         clock,
         list,
         redtrack,
         reconciler,
+        _cartpanda: cartpanda,
     }
 }
 
