@@ -127,10 +127,61 @@ def check_dashboard(cfn):
     check(not missing, f"dashboard: alarms not on the alarm widget: {missing}")
     doc = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
     check(len(doc["widgets"]) >= 1, "dashboard without widgets")
+    named = check_metric_names(cfn, doc)
     say(f"moto cannot create AWS::CloudWatch::Dashboard ({name}: its Fn::Sub of alarm ARNs is "
         f"rejected); checked from the translated template instead: {len(doc['widgets'])} widgets, "
-        f"valid JSON, {len(refs)} substitutions all naming the stack's resources, every alarm shown")
+        f"valid JSON, {len(refs)} substitutions all naming the stack's resources, every alarm shown, "
+        f"{named} metrics of the namespace named, each one a function emits")
     del cfn["Resources"][name]
+
+
+# The alarms issue 23 added, with the metric each watches and how.
+NEW_ALARMS = {
+    "OrdersUncoveredAlarm": ("OrdersUncovered", "Sum", 86400, "GreaterThanThreshold"),
+    "ShopsSilentAlarm": ("ShopsSilent", "Maximum", 3600, "GreaterThanOrEqualToThreshold"),
+}
+
+
+def emitted_metrics():
+    """The metric names the functions emit: src/ops/metrics.rs's EMITTED list (which
+    tests/metric_names.rs checks against the lines the code builds)."""
+    with open(os.path.join(ROOT, "src", "ops", "metrics.rs")) as f:
+        text = f.read()
+    block = re.search(r"pub const EMITTED: &\[&str\] = &\[(.*?)\];", text, re.S)
+    check(block is not None, "src/ops/metrics.rs has no EMITTED list")
+    names = set(re.findall(r'"([A-Za-z0-9]+)"', block.group(1)))
+    check(len(names) >= 10, f"EMITTED reads as {sorted(names)}")
+    return names
+
+
+def check_metric_names(cfn, doc):
+    """Every metric of the namespace a dashboard widget or an alarm names is one a function
+    emits; the new alarms exist and watch their metric. Returns how many widget metrics were
+    checked."""
+    emitted = emitted_metrics()
+    seen = 0
+    for widget in doc["widgets"]:
+        for metric in widget.get("properties", {}).get("metrics", []):
+            strings = [m for m in metric if isinstance(m, str)]
+            check(strings[:1] != ["."] and strings[:1] != ["..."],
+                  f"dashboard: write the namespace and name of every metric out: {metric}")
+            if strings and strings[0] == "CartpandaRedTrack":
+                seen += 1
+                check(strings[1] in emitted,
+                      f"dashboard widget {widget['properties'].get('title')!r} names {strings[1]}, "
+                      f"which no function emits (src/ops/metrics.rs EMITTED)")
+    for name, res in cfn["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::CloudWatch::Alarm" and props.get("Namespace") == "CartpandaRedTrack":
+            check(props.get("MetricName") in emitted,
+                  f"alarm {name} watches {props.get('MetricName')}, which no function emits")
+    for alarm, (metric, statistic, period, operator) in NEW_ALARMS.items():
+        props = cfn["Resources"].get(alarm, {}).get("Properties")
+        check(props is not None, f"the stack has no {alarm}")
+        got = (props.get("MetricName"), props.get("Statistic"), props.get("Period"),
+               props.get("ComparisonOperator"))
+        check(got == (metric, statistic, period, operator), f"{alarm}: {got}")
+    return seen
 
 
 def refs(value):

@@ -43,7 +43,8 @@ fn conversion(key: &str, status: &str, at_ms: i64) -> HashMap<String, AttributeV
 }
 
 /// A week of a shop `loja`: day 1, 3 sent; day 2, 6 sent and 2 failed; an order without a click
-/// ID on day 2.
+/// ID on day 2; day 2's coverage measured (9 paid orders: 7 covered, 1 of them noted, 2 not),
+/// day 1's not.
 fn week() -> report::Report {
     let day_1 = DAY_2_MS - 86_400_000;
     let mut items = Vec::new();
@@ -74,6 +75,16 @@ fn week() -> report::Report {
         ("event", "order.paid"),
         ("created_at_ms", &(DAY_2_MS + 30).to_string()),
     ]));
+    let mut measured = item(&[
+        ("pk", &format!("coverage#loja#{DAY_2}")),
+        ("kind", "coverage"),
+        ("day", DAY_2),
+        ("day_end_ms", &(DAY_2_MS + 86_400_000).to_string()),
+    ]);
+    for (name, value) in [("paid", 9), ("covered", 7), ("noted", 1), ("uncovered", 2)] {
+        measured.insert(name.to_owned(), AttributeValue::N(value.to_string()));
+    }
+    items.push(measured);
     report::from_items(&items, day_1 - 1, None, DAY_2_MS + 3_600_000)
 }
 
@@ -168,6 +179,29 @@ fn headless_chromium_draws_the_figures_of_the_report() {
     assert_eq!(bar(DAY_2, "sent")["height"], "160");
     assert_eq!(bar(DAY_1, "sent")["height"], "80");
     assert_eq!(bar(DAY_1, "failed")["height"], "0");
+    // The coverage chart: day 2's paid, covered and uncovered orders; day 1 not measured.
+    for (series, value, height) in [
+        ("paid", "9", "160"),
+        ("covered", "7", "125"),
+        ("uncovered", "2", "36"),
+    ] {
+        assert_eq!(bar(DAY_2, series)["data-value"], value, "{series}");
+        assert_eq!(bar(DAY_2, series)["height"], height, "{series}");
+    }
+    assert!(
+        !bars.contains_key(&(DAY_1.to_owned(), "paid".to_owned())),
+        "day 1 was not measured"
+    );
+    assert!(
+        dom.contains(&format!(
+            "<text class=\"not-measured\" data-day=\"{DAY_1}\""
+        )),
+        "day 1 labelled not measured"
+    );
+    assert!(
+        dom.contains("<td>77.7%</td>"),
+        "the share covered, rounded down"
+    );
     assert!(dom.contains("Shop loja"), "the shop's heading");
     assert!(dom.contains(">6</text>"), "the label of the tallest bar");
     assert!(

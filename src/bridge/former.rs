@@ -76,6 +76,10 @@ pub fn former_outcome(record: &Record, now_ms: i64, redrive_delay_s: u32) -> Opt
             sent_at_ms: record.sent_at_ms,
             from_memory: false,
             expires_at_s: Some(record.expires_at_s),
+            via: record
+                .via
+                .as_deref()
+                .and_then(crate::ledger::claim::Via::parse),
         }),
         STATUS_QUEUED => Some(ClaimOutcome::InProgress {
             lease_until_ms: now_ms + i64::from(redrive_delay_s) * 1000,
@@ -101,6 +105,7 @@ mod tests {
             lease_until_ms,
             expires_at_s,
             sent_at_ms: (status == STATUS_SENT).then_some(NOW - 1000),
+            ..Record::default()
         }
     }
 
@@ -113,6 +118,7 @@ mod tests {
                 sent_at_ms: Some(NOW - 1000),
                 from_memory: false,
                 expires_at_s: Some(live),
+                via: None,
             })
         );
         assert_eq!(

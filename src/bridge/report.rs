@@ -63,6 +63,10 @@ pub struct ConversionReport {
     /// call (`crate::ledger::cache`): said by the decision log line and the metric only.
     #[serde(skip)]
     pub from_memory: bool,
+    /// A duplicate: the input that brought the record the claim met, as the record says
+    /// (`None`: from memory, or an older record); reconciliation reads it for webhook silence.
+    #[serde(skip)]
+    pub met_via: Option<crate::ledger::claim::Via>,
 }
 
 impl ConversionReport {
@@ -80,6 +84,7 @@ impl ConversionReport {
             message: None,
             redtrack_ms: None,
             from_memory: false,
+            met_via: None,
         }
     }
 }

@@ -88,6 +88,7 @@ impl CachedLedger {
             sent_at_ms,
             expires_at_s,
             from_memory: true,
+            via: None,
         })
     }
 
@@ -246,6 +247,11 @@ mod tests {
             conversion_type: "Purchase".to_owned(),
             now_ms,
             lease_until_ms: now_ms + 15_000,
+            via: None,
+            click_id: None,
+            attempts: None,
+            rt_status: None,
+            replaced_attempts: Default::default(),
         }
     }
 
@@ -285,7 +291,8 @@ mod tests {
             ClaimOutcome::AlreadySent {
                 sent_at_ms: Some(NOW + 5),
                 expires_at_s: Some(NOW / 1000 + 86_400),
-                from_memory: true
+                from_memory: true,
+                via: None,
             }
         );
         assert_eq!(calls(&counting), 2, "no call for the duplicate");
@@ -306,7 +313,8 @@ mod tests {
             ClaimOutcome::AlreadySent {
                 sent_at_ms: Some(NOW + 5),
                 expires_at_s: Some(NOW / 1000 + 86_400),
-                from_memory: false
+                from_memory: false,
+                via: None,
             }
         );
         let before = calls(&counting);
@@ -318,6 +326,7 @@ mod tests {
             second,
             ClaimOutcome::AlreadySent {
                 from_memory: true,
+                via: None,
                 ..
             }
         ));
@@ -344,6 +353,7 @@ mod tests {
             same,
             ClaimOutcome::AlreadySent {
                 from_memory: true,
+                via: None,
                 ..
             }
         ));
@@ -421,6 +431,7 @@ mod tests {
             answer,
             ClaimOutcome::AlreadySent {
                 from_memory: false,
+                via: None,
                 ..
             }
         ));
@@ -471,6 +482,7 @@ mod tests {
             learned,
             ClaimOutcome::AlreadySent {
                 from_memory: false,
+                via: None,
                 ..
             }
         ));
@@ -508,6 +520,7 @@ mod tests {
             ledger.claim(&newest).await.unwrap(),
             ClaimOutcome::AlreadySent {
                 from_memory: true,
+                via: None,
                 ..
             }
         ));
@@ -525,6 +538,7 @@ mod tests {
             answer,
             ClaimOutcome::AlreadySent {
                 from_memory: false,
+                via: None,
                 ..
             }
         ));

@@ -10,6 +10,8 @@
 //! | refusal (422) | `refused#<shop or default>#<order id or no-id-<ms>>#<event>` |
 //! | shop settings | `store#<shop>` |
 //! | reconciliation watermark | `watermark#default`, `watermark#shop#<shop>` |
+//! | coverage of a shop's day | `coverage#<shop or default>#<YYYY-MM-DD>` |
+//! | webhook silence of a shop | `silence#<shop or default>` |
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -29,6 +31,10 @@ pub const REFUSED: &str = "refused#";
 pub const SHOP: &str = "store#";
 /// Key prefix of reconciliation watermarks.
 pub const WATERMARK: &str = "watermark#";
+/// Key prefix of the coverage of a shop's day ([`crate::reconcile::coverage`]).
+pub const COVERAGE: &str = "coverage#";
+/// Key prefix of a shop's webhook-silence record ([`crate::reconcile::silence`]).
+pub const SILENCE: &str = "silence#";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -74,6 +80,16 @@ pub fn watermark(shop: Option<&str>) -> String {
     }
 }
 
+/// The record key of a shop's coverage of one day (`YYYY-MM-DD`, the shop's day).
+pub fn coverage(shop: Option<&str>, day: &str) -> String {
+    format!("{COVERAGE}{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
+/// The record key of a shop's webhook-silence record.
+pub fn silence(shop: Option<&str>) -> String {
+    format!("{SILENCE}{}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -102,6 +118,11 @@ pub enum Key<'a> {
     },
     Shop(&'a str),
     Watermark(Option<&'a str>),
+    Coverage {
+        shop: Option<&'a str>,
+        day: &'a str,
+    },
+    Silence(Option<&'a str>),
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -137,6 +158,14 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     }
     if let Some(name) = key.strip_prefix(SHOP) {
         return Some(Key::Shop(name));
+    }
+    if let Some(rest) = key.strip_prefix(COVERAGE) {
+        let (shop, day) = rest.split_once('#')?;
+        let shop = (shop != DEFAULT_SHOP).then_some(shop);
+        return (!day.contains('#')).then_some(Key::Coverage { shop, day });
+    }
+    if let Some(shop) = key.strip_prefix(SILENCE) {
+        return Some(Key::Silence((shop != DEFAULT_SHOP).then_some(shop)));
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -187,6 +216,13 @@ mod tests {
         assert_eq!(shop("loja"), "store#loja");
         assert_eq!(watermark(None), "watermark#default");
         assert_eq!(watermark(Some("default")), "watermark#shop#default");
+        assert_eq!(coverage(None, "2026-11-30"), "coverage#default#2026-11-30");
+        assert_eq!(
+            coverage(Some("loja"), "2026-11-30"),
+            "coverage#loja#2026-11-30"
+        );
+        assert_eq!(silence(None), "silence#default");
+        assert_eq!(silence(Some("loja")), "silence#loja");
     }
 
     /// One record of any kind, from the values its key is made of.
@@ -196,7 +232,7 @@ mod tests {
         );
         let id = "[0-9]{1,6}(-(purchase|chargeback|refund-[0-9]|upsell-[A-Za-z0-9._-]{1,8}))?";
         let word = "[a-z0-9_.-]{1,12}";
-        (0u8..6, shop, id, word, any::<bool>())
+        (0u8..8, shop, id, word, any::<bool>())
     }
 
     fn key_of(kind: u8, shop: Option<&str>, id: &str, word: &str, flag: bool) -> String {
@@ -206,6 +242,8 @@ mod tests {
             2 => refusal(shop, id, word),
             3 => self::shop(shop.unwrap_or(word)),
             4 => watermark(shop),
+            5 => coverage(shop, word),
+            6 => silence(shop),
             _ => conversion(shop, word, flag),
         }
     }
@@ -224,6 +262,8 @@ mod tests {
                 2 => Key::Refusal { shop: shop.as_deref(), order: id, event: word },
                 3 => Key::Shop(shop.as_deref().unwrap_or(word)),
                 4 => Key::Watermark(shop.as_deref()),
+                5 => Key::Coverage { shop: shop.as_deref(), day: word },
+                6 => Key::Silence(shop.as_deref()),
                 _ => Key::Conversion { shop: shop.as_deref(), event_id: word, dry_run: *flag },
             };
             prop_assert_eq!(parsed, expected);

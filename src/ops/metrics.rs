@@ -17,6 +17,41 @@ use std::io::Write;
 
 pub const NAMESPACE: &str = "CartpandaRedTrack";
 
+/// Every metric a function emits in [`NAMESPACE`]: the bridge's and the redrive consumer's
+/// (this module), the reconcile function's runs (`crate::reconcile::run::metrics_line`), its
+/// scheduled run's shops (`crate::reconcile::shops_line`) and its coverage passes
+/// (`crate::reconcile::coverage::metrics_line`). The stack test (`scripts/stack_test.py`)
+/// reads this list to check that every dashboard widget and alarm names an emitted metric;
+/// `tests/metric_names.rs` checks the list against the lines the code builds. A new metric goes
+/// here too.
+pub const EMITTED: &[&str] = &[
+    "Conversions",
+    "RedTrackLatency",
+    "DuplicatesFromMemory",
+    "Skipped",
+    "Rejected",
+    "CartxTestOrders",
+    "Refused",
+    "LedgerMemoryShort",
+    "TooOld",
+    "ReconcileOrders",
+    "ReconcileMissing",
+    "ReconcileSent",
+    "ReconcileAlreadySent",
+    "ReconcileNoClickId",
+    "ReconcileFailed",
+    "ReconcileRefused",
+    "ReconcileRetrying",
+    "ReconcileRetryGivenUp",
+    "ReconcileIncomplete",
+    "ReconcileShopsFailed",
+    "ReconcileShopsStale",
+    "ShopsSilent",
+    "OrdersPaid",
+    "OrdersCovered",
+    "OrdersUncovered",
+];
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

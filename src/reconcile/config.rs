@@ -93,6 +93,12 @@ pub struct ReconcileSettings {
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
     pub keep_days: u32,
+    /// `COVERAGE_ALARM_ORDERS`: a shop's day with more uncovered paid orders than this is logged
+    /// as an error (the `OrdersUncovered` alarm's threshold, [`crate::reconcile::coverage`]).
+    pub coverage_alarm_orders: u64,
+    /// `WEBHOOK_SILENCE_H`: how far back the webhook-silence check looks
+    /// ([`crate::reconcile::silence`]).
+    pub webhook_silence: Duration,
 }
 
 fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -194,6 +200,9 @@ impl ReconcileSettings {
         let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
         let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
         let default_shop = default_shop(&get)?;
+        let coverage_alarm_orders =
+            number(&get, "COVERAGE_ALARM_ORDERS", 0, 0..=1_000_000, "orders")?;
+        let silence = number(&get, "WEBHOOK_SILENCE_H", 6, 1..=168, "hours")?;
         Ok(ReconcileSettings {
             list,
             overlap: Duration::from_secs(overlap * 60),
@@ -204,6 +213,8 @@ impl ReconcileSettings {
             retry_runs,
             default_shop,
             keep_days,
+            coverage_alarm_orders,
+            webhook_silence: Duration::from_secs(silence * 3600),
         })
     }
 }
@@ -359,6 +370,8 @@ mod tests {
         assert_eq!(s.overlap, Duration::from_secs(900));
         assert_eq!(s.paid_lookback, Duration::from_secs(168 * 3600));
         assert_eq!(s.retry_runs, 96);
+        assert_eq!(s.coverage_alarm_orders, 0);
+        assert_eq!(s.webhook_silence, Duration::from_secs(6 * 3600));
         let on = settings(&[
             ("RECONCILE", "true"),
             ("CARTPANDA_API_TOKEN", "tok"),
@@ -435,6 +448,16 @@ mod tests {
                 vec![("CARTPANDA_ORDER_LIST_QUERY", "page={page}&size={size}")],
                 "CARTPANDA_ORDER_LIST_QUERY",
                 "{limit}",
+            ),
+            (
+                vec![("WEBHOOK_SILENCE_H", "0")],
+                "WEBHOOK_SILENCE_H",
+                "1 to 168",
+            ),
+            (
+                vec![("COVERAGE_ALARM_ORDERS", "-1")],
+                "COVERAGE_ALARM_ORDERS",
+                "0 to 1000000",
             ),
             (
                 vec![("RECONCILE_PAID_LOOKBACK_H", "week")],

@@ -10,7 +10,9 @@
 //! daily for them. Conversions found but not settled (RedTrack down and no queue) are retried by
 //! later runs ([`retry`]). Each scheduled run counts the shops whose run failed and the shops
 //! with no complete run for two hours (`ReconcileShopsFailed`, `ReconcileShopsStale`, alarmed;
-//! the shop names in the log and the answer).
+//! the shop names in the log and the answer), and the shops whose webhooks went silent
+//! (`ShopsSilent`, [`silence`]). Once a day per shop, the run measures the previous day's
+//! coverage ([`coverage`]).
 //!
 //! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` (or the SSM parameter
 //! `CARTPANDA_API_TOKEN_PARAMETER` names, read as the webhook function reads it) and
@@ -24,14 +26,17 @@
 //! calls [`command`].
 
 pub mod config;
+pub mod coverage;
 pub mod error;
 pub mod orders;
 pub mod retry;
 pub mod run;
+pub mod silence;
 pub mod watermark;
 
 use crate::bridge::Bridge;
 use crate::inbound::auth::Secret;
+use crate::inbound::zone::Zone;
 use crate::ledger::dynamo::DynamoLedger;
 use crate::shops::directory::ShopRecord;
 use error::ReconcileError;
@@ -150,6 +155,12 @@ pub struct Scheduled {
     pub failed: Vec<String>,
     /// Shops with no complete run for [`STALE_AFTER_MS`].
     pub stale: Vec<String>,
+    /// Shops whose webhooks went silent ([`silence`]).
+    #[serde(default)]
+    pub silent: Vec<String>,
+    /// The days measured by this run's coverage passes ([`coverage`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coverage: Vec<coverage::Coverage>,
 }
 
 /// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
@@ -181,6 +192,15 @@ pub async fn run_scheduled(
         if summary.stale {
             out.stale.push(name());
         }
+        if silence::check(reconciler, target, &summary).await {
+            out.silent.push(name());
+        }
+        if summary.complete {
+            let zone = summary.timezone.as_deref().and_then(Zone::find);
+            let zone = zone.or(target.timezone);
+            out.coverage
+                .extend(reconciler.coverage(target, zone, deadline_ms).await);
+        }
         out.shops.push(summary);
     }
     for (name, _) in &targets.broken {
@@ -207,17 +227,23 @@ async fn broken_is_stale(reconciler: &Reconciler, name: &str) -> bool {
 
 /// The scheduled run's log line (shop names) and EMF line (counts only).
 fn report_shops(out: &Scheduled) {
-    if out.failed.is_empty() && out.stale.is_empty() {
+    if out.failed.is_empty() && out.stale.is_empty() && out.silent.is_empty() {
         tracing::info!(shops = out.shops.len(), "reconcile: every shop ran");
     } else {
-        tracing::error!(failed = ?out.failed, stale = ?out.stale, "reconcile: shops need a look");
+        tracing::error!(failed = ?out.failed, stale = ?out.stale, silent = ?out.silent, "reconcile: shops need a look");
     }
-    let line = run::emf(&[
-        ("ReconcileShopsFailed", out.failed.len() as u64),
-        ("ReconcileShopsStale", out.stale.len() as u64),
-    ]);
+    let line = shops_line(out);
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, format!("{line}\n").as_bytes());
+}
+
+/// The scheduled run's EMF line: `ReconcileShopsFailed`, `ReconcileShopsStale`, `ShopsSilent`.
+pub fn shops_line(out: &Scheduled) -> String {
+    run::emf(&[
+        ("ReconcileShopsFailed", out.failed.len() as u64),
+        ("ReconcileShopsStale", out.stale.len() as u64),
+        ("ShopsSilent", out.silent.len() as u64),
+    ])
 }
 
 /// The admin command: `reconcile --since <RFC 3339 time | 48h> [--shop NAME] [--dry-run]`, a

@@ -130,6 +130,13 @@ pub struct Summary {
     /// The error that stopped the run, when one did (not the deadline).
     #[serde(skip)]
     pub error: Option<ReconcileError>,
+    /// What the run learnt of each order it sent through the claims: whether it arrived by
+    /// webhook or S2S ([`crate::reconcile::silence`]).
+    #[serde(skip)]
+    pub met: Vec<crate::reconcile::silence::Met>,
+    /// The order being processed, so far.
+    #[serde(skip)]
+    pub arrival: crate::reconcile::silence::Arrival,
 }
 
 impl Summary {
@@ -448,6 +455,9 @@ impl Reconciler {
 
     /// Notes a processed order in the retry set: kept when not settled, out when settled.
     fn keep(&self, w: &mut Walk<'_>, pass: Pass, value: &serde_json::Value, settled: bool) {
+        let now_s = self.bridge.clock.now_ms() / 1000;
+        let arrival = std::mem::take(&mut w.summary.arrival);
+        w.summary.met.extend(arrival.met(value, now_s));
         let Some(order_id) = order_id_of(value) else {
             return;
         };
@@ -585,7 +595,7 @@ impl Reconciler {
             let one = std::slice::from_ref(conversion);
             let done = self
                 .bridge
-                .process(profile, event, order_id, order, one, Some(deadline_ms))
+                .process(profile, event, order_id, order, one, intake(deadline_ms))
                 .await;
             let ledger_down = done
                 .conversions
@@ -628,7 +638,8 @@ impl Reconciler {
             (true, _) => {}
             (false, true) => {
                 let shop = target.shop.as_deref();
-                self.bridge.note_too_old(shop, order_id, event).await;
+                let via = crate::ledger::claim::Via::Reconcile;
+                self.bridge.note_too_old(shop, order_id, event, via).await;
             }
             (false, false) => self.note(target, order_id, event).await,
         }
@@ -641,7 +652,8 @@ impl Reconciler {
             event,
             self.bridge.clock.now_ms(),
             self.settings.keep_days,
-        );
+        )
+        .with_via(crate::ledger::claim::Via::Reconcile);
         crate::ledger::notes::leave(self.bridge.ledger.as_ref(), &note).await;
     }
 
@@ -821,6 +833,7 @@ fn refused_for_good(entry: &ConversionReport) -> bool {
 fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
     let mut settled = true;
     for entry in &report.conversions {
+        summary.arrival.add(entry);
         match entry.outcome {
             Outcome::Sent | Outcome::DryRun => {
                 summary.missing += 1;
@@ -857,12 +870,23 @@ fn count(report: &Report, summary: &mut Summary) -> Result<bool, Stop> {
 }
 
 /// A listed order's ID as its order API URL takes it.
-fn order_id_of(value: &serde_json::Value) -> Option<String> {
+pub(crate) fn order_id_of(value: &serde_json::Value) -> Option<String> {
     match value.get("id")? {
         serde_json::Value::Number(n) => Some(n.to_string()),
         serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         _ => None,
     }
+}
+
+/// Whether a listed order says it is not paid: its `payment_status` pending or cancelled by
+/// the one rule ([`rules::payment`]); an unknown code, or none, proves nothing.
+pub(crate) fn says_unpaid(value: &serde_json::Value) -> bool {
+    Order::deserialize(value).is_ok_and(|order| {
+        matches!(
+            rules::payment(&order),
+            rules::Payment::Pending | rules::Payment::Cancelled
+        )
+    })
 }
 
 /// The events a listed order stands for: its sale and upsells (the created and lookback
@@ -880,6 +904,14 @@ fn events_of(pass: Pass, order: Option<&Order>) -> Vec<&'static str> {
             };
             sales.into_iter().chain(updated_events(order)).collect()
         }
+    }
+}
+
+/// What reconciliation's claims record: `via` = `reconcile`, leased until `deadline_ms`.
+fn intake(deadline_ms: i64) -> crate::bridge::Intake {
+    crate::bridge::Intake {
+        via: crate::ledger::claim::Via::Reconcile,
+        deadline_ms: Some(deadline_ms),
     }
 }
 
@@ -908,7 +940,11 @@ fn updated_events(order: Option<&Order>) -> Vec<&'static str> {
 
 /// A listed order as the delivery of `event` would carry it, click ID resolved; an S2S shop's
 /// upsell lines take the S2S input's event-ID keys ([`s2s_line_ids`]).
-fn delivery(value: &serde_json::Value, event: &str, target: &Target) -> Option<Delivery> {
+pub(crate) fn delivery(
+    value: &serde_json::Value,
+    event: &str,
+    target: &Target,
+) -> Option<Delivery> {
     let mut order = Order::deserialize(value).ok()?;
     if target.s2s {
         s2s_line_ids(&mut order);

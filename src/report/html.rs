@@ -2,12 +2,17 @@
 //! inline style; no script, font, image or stylesheet fetched) that any browser opens offline.
 //!
 //! Per shop: a daily chart of what the ledger knows — conversions sent, queued, failed, and the
-//! orders refused (422) and without a click ID — then the tables the text report has. Each bar is
+//! orders refused (422) and without a click ID — then a daily chart of the paid orders, covered
+//! and uncovered (the coverage pass's figures; a day without them is labelled "not measured"),
+//! then the tables the text report has. Each bar is
 //! an SVG `rect` carrying its figure (`data-day`, `data-series`, `data-value`) and a label with
 //! the figure above it, so what is drawn can be checked in the DOM a browser builds
 //! (`tests/report_html.rs` does, in headless Chromium).
 
-use super::{LOOK_HEAD, Look, ROW_HEAD, Report, Row, look_cells, row_cells};
+use super::{
+    COVERAGE_HEAD, CoverageRow, LOOK_HEAD, Look, ROW_HEAD, Report, Row, coverage_cells, look_cells,
+    row_cells,
+};
 use std::collections::BTreeMap;
 
 /// One series of the daily chart: its name, its colour, and how a row adds to it.
@@ -20,6 +25,13 @@ const SERIES: [Series; 5] = [
     ("failed", "#c62828", |r| r.failed),
     ("refused", "#6a1b9a", |r| r.refused),
     ("no_click_id", "#757575", |r| r.no_click_id),
+];
+
+/// The series of the coverage chart: paid orders, covered (noted included), uncovered.
+const COVERAGE_SERIES: [(&str, &str); 3] = [
+    ("paid", "#1565c0"),
+    ("covered", "#2e7d32"),
+    ("uncovered", "#c62828"),
 ];
 
 /// Height of the tallest bar, in pixels.
@@ -54,7 +66,10 @@ pub fn render_html(report: &Report) -> String {
          <title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
         t = escape(&title)
     );
-    let shops = by_shop(&report.rows);
+    let mut shops = by_shop(&report.rows);
+    for c in &report.coverage {
+        shops.entry(c.shop.clone()).or_default();
+    }
     if shops.is_empty() {
         out.push_str("<p class=\"empty\">No conversions, refusals or notes in this period.</p>\n");
     }
@@ -64,7 +79,14 @@ pub fn render_html(report: &Report) -> String {
             .iter()
             .filter(|l| &l.shop == shop)
             .collect();
-        out.push_str(&shop_section(shop, rows, &looks));
+        let coverage: Vec<&CoverageRow> =
+            report.coverage.iter().filter(|c| &c.shop == shop).collect();
+        out.push_str(&shop_section(
+            shop,
+            rows,
+            &looks,
+            &coverage_part(shop, &coverage),
+        ));
     }
     out.push_str("</body></html>\n");
     out
@@ -88,13 +110,17 @@ fn by_shop(rows: &[Row]) -> BTreeMap<String, Vec<&Row>> {
     shops
 }
 
-/// One shop: its chart, its rows and its orders that need a look.
-fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look]) -> String {
+/// One shop: its `coverage` part ([`coverage_part`]), its chart, its rows and its orders that
+/// need a look.
+fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look], coverage: &str) -> String {
     let mut out = format!(
         "<section class=\"shop\" data-shop=\"{s}\">\n<h2>Shop {s}</h2>\n",
         s = escape(shop)
     );
-    out.push_str(&legend());
+    out.push_str(coverage);
+    out.push_str(&legend(
+        SERIES.iter().map(|(name, colour, _)| (*name, *colour)),
+    ));
     out.push_str(&chart(shop, &daily(rows)));
     let cells: Vec<Vec<String>> = rows.iter().map(|r| row_cells(r)).collect();
     out.push_str(&html_table("rows", &ROW_HEAD, &cells));
@@ -110,12 +136,94 @@ fn shop_section(shop: &str, rows: &[&Row], looks: &[&Look]) -> String {
     out
 }
 
-fn legend() -> String {
-    let items: String = SERIES
-        .iter()
-        .map(|(name, colour, _)| {
-            format!("<span><i style=\"background:{colour}\"></i>{name}</span>")
-        })
+/// One shop's coverage: its chart and table.
+fn coverage_part(shop: &str, coverage: &[&CoverageRow]) -> String {
+    if coverage.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "<div class=\"coverage\" data-shop=\"{}\">\n<h3>Paid orders covered (the shop's day)</h3>\n",
+        escape(shop)
+    );
+    out.push_str(&legend(COVERAGE_SERIES.iter().copied()));
+    out.push_str(&coverage_chart(shop, coverage));
+    let cells: Vec<Vec<String>> = coverage.iter().map(|c| coverage_cells(c)).collect();
+    out.push_str(&html_table("coverage", &COVERAGE_HEAD, &cells));
+    out.push_str("</div>\n<h3>Conversions</h3>\n");
+    out
+}
+
+/// The daily bars of paid, covered and uncovered orders; a day not measured is labelled so.
+fn coverage_chart(shop: &str, coverage: &[&CoverageRow]) -> String {
+    let figures = |c: &CoverageRow| c.measured.map(|m| [m.paid, m.covered, m.uncovered]);
+    let max = coverage.iter().filter_map(|c| figures(c)).flatten().max();
+    let (mut out, max) = svg_open(
+        shop,
+        "coverage-chart",
+        COVERAGE_SERIES.len(),
+        coverage.len(),
+        max,
+    );
+    let group = BAR * COVERAGE_SERIES.len() as u64 + GAP;
+    for (n, c) in coverage.iter().enumerate() {
+        let x0 = LEFT + GAP + group * n as u64;
+        match figures(c) {
+            Some(values) => {
+                for (i, ((name, colour), value)) in COVERAGE_SERIES.iter().zip(values).enumerate() {
+                    out.push_str(&bar(&c.day, name, colour, value, max, x0 + BAR * i as u64));
+                }
+            }
+            // Upright along the day's place, as tall as a bar could be.
+            None => out.push_str(&format!(
+                "<text class=\"not-measured\" data-day=\"{}\" x=\"{x}\" y=\"{y}\" \
+                 transform=\"rotate(-90 {x} {y})\">not measured</text>\n",
+                escape(&c.day),
+                x = x0 + BAR,
+                y = TOP + CHART_HEIGHT - 4,
+            )),
+        }
+        out.push_str(&day_label(x0, &c.day));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A day's name under its bars.
+fn day_label(x0: u64, day: &str) -> String {
+    format!(
+        "<text class=\"day\" x=\"{x0}\" y=\"{}\">{}</text>\n",
+        TOP + CHART_HEIGHT + 16,
+        escape(day)
+    )
+}
+
+/// An SVG chart's opening, axis and scale for `groups` days of `series` bars each, the tallest
+/// `max`; the scale's top (at least 1).
+fn svg_open(
+    shop: &str,
+    class: &str,
+    series: usize,
+    groups: usize,
+    max: Option<u64>,
+) -> (String, u64) {
+    let max = max.unwrap_or(0).max(1);
+    let group = BAR * series as u64 + GAP;
+    let width = LEFT + group * groups.max(1) as u64 + GAP;
+    let height = TOP + CHART_HEIGHT + 40;
+    let base = TOP + CHART_HEIGHT;
+    let out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"{class}\" data-shop=\"{}\" \
+         width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\">\n\
+         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{width}\" y2=\"{base}\" stroke=\"#9e9e9e\"/>\n\
+         <text x=\"2\" y=\"{TOP}\">{max}</text><text x=\"2\" y=\"{base}\">0</text>\n",
+        escape(shop)
+    );
+    (out, max)
+}
+
+fn legend<'a>(series: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let items: String = series
+        .map(|(name, colour)| format!("<span><i style=\"background:{colour}\"></i>{name}</span>"))
         .collect();
     format!("<p class=\"legend\">{items}</p>\n")
 }
@@ -134,20 +242,9 @@ fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; 5]> {
 
 /// The daily bar chart of one shop.
 fn chart(shop: &str, days: &BTreeMap<String, [u64; 5]>) -> String {
-    let max = days.values().flatten().copied().max().unwrap_or(0).max(1);
+    let max = days.values().flatten().copied().max();
+    let (mut out, max) = svg_open(shop, "chart", SERIES.len(), days.len(), max);
     let group = BAR * SERIES.len() as u64 + GAP;
-    let width = LEFT + group * days.len().max(1) as u64 + GAP;
-    let height = TOP + CHART_HEIGHT + 40;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" data-shop=\"{}\" \
-         width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\">\n",
-        escape(shop)
-    );
-    let base = TOP + CHART_HEIGHT;
-    out.push_str(&format!(
-        "<line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{width}\" y2=\"{base}\" stroke=\"#9e9e9e\"/>\n\
-         <text x=\"2\" y=\"{TOP}\">{max}</text><text x=\"2\" y=\"{base}\">0</text>\n"
-    ));
     for (n, (day, figures)) in days.iter().enumerate() {
         let x0 = LEFT + GAP + group * n as u64;
         for (i, (name, colour, _)) in SERIES.iter().enumerate() {
@@ -160,11 +257,7 @@ fn chart(shop: &str, days: &BTreeMap<String, [u64; 5]>) -> String {
                 x0 + BAR * i as u64,
             ));
         }
-        out.push_str(&format!(
-            "<text class=\"day\" x=\"{x0}\" y=\"{}\">{}</text>\n",
-            base + 16,
-            escape(day)
-        ));
+        out.push_str(&day_label(x0, day));
     }
     out.push_str("</svg>\n");
     out
@@ -236,6 +329,7 @@ mod tests {
                 row("2026-11-30", "<b>x</b>", 1, 0),
             ],
             needs_a_look: Vec::new(),
+            coverage: Vec::new(),
         };
         let page = render_html(&report);
         for fetched in ["<script", "src=", "href=", "@import", "url("] {

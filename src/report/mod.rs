@@ -9,6 +9,12 @@
 //! hour, stuck in progress, refused, without a click ID. Duplicates leave no record and are not
 //! counted; their rate is on the dashboard (metrics).
 //!
+//! Then the coverage of paid orders per shop and day (the shop's day): paid, covered (sent,
+//! queued or noted), of them noted, uncovered, and the share covered, from the records the
+//! reconcile function's daily coverage pass stores ([`crate::reconcile::coverage`]); a shop and
+//! day without one (a shop without reconciliation, a day not measured yet) says "not measured",
+//! never 100 %.
+//!
 //! Read from the records: `conversion_type`, `status`, `claimed_at_ms`, `amount`, `currency`
 //! (written with each claim since this report exists; older records have no sum), `order_id`,
 //! the notes of [`crate::ledger::notes`] and the refusal records. Never PII: there is none in the
@@ -59,6 +65,40 @@ pub struct Look {
     pub reason: String,
 }
 
+/// The figures of a measured day ([`crate::reconcile::coverage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Measured {
+    pub paid: u64,
+    /// Sent, queued or noted.
+    pub covered: u64,
+    /// Of the covered: noted (test, no click ID, too old, refused).
+    pub noted: u64,
+    pub uncovered: u64,
+}
+
+/// The coverage of a shop's day: measured, or not (`None`: no reconciliation, or not yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoverageRow {
+    pub day: String,
+    pub shop: String,
+    pub measured: Option<Measured>,
+    /// The share covered (`71.4%`), or `not measured`.
+    pub coverage: String,
+}
+
+/// The share of paid orders covered, to a tenth of a percent (rounded down: 99.96 % is not
+/// shown as 100 %), or `not measured`.
+pub fn coverage_text(measured: Option<&Measured>) -> String {
+    match measured {
+        None => "not measured".to_owned(),
+        Some(m) if m.paid == 0 => "no paid orders".to_owned(),
+        Some(m) => {
+            let tenths = m.covered.min(m.paid) * 1000 / m.paid;
+            format!("{}.{}%", tenths / 10, tenths % 10)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub since: String,
@@ -68,6 +108,8 @@ pub struct Report {
     pub dry_run: bool,
     pub rows: Vec<Row>,
     pub needs_a_look: Vec<Look>,
+    /// Per shop and day: paid orders and how many were covered ([`CoverageRow`]).
+    pub coverage: Vec<CoverageRow>,
 }
 
 /// Output format.
@@ -139,6 +181,7 @@ pub fn from_items_of(
         shop,
         rows: BTreeMap::new(),
         looks: Vec::new(),
+        measured: BTreeMap::new(),
     };
     for item in items {
         match keys::parse(text(item, "pk")) {
@@ -149,13 +192,18 @@ pub fn from_items_of(
             }) if of_dry_run == dry_run => tally.conversion(item, shop_name(shop), event_id),
             Some(Key::Note { shop, order_id, .. }) => tally.note(item, shop_name(shop), order_id),
             Some(Key::Refusal { .. }) => tally.refusal(item),
+            Some(Key::Coverage { shop, day }) if !dry_run => {
+                tally.coverage(item, shop_name(shop), day)
+            }
             _ => {}
         }
     }
-    Report {
-        dry_run,
-        ..tally.report()
+    let mut report = tally.report();
+    report.dry_run = dry_run;
+    if dry_run {
+        report.coverage.clear();
     }
+    report
 }
 
 /// The rows and the orders that need a look, while the records are read.
@@ -166,6 +214,8 @@ struct Tally<'a> {
     shop: Option<&'a str>,
     rows: BTreeMap<(String, String, String), RowSums>,
     looks: Vec<Look>,
+    /// The measured days, by (day, shop).
+    measured: BTreeMap<(String, String), Measured>,
 }
 
 impl Tally<'_> {
@@ -291,12 +341,53 @@ impl Tally<'_> {
         });
     }
 
+    /// A coverage record (`coverage#…`): the figures of a shop's day, when the day ended after
+    /// the report's start.
+    fn coverage(&mut self, item: &HashMap<String, AttributeValue>, shop: String, day: &str) {
+        let in_period = number(item, "day_end_ms").is_some_and(|end| end > self.since_ms);
+        let figures = crate::reconcile::coverage::figures(item);
+        if let (true, true, Some([paid, covered, noted, uncovered])) =
+            (in_period, self.wanted(&shop), figures)
+        {
+            let measured = Measured {
+                paid,
+                covered,
+                noted,
+                uncovered,
+            };
+            self.measured.insert((day.to_owned(), shop), measured);
+        }
+    }
+
+    /// Every shop and day the report shows (its rows' and the measured ones), with its
+    /// coverage or "not measured".
+    fn coverage_rows(&self) -> Vec<CoverageRow> {
+        let mut days: BTreeMap<(String, String), Option<Measured>> = self
+            .rows
+            .keys()
+            .map(|(day, shop, _)| ((day.clone(), shop.clone()), None))
+            .collect();
+        for (key, measured) in &self.measured {
+            days.insert(key.clone(), Some(*measured));
+        }
+        days.into_iter()
+            .map(|((day, shop), measured)| CoverageRow {
+                coverage: coverage_text(measured.as_ref()),
+                day,
+                shop,
+                measured,
+            })
+            .collect()
+    }
+
     /// The report: rows in day, shop, type order with their sums as text; looks by day, shop
     /// and order.
     fn report(mut self) -> Report {
         self.looks
             .sort_by(|a, b| (&a.day, &a.shop, &a.order_id).cmp(&(&b.day, &b.shop, &b.order_id)));
+        let coverage = self.coverage_rows();
         Report {
+            coverage,
             since: crate::inbound::datetime::format_utc(self.since_ms / 1000),
             shop: self.shop.map(str::to_owned),
             dry_run: false,
@@ -340,8 +431,10 @@ pub async fn build(
             .filter_expression(
                 "(begins_with(pk, :evt) AND claimed_at_ms >= :since) \
                  OR (begins_with(pk, :note) AND created_at_ms >= :since) \
-                 OR (begins_with(pk, :refused) AND refused_at_ms >= :since)",
+                 OR (begins_with(pk, :refused) AND refused_at_ms >= :since) \
+                 OR (begins_with(pk, :coverage) AND day_end_ms > :since)",
             )
+            .expression_attribute_values(":coverage", AttributeValue::S(keys::COVERAGE.to_owned()))
             .expression_attribute_values(":refused", AttributeValue::S(keys::REFUSED.to_owned()))
             .expression_attribute_values(":evt", AttributeValue::S(conversions.to_owned()))
             .expression_attribute_values(":note", AttributeValue::S(keys::NOTE.to_owned()))
@@ -400,6 +493,31 @@ const ROW_HEAD: [&str; 10] = [
     "no_click_id",
     "sums",
 ];
+
+/// The columns of a shop's day's coverage.
+const COVERAGE_HEAD: [&str; 7] = [
+    "day",
+    "shop",
+    "paid",
+    "covered",
+    "noted",
+    "uncovered",
+    "coverage",
+];
+
+/// A coverage row's cells, in [`COVERAGE_HEAD`]'s order (figures empty when not measured).
+fn coverage_cells(c: &CoverageRow) -> Vec<String> {
+    let figure = |of: fn(&Measured) -> u64| c.measured.as_ref().map(of).map(|n| n.to_string());
+    vec![
+        c.day.clone(),
+        c.shop.clone(),
+        figure(|m| m.paid).unwrap_or_default(),
+        figure(|m| m.covered).unwrap_or_default(),
+        figure(|m| m.noted).unwrap_or_default(),
+        figure(|m| m.uncovered).unwrap_or_default(),
+        c.coverage.clone(),
+    ]
+}
 
 /// The columns of an order that needs a look.
 const LOOK_HEAD: [&str; 5] = ["day", "shop", "order_id", "what", "reason"];
@@ -463,6 +581,13 @@ fn render_csv(report: &Report) -> String {
     for look in &report.needs_a_look {
         out.push_str(&csv_line(&look_cells(look)));
     }
+    if !report.coverage.is_empty() {
+        out.push('\n');
+        out.push_str(&csv_line(&COVERAGE_HEAD));
+        for c in &report.coverage {
+            out.push_str(&csv_line(&coverage_cells(c)));
+        }
+    }
     out
 }
 
@@ -498,6 +623,11 @@ fn render_table(report: &Report) -> String {
     if !report.needs_a_look.is_empty() {
         let looks: Vec<_> = report.needs_a_look.iter().map(look_cells).collect();
         out.push_str(&table(&LOOK_HEAD, &looks));
+    }
+    if !report.coverage.is_empty() {
+        out.push_str("\nCoverage of paid orders (the shop's day):\n");
+        let cells: Vec<_> = report.coverage.iter().map(coverage_cells).collect();
+        out.push_str(&table(&COVERAGE_HEAD, &cells));
     }
     out
 }
@@ -571,6 +701,54 @@ mod tests {
     }
 
     const DAY: i64 = 1_795_000_000_000; // 2026-11-18
+
+    #[test]
+    fn coverage_is_never_rounded_up_to_100_percent_nor_claimed_unmeasured() {
+        let m = |paid, covered| Measured {
+            paid,
+            covered,
+            noted: 0,
+            uncovered: paid - covered,
+        };
+        assert_eq!(coverage_text(Some(&m(10_000, 9_999))), "99.9%");
+        assert_eq!(coverage_text(Some(&m(7, 5))), "71.4%");
+        assert_eq!(coverage_text(Some(&m(3, 3))), "100.0%");
+        assert_eq!(coverage_text(Some(&m(0, 0))), "no paid orders");
+        assert_eq!(coverage_text(None), "not measured");
+        // A day measured, a shop with conversions and no coverage record: not measured.
+        let t = DAY.to_string();
+        let end = (DAY + 86_400_000).to_string();
+        let mut covered = item(&[("pk", "coverage#default#2026-11-18"), ("day_end_ms", &end)]);
+        for (k, v) in [
+            ("paid", "4"),
+            ("covered", "3"),
+            ("noted", "1"),
+            ("uncovered", "1"),
+        ] {
+            covered.insert(k.to_owned(), AttributeValue::N(v.to_owned()));
+        }
+        let items = vec![
+            covered,
+            item(&[
+                ("pk", "evt#loja#1-purchase"),
+                ("status", "SENT"),
+                ("conversion_type", "Purchase"),
+                ("claimed_at_ms", &t),
+            ]),
+        ];
+        let report = from_items(&items, DAY - 1000, None, DAY + 1000);
+        let rows: Vec<_> = report
+            .coverage
+            .iter()
+            .map(|c| (c.shop.as_str(), c.coverage.as_str()))
+            .collect();
+        assert_eq!(rows, [(DEFAULT_SHOP, "75.0%"), ("loja", "not measured")]);
+        let later = from_items(&items, DAY + 86_400_000, None, DAY + 86_400_000);
+        assert!(
+            later.coverage.is_empty(),
+            "a day that ended before the report's start"
+        );
+    }
 
     #[test]
     fn orders_refused_with_422_are_counted_and_listed() {
