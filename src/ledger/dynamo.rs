@@ -6,6 +6,7 @@ use crate::ledger::claim::{
     CLAIM_CONDITION, Claim, ClaimOutcome, Claimable, Finish, IN_PROGRESS_GRACE_S, Ledger,
     LedgerError, Record, STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
+use crate::ledger::keys;
 use crate::ledger::refusal::{KIND_REFUSED, Refusal};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -59,6 +60,19 @@ pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The `sent_day` a conversion record sent at `now_ms` gets (the key of the `sent-day` index,
+/// [`keys::sent_day`]): its shop and UTC day. `None` for a dry run's record.
+pub fn sent_day_of(key: &str, now_ms: i64) -> Option<String> {
+    match keys::parse(key)? {
+        keys::Key::Conversion {
+            shop,
+            dry_run: false,
+            ..
+        } => Some(keys::sent_day(shop, &crate::ledger::notes::day_of(now_ms))),
+        _ => None,
+    }
 }
 
 /// Reads a stored record back.
@@ -149,14 +163,26 @@ impl Ledger for DynamoLedger {
         now_ms: i64,
         expires_at_s: i64,
     ) -> Result<bool, LedgerError> {
-        let update = if finish == Finish::Sent {
-            "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms REMOVE lease_until_ms"
-        } else {
-            "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms REMOVE lease_until_ms"
+        let sent_day = (finish == Finish::Sent)
+            .then(|| sent_day_of(&claim.key, now_ms))
+            .flatten();
+        let update = match (finish, &sent_day) {
+            (Finish::Sent, Some(_)) => {
+                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms, sent_day = :sent_day REMOVE lease_until_ms"
+            }
+            (Finish::Sent, None) => {
+                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms REMOVE lease_until_ms"
+            }
+            _ => {
+                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms REMOVE lease_until_ms"
+            }
         };
         let result = self
             .client
             .update_item()
+            .set_expression_attribute_values(
+                sent_day.map(|d| HashMap::from([(":sent_day".to_owned(), s(&d))])),
+            )
             .table_name(&self.table)
             .key("pk", s(&claim.key))
             .update_expression(update)

@@ -10,6 +10,10 @@
 //! | refusal (422) | `refused#<shop or default>#<order id or no-id-<ms>>#<event>` |
 //! | shop settings | `store#<shop>` |
 //! | reconciliation watermark | `watermark#default`, `watermark#shop#<shop>` |
+//! | RedTrack's count of a day | `rtcount#<shop or default>#<YYYY-MM-DD>` |
+//!
+//! The index `sent-day` ([`SENT_DAY_INDEX`]) keys the conversions sent by the attribute
+//! `sent_day` = `<shop or default>#<YYYY-MM-DD>` ([`sent_day`]), which the SENT write sets.
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -29,6 +33,12 @@ pub const REFUSED: &str = "refused#";
 pub const SHOP: &str = "store#";
 /// Key prefix of reconciliation watermarks.
 pub const WATERMARK: &str = "watermark#";
+
+/// Key prefix of RedTrack's count of a shop's day ([`crate::reconcile::rtcount`]).
+pub const RT_COUNT: &str = "rtcount#";
+
+/// The table's index of conversions by shop and day sent (attribute `sent_day`, [`sent_day`]).
+pub const SENT_DAY_INDEX: &str = "sent-day";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -74,6 +84,17 @@ pub fn watermark(shop: Option<&str>) -> String {
     }
 }
 
+/// The record key of RedTrack's count of a shop's day (`day`: `YYYY-MM-DD`, UTC).
+pub fn rt_count(shop: Option<&str>, day: &str) -> String {
+    format!("{RT_COUNT}{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
+/// The `sent_day` of a conversion sent on `day` (`YYYY-MM-DD`, UTC) for `shop`: the partition
+/// key of the [`SENT_DAY_INDEX`] index.
+pub fn sent_day(shop: Option<&str>, day: &str) -> String {
+    format!("{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -102,6 +123,10 @@ pub enum Key<'a> {
     },
     Shop(&'a str),
     Watermark(Option<&'a str>),
+    RtCount {
+        shop: Option<&'a str>,
+        day: &'a str,
+    },
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -137,6 +162,11 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     }
     if let Some(name) = key.strip_prefix(SHOP) {
         return Some(Key::Shop(name));
+    }
+    if let Some(rest) = key.strip_prefix(RT_COUNT) {
+        let (shop, day) = rest.split_once('#')?;
+        let shop = (shop != DEFAULT_SHOP).then_some(shop);
+        return Some(Key::RtCount { shop, day });
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -187,6 +217,15 @@ mod tests {
         assert_eq!(shop("loja"), "store#loja");
         assert_eq!(watermark(None), "watermark#default");
         assert_eq!(watermark(Some("default")), "watermark#shop#default");
+        assert_eq!(rt_count(None, "2026-11-18"), "rtcount#default#2026-11-18");
+        assert_eq!(
+            parse("rtcount#loja#2026-11-18"),
+            Some(Key::RtCount {
+                shop: Some("loja"),
+                day: "2026-11-18"
+            })
+        );
+        assert_eq!(sent_day(Some("loja"), "2026-11-18"), "loja#2026-11-18");
     }
 
     /// One record of any kind, from the values its key is made of.
@@ -196,7 +235,7 @@ mod tests {
         );
         let id = "[0-9]{1,6}(-(purchase|chargeback|refund-[0-9]|upsell-[A-Za-z0-9._-]{1,8}))?";
         let word = "[a-z0-9_.-]{1,12}";
-        (0u8..6, shop, id, word, any::<bool>())
+        (0u8..7, shop, id, word, any::<bool>())
     }
 
     fn key_of(kind: u8, shop: Option<&str>, id: &str, word: &str, flag: bool) -> String {
@@ -206,6 +245,7 @@ mod tests {
             2 => refusal(shop, id, word),
             3 => self::shop(shop.unwrap_or(word)),
             4 => watermark(shop),
+            5 => rt_count(shop, "2026-11-18"),
             _ => conversion(shop, word, flag),
         }
     }
@@ -224,6 +264,7 @@ mod tests {
                 2 => Key::Refusal { shop: shop.as_deref(), order: id, event: word },
                 3 => Key::Shop(shop.as_deref().unwrap_or(word)),
                 4 => Key::Watermark(shop.as_deref()),
+                5 => Key::RtCount { shop: shop.as_deref(), day: "2026-11-18" },
                 _ => Key::Conversion { shop: shop.as_deref(), event_id: word, dry_run: *flag },
             };
             prop_assert_eq!(parsed, expected);

@@ -76,6 +76,8 @@ pub struct ReconcileSettings {
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
     pub keep_days: u32,
+    /// RedTrack's API, for the daily count of what it recorded ([`crate::reconcile::rtcount`]).
+    pub redtrack: crate::reconcile::rtcount::ApiSettings,
 }
 
 fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -175,6 +177,7 @@ impl ReconcileSettings {
         let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
         let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
         let default_shop = default_shop(&get)?;
+        let redtrack = redtrack_api(&get)?;
         Ok(ReconcileSettings {
             list,
             overlap: Duration::from_secs(overlap * 60),
@@ -185,6 +188,7 @@ impl ReconcileSettings {
             retry_runs,
             default_shop,
             keep_days,
+            redtrack,
         })
     }
 }
@@ -262,6 +266,32 @@ fn default_shop(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DefaultS
         token: Secret::new(token),
         s2s: flag(get, "RECONCILE_S2S")?,
     }))
+}
+
+/// RedTrack's API: `REDTRACK_API_URL` (https, http for loopback) and the default shop's
+/// `REDTRACK_API_KEY` (or the parameter `REDTRACK_API_KEY_PARAMETER` names, read before).
+fn redtrack_api(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::reconcile::rtcount::ApiSettings, ConfigError> {
+    let url = get("REDTRACK_API_URL")
+        .unwrap_or_else(|| crate::reconcile::rtcount::DEFAULT_API_URL.to_owned());
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| err("REDTRACK_API_URL", format!("is not a valid URL ({e})")))?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if parsed.query().is_some()
+        || !(parsed.scheme() == "https" || parsed.scheme() == "http" && loopback)
+    {
+        return Err(err(
+            "REDTRACK_API_URL",
+            "must be an https URL without a query",
+        ));
+    }
+    Ok(crate::reconcile::rtcount::ApiSettings {
+        url,
+        api_key: get("REDTRACK_API_KEY").map(Secret::new),
+        min_interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(20),
+    })
 }
 
 /// Reads `--since`: an RFC 3339 time (or Cartpanda's `YYYY-MM-DD HH:MM:SS`, UTC), or a duration

@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod orders;
 pub mod retry;
+pub mod rtcount;
 pub mod run;
 pub mod watermark;
 
@@ -147,6 +148,9 @@ pub struct Scheduled {
     pub failed: Vec<String>,
     /// Shops with no complete run for [`STALE_AFTER_MS`].
     pub stale: Vec<String>,
+    /// The shops' days whose RedTrack count this run checked ([`rtcount`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redtrack: Vec<rtcount::Count>,
 }
 
 /// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
@@ -179,6 +183,9 @@ pub async fn run_scheduled(
             out.stale.push(name());
         }
         out.shops.push(summary);
+        let shop = target.shop.as_deref();
+        out.redtrack
+            .extend(rtcount::check(reconciler, shop, deadline_ms).await);
     }
     for (name, _) in &targets.broken {
         out.failed.push(name.clone());

@@ -1,8 +1,9 @@
 //! The report as a picture: `report --format html`, one self-contained file (inline SVG and an
 //! inline style; no script, font, image or stylesheet fetched) that any browser opens offline.
 //!
-//! Per shop: a daily chart of what the ledger knows — conversions sent, queued, failed, and the
-//! orders refused (422) and without a click ID — then the tables the text report has. Each bar is
+//! Per shop: a daily chart of what the ledger knows — conversions sent, what RedTrack recorded of
+//! them (its own count, [`crate::reconcile::rtcount`]), queued, failed, and the orders refused
+//! (422) and without a click ID — then the tables the text report has. Each bar is
 //! an SVG `rect` carrying its figure (`data-day`, `data-series`, `data-value`) and a label with
 //! the figure above it, so what is drawn can be checked in the DOM a browser builds
 //! (`tests/report_html.rs` does, in headless Chromium).
@@ -14,8 +15,12 @@ use std::collections::BTreeMap;
 type Series = (&'static str, &'static str, fn(&Row) -> u64);
 
 /// The series of the daily chart.
-const SERIES: [Series; 5] = [
+const SERIES: [Series; 6] = [
     ("sent", "#2e7d32", |r| r.sent),
+    // RedTrack's own count of the day's click IDs (0 where not measured: the table says so).
+    ("redtrack_recorded", "#1565c0", |r| {
+        r.rt_recorded.unwrap_or(0)
+    }),
     ("queued", "#f9a825", |r| r.queued),
     ("failed", "#c62828", |r| r.failed),
     ("refused", "#6a1b9a", |r| r.refused),
@@ -121,8 +126,8 @@ fn legend() -> String {
 }
 
 /// Each day's figures, summed over conversion types, in [`SERIES`] order.
-fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; 5]> {
-    let mut days: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; SERIES.len()]> {
+    let mut days: BTreeMap<String, [u64; SERIES.len()]> = BTreeMap::new();
     for row in rows {
         let day = days.entry(row.day.clone()).or_default();
         for (i, (_, _, of)) in SERIES.iter().enumerate() {
@@ -133,7 +138,7 @@ fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; 5]> {
 }
 
 /// The daily bar chart of one shop.
-fn chart(shop: &str, days: &BTreeMap<String, [u64; 5]>) -> String {
+fn chart(shop: &str, days: &BTreeMap<String, [u64; SERIES.len()]>) -> String {
     let max = days.values().flatten().copied().max().unwrap_or(0).max(1);
     let group = BAR * SERIES.len() as u64 + GAP;
     let width = LEFT + group * days.len().max(1) as u64 + GAP;
@@ -245,7 +250,7 @@ mod tests {
             );
         }
         assert!(page.contains(
-            "data-day=\"2026-11-30\" data-series=\"sent\" data-value=\"8\" x=\"146\" y=\"24\" \
+            "data-day=\"2026-11-30\" data-series=\"sent\" data-value=\"8\" x=\"160\" y=\"24\" \
              width=\"12\" height=\"160\""
         ));
         assert!(page.contains("data-series=\"sent\" data-value=\"4\""));
