@@ -140,6 +140,9 @@ fn shift(day: &str, offset: i64) -> String {
     day_of((start + offset * 86_400) * 1000)
 }
 
+/// Per click ID and type: our conversions sent, RedTrack's rows, our event IDs.
+type Pairs<'a> = BTreeMap<(&'a str, &'a str), (u64, u64, Vec<&'a str>)>;
+
 /// Compares our sent conversions (`ours`: each with whether it was sent on the day checked)
 /// with RedTrack's rows, for the click IDs sent on the day, by click ID and type. The event IDs
 /// of the conversions missing and of those whose click ID was doubled come back for the log.
@@ -154,8 +157,7 @@ pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String
         .iter()
         .filter(|(on_day, sent)| *on_day && sent.click_id.is_none())
         .count() as u64;
-    type Key<'a> = (&'a str, &'a str);
-    let mut pairs: BTreeMap<Key<'_>, (u64, u64, Vec<&str>)> = BTreeMap::new();
+    let mut pairs = Pairs::new();
     for (_, sent) in ours {
         let Some(click) = sent.click_id.as_deref().filter(|c| clicks.contains(c)) else {
             continue;
@@ -171,15 +173,20 @@ pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String
         if row.flagged_duplicate {
             count.flagged_duplicates += 1;
         } else {
-            pairs
-                .entry((&row.click_id, &row.conversion_type))
-                .or_default()
-                .1 += 1;
+            let pair = pairs.entry((&row.click_id, &row.conversion_type));
+            pair.or_default().1 += 1;
         }
     }
+    let (missing, doubled) = tally(&pairs, &mut count);
+    (count, missing, doubled)
+}
+
+/// Adds up the pairs into `count` (by type, in all, and the pairs of one click ID recorded
+/// under another type); the event IDs missing, and those of the click IDs doubled.
+fn tally(pairs: &Pairs<'_>, count: &mut Count) -> (Vec<String>, Vec<String>) {
     let (mut missing_ids, mut doubled_ids) = (Vec::new(), Vec::new());
     let mut by_click: HashMap<&str, (u64, u64)> = HashMap::new();
-    for ((click, kind), (sent, recorded, ids)) in &pairs {
+    for ((click, kind), (sent, recorded, ids)) in pairs {
         let (missing, doubled) = (
             sent.saturating_sub(*recorded),
             recorded.saturating_sub(*sent),
@@ -209,7 +216,7 @@ pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String
     count.measured = true;
     doubled_ids.sort();
     doubled_ids.dedup();
-    (count, missing_ids, doubled_ids)
+    (missing_ids, doubled_ids)
 }
 
 /// Reads RedTrack's rows of one answer: `{"items": [...], "total": n}` (as the swagger file
