@@ -139,7 +139,7 @@ async fn process_upsell(b: &Bridge) -> Report {
         "77",
         order,
         conversions,
-        None,
+        Default::default(),
     )
     .await
 }

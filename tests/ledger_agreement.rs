@@ -33,6 +33,7 @@ fn records() -> Vec<Option<Record>> {
                         lease_until_ms,
                         expires_at_s,
                         sent_at_ms: (status == STATUS_SENT).then_some(NOW_MS - 5000),
+                        ..Record::default()
                     }));
                 }
             }
@@ -85,4 +86,78 @@ async fn memory_and_dynamodb_ledgers_claim_the_same_records() {
         let in_dynamo = dynamo.claim(&claim).await.expect("dynamo claim");
         assert_eq!(in_memory, in_dynamo, "record {record:?}");
     }
+}
+
+/// Both ledgers keep the same story on a record: the input and click ID written with the claim,
+/// the attempts and RedTrack's status written with how it ended, and a later claim of the same
+/// conversion counting on from the attempts of the record it replaced (in DynamoDB, learnt from
+/// the claim's own write).
+#[tokio::test]
+async fn memory_and_dynamodb_ledgers_keep_the_same_story() {
+    use cartpanda_redtrack::ledger::claim::{Finish, Via};
+    let client = common::dynamo_client(&common::moto_endpoint());
+    let table = common::create_table(&client).await;
+    let dynamo = DynamoLedger::new(client.clone(), &table);
+    let memory = MemoryLedger::default();
+    let key = "evt#story-1-purchase".to_owned();
+    let claim = |now_ms: i64, via: Via| {
+        Claim::new(
+            key.clone(),
+            "fp".to_owned(),
+            "1",
+            "order.paid",
+            "Purchase",
+            now_ms,
+            now_ms + 10_000,
+        )
+        .with_origin(via, Some("cid-1"))
+    };
+    let ledgers: [&dyn Ledger; 2] = [&memory, &dynamo];
+    let mut stories = Vec::new();
+    for ledger in ledgers {
+        let first = claim(NOW_MS, Via::Webhook);
+        ledger.claim(&first).await.unwrap();
+        let failed = first.after_send(3, Some(503));
+        assert!(
+            ledger
+                .finish(&failed, Finish::Queued, NOW_MS, NOW_MS / 1000 + 60)
+                .await
+                .unwrap()
+        );
+        let queued = ledger.look_up(&key).await.unwrap().unwrap();
+        let second = claim(NOW_MS + 1000, Via::Redrive);
+        ledger.claim(&second).await.unwrap();
+        assert_eq!(second.earlier_attempts(), 3);
+        let sent = second.after_send(1, Some(200));
+        assert!(
+            ledger
+                .finish(&sent, Finish::Sent, NOW_MS + 1000, NOW_MS / 1000 + 60)
+                .await
+                .unwrap()
+        );
+        let done = ledger.look_up(&key).await.unwrap().unwrap();
+        stories
+            .push([queued, done].map(|r| (r.status, r.via, r.attempts, r.rt_status, r.click_id)));
+    }
+    let cid = Some("cid-1".to_owned());
+    assert_eq!(
+        stories[0],
+        [
+            (
+                STATUS_QUEUED.to_owned(),
+                Some("webhook".to_owned()),
+                Some(3),
+                Some(503),
+                cid.clone()
+            ),
+            (
+                STATUS_SENT.to_owned(),
+                Some("redrive".to_owned()),
+                Some(4),
+                Some(200),
+                cid
+            ),
+        ]
+    );
+    assert_eq!(stories[0], stories[1]);
 }

@@ -3,7 +3,7 @@
 //! (when the shop has a Cartpanda API token), or process it.
 
 use super::report::{Answer, Handled};
-use super::{Bridge, ConversionReport, Report};
+use super::{Bridge, ConversionReport, Intake, Report};
 use crate::conversion::classify::{self, Classified, Decision};
 use crate::conversion::clickid;
 use crate::conversion::fields;
@@ -12,6 +12,7 @@ use crate::conversion::rules::{Conversion, Rules, Skip};
 use crate::inbound::error::AppError;
 use crate::inbound::money;
 use crate::inbound::webhook::{Delivery, EventField, Order, OrderField, ParseError};
+use crate::ledger::claim::Via;
 use crate::ledger::notes;
 use crate::ledger::refusal::Refusal;
 use crate::ops::config::Profile;
@@ -23,6 +24,8 @@ pub struct DeliveryOptions {
     pub dry_run: bool,
     /// The invocation's deadline, epoch milliseconds; `None` gives [`super::DEFAULT_BUDGET`].
     pub deadline_ms: Option<i64>,
+    /// The route it came by (`webhook` or `s2s`), recorded on what it leaves (`via`).
+    pub via: Via,
 }
 
 impl Bridge {
@@ -39,14 +42,14 @@ impl Bridge {
         let delivery = &delivery;
         let result = self.decide_and_do(profile, delivery, options).await;
         if let Err(err) = &result {
-            self.note_refusal(profile, delivery, err).await;
+            self.note_refusal(profile, delivery, err, options.via).await;
         }
         result
     }
 
     /// Records a 422 in the ledger (`refused#…`) and counts it. A failed write is logged and
     /// changes nothing: the answer stays 422.
-    async fn note_refusal(&self, profile: &Profile, delivery: &Delivery, err: &AppError) {
+    async fn note_refusal(&self, profile: &Profile, delivery: &Delivery, err: &AppError, via: Via) {
         let Some((field, reason)) = err.refused_field() else {
             return;
         };
@@ -63,6 +66,7 @@ impl Bridge {
             field,
             reason,
             at_ms: self.clock.now_ms(),
+            via: Some(via),
         };
         crate::ops::metrics::refused(&refusal.field_class());
         if let Err(write) = self.ledger.note_refusal(&refusal).await {
@@ -98,7 +102,9 @@ impl Bridge {
         let result = match (&classified.decision, classified.order) {
             (Decision::Skip(reason), _) => Handled::Skipped {
                 reason: *reason,
-                preview: self.skip(profile, delivery, &classified, *reason).await,
+                preview: self
+                    .skip(profile, delivery, &classified, *reason, options.via)
+                    .await,
             },
             (Decision::Convert(conversions), Some(order)) => {
                 let order_id = classified.order_id.as_deref().unwrap_or_default();
@@ -158,7 +164,10 @@ impl Bridge {
                 order_id,
                 order,
                 conversions,
-                options.deadline_ms,
+                Intake {
+                    via: options.via,
+                    deadline_ms: options.deadline_ms,
+                },
             )
             .await)
     }
@@ -177,14 +186,21 @@ impl Bridge {
     }
 
     /// Counts (`TooOld`) and notes (`too_old`) an order older than the ledger's memory, so the
-    /// report lists it; nothing is claimed or sent.
-    pub async fn note_too_old(&self, shop: Option<&str>, order_id: &str, event: &str) {
+    /// report lists it; nothing is claimed or sent. `via`: the input that brought it.
+    pub async fn note_too_old(&self, shop: Option<&str>, order_id: &str, event: &str, via: Via) {
         crate::ops::metrics::too_old();
-        self.leave_note(shop, order_id, event, notes::TOO_OLD).await;
+        self.leave_note(shop, (order_id, event), notes::TOO_OLD, via)
+            .await;
     }
 
     /// Leaves a note of an order not sent, so the report lists it.
-    async fn leave_note(&self, shop: Option<&str>, order_id: &str, event: &str, reason: &str) {
+    async fn leave_note(
+        &self,
+        shop: Option<&str>,
+        (order_id, event): (&str, &str),
+        reason: &str,
+        via: Via,
+    ) {
         let note = notes::Note::new(
             shop,
             order_id,
@@ -192,7 +208,8 @@ impl Bridge {
             reason,
             self.clock.now_ms(),
             self.config.ttl_days,
-        );
+        )
+        .with_via(via);
         notes::leave(self.ledger.as_ref(), &note).await;
     }
 
@@ -205,16 +222,17 @@ impl Bridge {
         delivery: &Delivery,
         classified: &Classified<'_>,
         reason: Skip,
+        via: Via,
     ) -> Vec<ConversionReport> {
         let order_id = classified.order_id.as_deref().unwrap_or_default();
         let (shop, event) = (profile.shop.as_deref(), classified.event);
         match reason {
             _ if classified.order_id.is_none() => {}
             Skip::NoClickId => {
-                self.leave_note(shop, order_id, event, notes::NO_CLICK_ID)
+                self.leave_note(shop, (order_id, event), notes::NO_CLICK_ID, via)
                     .await
             }
-            Skip::TooOld { .. } => self.note_too_old(shop, order_id, event).await,
+            Skip::TooOld { .. } => self.note_too_old(shop, order_id, event, via).await,
             _ => {}
         }
         tracing::info!(

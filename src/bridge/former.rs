@@ -101,6 +101,7 @@ mod tests {
             lease_until_ms,
             expires_at_s,
             sent_at_ms: (status == STATUS_SENT).then_some(NOW - 1000),
+            ..Record::default()
         }
     }
 

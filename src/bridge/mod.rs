@@ -20,6 +20,7 @@ mod report;
 mod verify;
 
 pub use deliver::DeliveryOptions;
+pub use process::Intake;
 pub use report::{Answer, ConversionReport, Handled, Outcome, Report};
 
 use crate::inbound::verify::OrderSource;

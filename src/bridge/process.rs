@@ -5,10 +5,11 @@
 use super::preview::{entry, render};
 use super::{Bridge, ConversionReport, DEFAULT_BUDGET, Outcome, Report};
 use crate::conversion::classify;
+use crate::conversion::fields;
 use crate::conversion::rules;
 use crate::conversion::rules::Conversion;
 use crate::inbound::webhook::Order;
-use crate::ledger::claim::{Claim, ClaimOutcome, Finish};
+use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Via};
 use crate::ops::budget;
 use crate::ops::config::Profile;
 use crate::postback::redtrack::SendError;
@@ -16,9 +17,19 @@ use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveKind, RedriveMessage};
 use std::time::{Duration, Instant};
 
+/// How a [`Bridge::process`] call came: the input that brought the order (recorded on each
+/// claim as `via`) and the invocation's deadline (epoch milliseconds; `None` gives
+/// [`DEFAULT_BUDGET`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Intake {
+    pub via: Via,
+    pub deadline_ms: Option<i64>,
+}
+
 /// The order being processed and the time it may take.
 struct Job<'a> {
     profile: &'a Profile,
+    via: Via,
     event: &'a str,
     order_id: &'a str,
     order: &'a Order,
@@ -70,14 +81,17 @@ impl Bridge {
         order_id: &str,
         order: &Order,
         conversions: &[Conversion<'_>],
-        deadline_ms: Option<i64>,
+        intake: Intake,
     ) -> Report {
         let now_ms = self.clock.now_ms();
-        let deadline_ms = deadline_ms.unwrap_or(now_ms + DEFAULT_BUDGET.as_millis() as i64);
+        let deadline_ms = intake
+            .deadline_ms
+            .unwrap_or(now_ms + DEFAULT_BUDGET.as_millis() as i64);
         let deadline = Instant::now()
             + Duration::from_millis(deadline_ms.saturating_sub(now_ms).max(0) as u64);
         let job = Job {
             profile,
+            via: intake.via,
             event,
             order_id,
             order,
@@ -191,6 +205,7 @@ impl Bridge {
             Some(crate::inbound::money::format_sum(conversion.amount)),
             conversion.currency.clone(),
         )
+        .with_origin(job.via, fields::click_id(job.order).ok().flatten())
     }
 
     /// A dry run: recorded as sent (in the `dry#` key space), the postback returned.
@@ -259,7 +274,8 @@ impl Bridge {
     ) {
         let courier = self.courier();
         if self.queue(job, conversion, claim, url).await {
-            courier.record(claim, Finish::Queued, QUEUED_KEEP_S).await;
+            let done = claim.after_send(err.attempts(), err.status());
+            courier.record(&done, Finish::Queued, QUEUED_KEEP_S).await;
             entry.outcome = Outcome::Queued;
             entry.message = Some(format!("{err}; queued for redrive"));
         } else {
@@ -313,6 +329,8 @@ impl Bridge {
             first_failure_ms: self.clock.now_ms(),
             amount: claim.amount.clone(),
             currency: claim.currency.clone(),
+            click_id: claim.click_id.clone(),
+            via: None,
         }
     }
 

@@ -108,6 +108,10 @@ async fn handle_inner(bridge: &Bridge, req: &Request) -> Result<Response<Body>, 
             .lambda_context_ref()
             .map(|c| c.deadline as i64)
             .filter(|d| *d > 0),
+        via: match route.s2s {
+            true => crate::ledger::claim::Via::S2s,
+            false => crate::ledger::claim::Via::Webhook,
+        },
     };
     let answer = bridge.deliver(&profile, delivery, options).await?;
     Ok(answer_response(&answer))

@@ -246,6 +246,11 @@ mod tests {
             conversion_type: "Purchase".to_owned(),
             now_ms,
             lease_until_ms: now_ms + 15_000,
+            via: None,
+            click_id: None,
+            attempts: None,
+            rt_status: None,
+            replaced_attempts: Default::default(),
         }
     }
 

@@ -11,7 +11,48 @@
 use crate::ledger::refusal::Refusal;
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// Which input brought a conversion (the record's `via` attribute): the webhook route, the S2S
+/// route, reconciliation, the redrive consumer, or an operator's command (`resend`, or a
+/// dead-lettered postback moved back by `redrive`). Records written before it existed have none
+/// ("unknown").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    #[default]
+    Webhook,
+    S2s,
+    Reconcile,
+    Redrive,
+    Operator,
+}
+
+impl Via {
+    /// The attribute's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Webhook => "webhook",
+            Via::S2s => "s2s",
+            Via::Reconcile => "reconcile",
+            Via::Redrive => "redrive",
+            Via::Operator => "operator",
+        }
+    }
+
+    /// Reads the attribute's value back; `None` for any other text.
+    pub fn parse(text: &str) -> Option<Via> {
+        [
+            Via::Webhook,
+            Via::S2s,
+            Via::Reconcile,
+            Via::Redrive,
+            Via::Operator,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == text)
+    }
+}
 
 /// A request to claim one conversion event.
 #[derive(Debug, Clone)]
@@ -32,6 +73,21 @@ pub struct Claim {
     pub now_ms: i64,
     /// When this attempt's lease ends (the invocation's deadline), in epoch milliseconds.
     pub lease_until_ms: i64,
+    /// The input that brought the conversion, written with the claim (`via`).
+    pub via: Option<Via>,
+    /// The click ID sent (not PII), written with the claim (`click_id`), for comparing with what
+    /// RedTrack recorded.
+    pub click_id: Option<String>,
+    /// Postback attempts made so far, written with how the claim ended (`attempts`): those of
+    /// the record this claim replaced ([`Claim::earlier_attempts`]) plus this attempt's
+    /// ([`Claim::after_send`]). `None`: nothing sent by this claim (not written).
+    pub attempts: Option<u32>,
+    /// RedTrack's last HTTP status, written with how the claim ended (`rt_status`).
+    pub rt_status: Option<u16>,
+    /// The attempts recorded on a `QUEUED` or `FAILED` record of the same conversion that this
+    /// claim replaced, learnt from the claim's own write (DynamoDB returns the replaced item):
+    /// set by the ledger's [`Ledger::claim`], so the count goes on across claims without a read.
+    pub replaced_attempts: OnceLock<u32>,
 }
 
 impl Claim {
@@ -58,6 +114,45 @@ impl Claim {
             currency: None,
             now_ms,
             lease_until_ms: deadline_ms.max(now_ms + 1000),
+            via: None,
+            click_id: None,
+            attempts: None,
+            rt_status: None,
+            replaced_attempts: OnceLock::new(),
+        }
+    }
+
+    /// The same claim recording the input that brought it and the click ID sent.
+    pub fn with_origin(self, via: Via, click_id: Option<&str>) -> Claim {
+        Claim {
+            via: Some(via),
+            click_id: click_id.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// The attempts of the replaced record of this conversion (0 when none was replaced).
+    pub fn earlier_attempts(&self) -> u32 {
+        self.replaced_attempts.get().copied().unwrap_or(0)
+    }
+
+    /// The claim as it ends after a send of `attempts` postback attempts that RedTrack last
+    /// answered with `rt_status` (`None`: no answer, a timeout): what [`Ledger::finish`] records.
+    pub fn after_send(&self, attempts: u32, rt_status: Option<u16>) -> Claim {
+        Claim {
+            attempts: Some(self.earlier_attempts() + attempts),
+            rt_status,
+            ..self.clone()
+        }
+    }
+
+    /// Learns what the claim's write replaced: `record`, when it was this conversion's (same
+    /// fingerprint) and not sent, carries the attempts made for it so far.
+    pub fn replaced(&self, record: &Record) {
+        if record.fingerprint == self.fingerprint && record.status != STATUS_SENT {
+            if let Some(attempts) = record.attempts {
+                let _ = self.replaced_attempts.set(attempts);
+            }
         }
     }
 
@@ -150,8 +245,9 @@ pub const STATUS_SENT: &str = "SENT";
 pub const STATUS_QUEUED: &str = "QUEUED";
 pub const STATUS_FAILED: &str = "FAILED";
 
-/// A record as stored, shared by both implementations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record as stored, shared by both implementations. The last four are absent from records
+/// written before they existed (`None`: unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     pub status: String,
     pub fingerprint: String,
@@ -159,6 +255,14 @@ pub struct Record {
     pub lease_until_ms: i64,
     pub expires_at_s: i64,
     pub sent_at_ms: Option<i64>,
+    /// The input that brought it ([`Via::as_str`]).
+    pub via: Option<String>,
+    /// Postback attempts made so far.
+    pub attempts: Option<u32>,
+    /// RedTrack's last HTTP status.
+    pub rt_status: Option<u16>,
+    /// The click ID sent.
+    pub click_id: Option<String>,
 }
 
 impl Record {
@@ -267,6 +371,7 @@ impl Ledger for MemoryLedger {
             if !old.claimable(claim.now_ms, &claim.fingerprint) {
                 return Ok(old.outcome_for_claim(claim));
             }
+            claim.replaced(old);
         }
         records.insert(
             claim.key.clone(),
@@ -277,6 +382,10 @@ impl Ledger for MemoryLedger {
                 lease_until_ms: claim.lease_until_ms,
                 expires_at_s: claim.lease_until_ms / 1000 + IN_PROGRESS_GRACE_S,
                 sent_at_ms: None,
+                via: claim.via.map(|v| v.as_str().to_owned()),
+                attempts: None,
+                rt_status: None,
+                click_id: claim.click_id.clone(),
             },
         );
         Ok(ClaimOutcome::Claimed)
@@ -298,6 +407,8 @@ impl Ledger for MemoryLedger {
                 if finish == Finish::Sent {
                     r.sent_at_ms = Some(now_ms);
                 }
+                r.attempts = claim.attempts.or(r.attempts);
+                r.rt_status = claim.rt_status.or(r.rt_status);
                 Ok(true)
             }
             _ => Ok(false),

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -84,7 +84,16 @@ pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Record {
         lease_until_ms: get_n(item, "lease_until_ms").unwrap_or(0),
         expires_at_s: get_n(item, "expires_at").unwrap_or(0),
         sent_at_ms: get_n(item, "sent_at_ms"),
+        via: get_opt_s(item, "via"),
+        attempts: get_n(item, "attempts").and_then(|v| u32::try_from(v).ok()),
+        rt_status: get_n(item, "rt_status").and_then(|v| u16::try_from(v).ok()),
+        click_id: get_opt_s(item, "click_id"),
     }
+}
+
+/// A string attribute, `None` when absent (a record written before it existed).
+pub(crate) fn get_opt_s(item: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
 pub(crate) fn ledger_error<E: ProvideErrorMetadata + std::fmt::Debug>(
@@ -134,6 +143,45 @@ pub fn claim_condition() -> String {
         .join(" OR ")
 }
 
+/// The `UpdateItem` expression that records how a claim ended: its status and expiry, `SENT`'s
+/// time and `sent_day` (the `sent-day` index's key, [`sent_day_of`]), and what the send saw
+/// (`attempts`, `rt_status`) when the claim carries it.
+fn finish_update(claim: &Claim, finish: Finish, now_ms: i64) -> String {
+    let mut set = "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms".to_owned();
+    if finish == Finish::Sent {
+        set.push_str(", sent_at_ms = :now_ms");
+        if sent_day_of(&claim.key, now_ms).is_some() {
+            set.push_str(", sent_day = :sent_day");
+        }
+    }
+    if claim.attempts.is_some() {
+        set.push_str(", attempts = :attempts");
+    }
+    if claim.rt_status.is_some() {
+        set.push_str(", rt_status = :rt_status");
+    }
+    set + " REMOVE lease_until_ms"
+}
+
+/// The values [`finish_update`] names beyond the ones every finish binds.
+fn finish_values(
+    claim: &Claim,
+    finish: Finish,
+    now_ms: i64,
+) -> Option<HashMap<String, AttributeValue>> {
+    let mut values = HashMap::new();
+    if let Some(day) = sent_day_of(&claim.key, now_ms).filter(|_| finish == Finish::Sent) {
+        values.insert(":sent_day".to_owned(), s(&day));
+    }
+    if let Some(attempts) = claim.attempts {
+        values.insert(":attempts".to_owned(), n(i64::from(attempts)));
+    }
+    if let Some(status) = claim.rt_status {
+        values.insert(":rt_status".to_owned(), n(i64::from(status)));
+    }
+    Some(values)
+}
+
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, LedgerError> {
@@ -144,7 +192,12 @@ impl Ledger for DynamoLedger {
         // is free again: the claim is written again, three tries in all.
         for _ in 0..3 {
             let err = match self.claim_put(claim).send().await {
-                Ok(_) => return Ok(ClaimOutcome::Claimed),
+                Ok(out) => {
+                    if let Some(replaced) = out.attributes.filter(|a| !a.is_empty()) {
+                        claim.replaced(&record_from_item(&replaced));
+                    }
+                    return Ok(ClaimOutcome::Claimed);
+                }
                 Err(err) => err,
             };
             if let Some(item) = self.holder(&claim.key, err).await? {
@@ -163,29 +216,13 @@ impl Ledger for DynamoLedger {
         now_ms: i64,
         expires_at_s: i64,
     ) -> Result<bool, LedgerError> {
-        let sent_day = (finish == Finish::Sent)
-            .then(|| sent_day_of(&claim.key, now_ms))
-            .flatten();
-        let update = match (finish, &sent_day) {
-            (Finish::Sent, Some(_)) => {
-                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms, sent_day = :sent_day REMOVE lease_until_ms"
-            }
-            (Finish::Sent, None) => {
-                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms, sent_at_ms = :now_ms REMOVE lease_until_ms"
-            }
-            _ => {
-                "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms REMOVE lease_until_ms"
-            }
-        };
         let result = self
             .client
             .update_item()
-            .set_expression_attribute_values(
-                sent_day.map(|d| HashMap::from([(":sent_day".to_owned(), s(&d))])),
-            )
             .table_name(&self.table)
             .key("pk", s(&claim.key))
-            .update_expression(update)
+            .update_expression(finish_update(claim, finish, now_ms))
+            .set_expression_attribute_values(finish_values(claim, finish, now_ms))
             .condition_expression("attempt = :attempt")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(finish.status()))
@@ -263,6 +300,9 @@ impl DynamoLedger {
         if let Some(order_id) = &r.order_id {
             put = put.item("order_id", s(order_id));
         }
+        if let Some(via) = r.via {
+            put = put.item("via", s(via.as_str()));
+        }
         put.send().await.map_err(ledger_error)?;
         Ok(())
     }
@@ -295,7 +335,18 @@ impl DynamoLedger {
             .expression_attribute_values(":queued", s(STATUS_QUEUED))
             .expression_attribute_values(":failed", s(STATUS_FAILED))
             .expression_attribute_values(":fingerprint", s(&claim.fingerprint))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            // What the claim replaced, for the attempts made so far (`Claim::replaced`).
+            .return_values(ReturnValue::AllOld);
+        // Which input brought it and the click ID sent (the order's story, RedTrack's count).
+        let put = match claim.via {
+            Some(via) => put.item("via", s(via.as_str())),
+            None => put,
+        };
+        let put = match &claim.click_id {
+            Some(click_id) => put.item("click_id", s(click_id)),
+            None => put,
+        };
         // For the report (`crate::report`): the conversion's sum and currency, never PII.
         let put = match &claim.amount {
             Some(amount) => put.item("amount", s(amount)),

@@ -4,13 +4,16 @@
 //! Key `note#<order id>#<reason>` for the default shop, `note#<shop>#<order id>#<reason>` for a
 //! named shop (the same layout as the conversions' `evt#` keys). Attributes: `kind` = `note`,
 //! `shop` (named shops), `order_id`, `event`, `reason`, `created_at_ms`, `day` (`YYYY-MM-DD`,
-//! UTC) and `expires_at` (TTL). Never PII: no name, email, phone, document, click ID or URL.
+//! UTC), `via` (the input that brought the order, [`Via`]; absent in older notes) and
+//! `expires_at` (TTL). Never PII: no name, email, phone, document, click ID or URL.
 //!
 //! Reasons: `no_click_id` (the order carried no usable click ID: never sent) and `too_old`
 //! (created longer ago than the ledger remembers: never sent). Orders refused with 422 leave
 //! `refused#…` records instead ([`crate::ledger::refusal`]); notes named `refused*` by older
 //! versions still count as refused in the report. The first note of an order and reason is kept
 //! (a redelivery does not move it to another day).
+
+use crate::ledger::claim::Via;
 
 /// The reason of an order without a usable click ID.
 pub const NO_CLICK_ID: &str = "no_click_id";
@@ -29,6 +32,8 @@ pub struct Note {
     pub created_at_ms: i64,
     /// How long the note is kept, in days.
     pub keep_days: u32,
+    /// The input that brought the order (`via`); `None` in notes written before it existed.
+    pub via: Option<Via>,
 }
 
 impl Note {
@@ -71,6 +76,15 @@ impl Note {
             reason: reason.to_owned(),
             created_at_ms: now_ms,
             keep_days,
+            via: None,
+        }
+    }
+
+    /// The same note saying which input brought the order.
+    pub fn with_via(self, via: Via) -> Self {
+        Note {
+            via: Some(via),
+            ..self
         }
     }
 }
@@ -117,6 +131,9 @@ pub async fn put(
     if let Some(shop) = &note.shop {
         put = put.item("shop", V::S(shop.clone()));
     }
+    if let Some(via) = note.via {
+        put = put.item("via", V::S(via.as_str().to_owned()));
+    }
     match put.send().await {
         Ok(_) => Ok(()),
         Err(err)
@@ -147,6 +164,7 @@ mod tests {
             reason: NO_CLICK_ID.into(),
             created_at_ms: 1_795_000_000_000,
             keep_days: 30,
+            via: None,
         };
         assert_eq!(note.key(), "note#42#no_click_id");
         note.shop = Some("loja-sp".into());

@@ -3,7 +3,8 @@
 //! `refused#<shop or default>#<order id>#<event>` (an order without a usable ID:
 //! `no-id-<ms>` in its place). Attributes: `kind` = `refused`, `shop`, `order_id`, `event`,
 //! `field` (the field refused, e.g. `order.total_price`), `reason` (what was wrong with it, never
-//! its value), `refused_at_ms`, `expires_at` (TTL, [`REFUSAL_KEEP_S`]). A later refusal of the same
+//! its value), `refused_at_ms`, `via` (the route: `webhook` or `s2s`; absent in older records),
+//! `expires_at` (TTL, [`REFUSAL_KEEP_S`]). A later refusal of the same
 //! order and event replaces the record. No PII, no values.
 
 /// How long a refusal record is kept: 30 days.
@@ -25,6 +26,8 @@ pub struct Refusal {
     /// What was wrong with it, in words that never quote the value (`is ambiguous: …`).
     pub reason: String,
     pub at_ms: i64,
+    /// The route the refused delivery came by (`webhook`, `s2s`); `None` in older records.
+    pub via: Option<crate::ledger::claim::Via>,
 }
 
 impl Refusal {
@@ -78,6 +81,7 @@ mod tests {
             field: "order.line_items[12].quantity".into(),
             reason: "is not a whole number".into(),
             at_ms: 1_795_000_000_123,
+            via: None,
         };
         assert_eq!(r.key(), "refused#default#48213577#order.paid");
         assert_eq!(r.field_class(), "order.line_items[].quantity");

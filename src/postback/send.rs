@@ -35,11 +35,14 @@ pub struct Courier<'a> {
 }
 
 impl Courier<'_> {
-    /// Sends the postback of a conversion this attempt holds the claim of.
+    /// Sends the postback of a conversion this attempt holds the claim of. What is recorded
+    /// carries the attempts and RedTrack's last status ([`Claim::after_send`]); a caller that
+    /// records a [`SendOutcome::Retryable`] (`QUEUED`) does the same.
     pub async fn send(&self, claim: &Claim, url: &Url, deadline: Instant) -> SendOutcome {
         match self.tracker.send(url, deadline).await {
             Ok(accepted) => {
-                let recorded = self.record_sent(claim, deadline).await;
+                let done = claim.after_send(accepted.attempts, Some(accepted.status));
+                let recorded = self.record_sent(&done, deadline).await;
                 SendOutcome::Accepted { accepted, recorded }
             }
             Err(err @ SendError::Rejected { .. }) => {
@@ -50,7 +53,8 @@ impl Courier<'_> {
                     error = %err,
                     "RedTrack refused the postback; not retried"
                 );
-                self.record(claim, Finish::Failed, FAILED_KEEP_S).await;
+                let done = claim.after_send(err.attempts(), err.status());
+                self.record(&done, Finish::Failed, FAILED_KEEP_S).await;
                 SendOutcome::Refused(err)
             }
             Err(err) => SendOutcome::Retryable(err),

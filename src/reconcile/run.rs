@@ -550,7 +550,7 @@ impl Reconciler {
             let one = std::slice::from_ref(conversion);
             let done = self
                 .bridge
-                .process(profile, event, order_id, order, one, Some(deadline_ms))
+                .process(profile, event, order_id, order, one, intake(deadline_ms))
                 .await;
             let ledger_down = done
                 .conversions
@@ -593,7 +593,8 @@ impl Reconciler {
             (true, _) => {}
             (false, true) => {
                 let shop = target.shop.as_deref();
-                self.bridge.note_too_old(shop, order_id, event).await;
+                let via = crate::ledger::claim::Via::Reconcile;
+                self.bridge.note_too_old(shop, order_id, event, via).await;
             }
             (false, false) => self.note(target, order_id, event).await,
         }
@@ -606,7 +607,8 @@ impl Reconciler {
             event,
             self.bridge.clock.now_ms(),
             self.settings.keep_days,
-        );
+        )
+        .with_via(crate::ledger::claim::Via::Reconcile);
         crate::ledger::notes::leave(self.bridge.ledger.as_ref(), &note).await;
     }
 
@@ -811,6 +813,14 @@ fn events_of(pass: Pass, value: &serde_json::Value, order: Option<&Order>) -> Ve
             };
             sales.into_iter().chain(updated_events(order)).collect()
         }
+    }
+}
+
+/// What reconciliation's claims record: `via` = `reconcile`, leased until `deadline_ms`.
+fn intake(deadline_ms: i64) -> crate::bridge::Intake {
+    crate::bridge::Intake {
+        via: crate::ledger::claim::Via::Reconcile,
+        deadline_ms: Some(deadline_ms),
     }
 }
 

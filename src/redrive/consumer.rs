@@ -2,7 +2,7 @@
 //! claim protocol, with the message's visibility timeout growing per attempt so a conversion is
 //! retried for more than 72 hours before SQS moves it to the dead-letter queue.
 
-use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger};
+use crate::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger, Via};
 use crate::ops::clock::Clock;
 use crate::postback::redtrack::Tracker;
 use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
@@ -87,7 +87,11 @@ impl Redriver {
             now_ms,
             deadline_ms,
         )
-        .with_sum(message.amount.clone(), message.currency.clone());
+        .with_sum(message.amount.clone(), message.currency.clone())
+        .with_origin(
+            message.via.unwrap_or(Via::Redrive),
+            message.click_id.as_deref(),
+        );
         if message.kind == RedriveKind::RecordSent {
             return self.record_sent(message, &claim, receive_count).await;
         }
@@ -217,8 +221,9 @@ impl Redriver {
             }
             SendOutcome::Retryable(err) => {
                 log("queued", Some(err.attempts()), err.status());
+                let done = claim.after_send(err.attempts(), err.status());
                 self.courier()
-                    .record(claim, Finish::Queued, QUEUED_KEEP_S)
+                    .record(&done, Finish::Queued, QUEUED_KEEP_S)
                     .await;
                 Disposition::RetryAfter(visibility_after(receive_count))
             }
@@ -361,6 +366,18 @@ impl Consumer {
     }
 }
 
+/// A dead-lettered message's body as the operator moves it back: marked `via` = `operator`, so
+/// the record its re-send leaves says so; a body that does not read as a message moves as it is.
+fn by_operator(body: &str) -> String {
+    match serde_json::from_str::<RedriveMessage>(body) {
+        Ok(mut message) => {
+            message.via = Some(Via::Operator);
+            serde_json::to_string(&message).unwrap_or_else(|_| body.to_owned())
+        }
+        Err(_) => body.to_owned(),
+    }
+}
+
 /// Moves up to `max` messages from one queue to another (the DLQ back to the redrive queue
 /// after an outage), deleting each only after it was sent. Returns how many moved.
 pub async fn move_messages(
@@ -390,7 +407,7 @@ pub async fn move_messages(
             client
                 .send_message()
                 .queue_url(to_url)
-                .message_body(body)
+                .message_body(by_operator(body))
                 .send()
                 .await?;
             client

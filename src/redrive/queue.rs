@@ -46,6 +46,14 @@ pub struct RedriveMessage {
     pub amount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// The click ID sent, kept on the record when the consumer claims again; absent in messages
+    /// queued before it existed (the record then says "unknown").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click_id: Option<String>,
+    /// The input the consumer's claim records: absent = the redrive consumer itself
+    /// ([`crate::ledger::claim::Via::Redrive`]); `operator` once `redrive --from <DLQ>` moved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::ledger::claim::Via>,
 }
 
 fn is_send(kind: &RedriveKind) -> bool {
