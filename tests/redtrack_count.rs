@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const API_KEY: &str = "rt-api-key-for-tests";
@@ -213,4 +213,99 @@ async fn without_an_api_key_the_count_is_skipped_and_says_it_was_not_measured() 
     assert_eq!((row.sent, row.rt_recorded), (1, None));
     let csv = cartpanda_redtrack::report::render(&report, cartpanda_redtrack::report::Format::Csv);
     assert!(csv.contains("not measured"), "{csv}");
+}
+
+/// A named shop's key, saved by `shop put --redtrack-api-key` in SSM (moto): its day is counted
+/// with its own key.
+#[tokio::test]
+async fn a_named_shop_is_counted_with_the_key_shop_put_kept_in_ssm() {
+    let s = setup().await;
+    let shop_token = "loja-rt-webhook-secret-0123";
+    let postback_url = format!("{}/postback?clickid={{cid}}", s.h.redtrack.uri());
+    let args: Vec<String> = [
+        "shop",
+        "put",
+        "loja-rt",
+        "--token",
+        shop_token,
+        "--postback-url",
+        &postback_url,
+        "--reconcile",
+        "true",
+        "--shop-slug",
+        "loja-rt-slug",
+        "--cartpanda-api-token",
+        "cp-api-token-loja",
+        "--verify-orders",
+        "false",
+        "--redtrack-api-key",
+        "rt-key-of-loja",
+        "--table",
+        &s.h.table,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    cartpanda_redtrack::ops::admin::run(&args, &operator_aws())
+        .await
+        .unwrap();
+    let sold_ms = s.clock.now_ms();
+    let mut order = paid_order(9_300_001);
+    order["order"]["checkout_params"]["cid"] = json!(CLICK_A);
+    let event = apigw_event_at(
+        "/cartpanda/loja-rt",
+        "POST",
+        Some(&order.to_string()),
+        &[("token", shop_token)],
+        &[],
+    );
+    assert_eq!(deliver_event(&s.h.bridge, event).await.status, 200);
+    let log = json!({"items": [{"clickid": CLICK_A, "type": "Purchase"}], "total": 1});
+    Mock::given(method("GET"))
+        .and(path("/conversions"))
+        .and(query_param("api_key", "rt-key-of-loja"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(log))
+        .mount(&s.redtrack_api)
+        .await;
+    s.clock.advance(27 * 3_600_000);
+
+    // The reconcile function's bridge reads shops' secrets from SSM.
+    let mut reconciler = reconciler(&s, false);
+    let ssm = cartpanda_redtrack::ops::secrets::SsmSecrets::from_sdk(&operator_aws());
+    let bridge = cartpanda_redtrack::bridge::Bridge {
+        config: s.h.bridge.config.clone(),
+        ledger: Arc::clone(&s.h.bridge.ledger),
+        tracker: Arc::clone(&s.h.bridge.tracker),
+        clock: s.clock.clone(),
+        queue: None,
+        shops: Some(
+            cartpanda_redtrack::shops::directory::ShopCache::new(Arc::new(
+                reconciler.table.clone(),
+            ))
+            .with_secrets(Arc::new(ssm)),
+        ),
+        orders: None,
+    };
+    reconciler.bridge = Arc::new(bridge);
+    let deadline_ms = s.clock.now_ms() + 60_000;
+    let answer = cartpanda_redtrack::reconcile::run_scheduled(&reconciler, deadline_ms)
+        .await
+        .unwrap();
+    let answer = serde_json::to_value(answer).unwrap();
+    let counts = answer["redtrack"].as_array().unwrap();
+    let loja = counts
+        .iter()
+        .find(|c| c["shop"] == "loja-rt")
+        .unwrap_or_else(|| panic!("{answer:#}"));
+    assert_eq!(loja["day"], days(sold_ms)[1].as_str());
+    assert_eq!(loja["measured"], true, "{loja:#}");
+    assert_eq!(
+        [
+            &loja["sent"],
+            &loja["recorded"],
+            &loja["missing"],
+            &loja["doubled"]
+        ],
+        [1, 1, 0, 0]
+    );
+    assert_eq!(api_requests(&s).await.len(), 1);
 }
