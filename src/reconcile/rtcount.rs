@@ -39,6 +39,8 @@ pub const DEFAULT_API_URL: &str = "https://api.redtrack.io";
 pub const CHECK_AFTER_S: i64 = 3 * 3600;
 /// Rows asked per page of RedTrack's conversions log (it allows up to 10,000).
 pub const PER_PAGE: u32 = 1000;
+/// Most event IDs of each kind (missing, doubled) one log line names.
+pub const LOGGED_IDS: usize = 100;
 /// Most pages read for one shop's day.
 pub const MAX_PAGES: u32 = 200;
 
@@ -259,12 +261,7 @@ pub struct RedTrackApi {
 
 impl RedTrackApi {
     pub fn new(settings: ApiSettings) -> Result<Self, reqwest::Error> {
-        let http = crate::postback::redtrack::http_builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(3)))
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::reconcile::orders::api_client(settings.timeout)?;
         Ok(RedTrackApi { http, settings })
     }
 
@@ -491,6 +488,10 @@ async fn measure(
     };
     let (count, missing, doubled) = compare(&ours, &theirs);
     if !missing.is_empty() || !doubled.is_empty() {
+        let (missing, doubled) = (
+            &missing[..missing.len().min(LOGGED_IDS)],
+            &doubled[..doubled.len().min(LOGGED_IDS)],
+        );
         tracing::warn!(shop, day, missing = ?missing, doubled = ?doubled, "redtrack count: conversions RedTrack recorded differently than sent (event IDs)");
     }
     Ok(count)
