@@ -127,7 +127,40 @@ async fn the_daily_count_finds_a_conversion_missing_and_one_doubled() {
         .await;
     // The next day, after the check's delay.
     s.clock.advance(27 * 3_600_000);
+    let (logs, guard) = capture_json_logs();
     let answer = scheduled(&s, true).await;
+    drop(guard);
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = |message: &str| {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no line `{message}` in {logs}"))
+    };
+    let counted = line("redtrack count");
+    assert_eq!(
+        (&counted["missing"], &counted["doubled"]),
+        (&json!(1), &json!(1))
+    );
+    let which =
+        line("redtrack count: conversions RedTrack recorded differently than sent (event IDs)");
+    assert!(
+        which["missing"]
+            .as_str()
+            .unwrap()
+            .contains("9100002-purchase"),
+        "{which}"
+    );
+    assert!(
+        which["doubled"]
+            .as_str()
+            .unwrap()
+            .contains("9100003-purchase"),
+        "{which}"
+    );
+    for secret_or_click in [API_KEY, CLICK_A, CLICK_B, CLICK_C] {
+        assert!(!logs.contains(secret_or_click), "logged: {secret_or_click}");
+    }
     let [before, day, after] = days(sold_ms);
     let count = &answer["redtrack"][0];
     assert_eq!(count["day"], day.as_str(), "{answer:#}");
@@ -308,4 +341,66 @@ async fn a_named_shop_is_counted_with_the_key_shop_put_kept_in_ssm() {
         [1, 1, 0, 0]
     );
     assert_eq!(api_requests(&s).await.len(), 1);
+}
+
+/// RedTrack's API down (503 on every try): the day stays open and nothing is stored; the next run
+/// reads the log page by page and closes it.
+#[tokio::test]
+async fn redtrack_down_leaves_the_day_open_and_the_next_run_reads_every_page() {
+    let s = setup().await;
+    let sold_ms = s.clock.now_ms();
+    sell(&s, 9_400_001, CLICK_A).await;
+    sell(&s, 9_400_002, CLICK_C).await;
+    Mock::given(method("GET"))
+        .and(path("/conversions"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&s.redtrack_api)
+        .await;
+    s.clock.advance(27 * 3_600_000);
+    let down = scheduled(&s, true).await;
+    assert!(down.get("redtrack").is_none(), "{down:#}");
+    assert_eq!(api_requests(&s).await.len(), 3, "three tries");
+    let day = &days(sold_ms)[1];
+    let stored = item(&s.h, &format!("rtcount#default#{day}")).await;
+    assert!(stored.is_none(), "the day stays open");
+
+    // A full first page (another source's conversions and A's), then C's on the second.
+    let mut first: Vec<Value> = (0..999)
+        .map(|n| json!({"clickid": format!("{CLICK_OTHER}{n}"), "type": "Purchase"}))
+        .collect();
+    first.push(json!({"clickid": CLICK_A, "type": "Purchase"}));
+    for (page, items) in [
+        ("1", first),
+        ("2", vec![json!({"clickid": CLICK_C, "type": "Purchase"})]),
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/conversions"))
+            .and(query_param("page", page))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"items": items, "total": 1001})),
+            )
+            .mount(&s.redtrack_api)
+            .await;
+    }
+    let answer = scheduled(&s, true).await;
+    let count = &answer["redtrack"][0];
+    assert_eq!(
+        [
+            &count["sent"],
+            &count["recorded"],
+            &count["missing"],
+            &count["doubled"]
+        ],
+        [2, 2, 0, 0],
+        "{count:#}"
+    );
+    let pages: Vec<String> = api_requests(&s).await[3..]
+        .iter()
+        .map(|q| q["page"].clone())
+        .collect();
+    assert_eq!(pages, ["1", "2"]);
+    let stored = item(&s.h, &format!("rtcount#default#{day}")).await.unwrap();
+    assert_eq!(stored["measured"].as_bool().ok(), Some(&true));
 }

@@ -10,7 +10,8 @@
 //! daily for them. Conversions found but not settled (RedTrack down and no queue) are retried by
 //! later runs ([`retry`]). Each scheduled run counts the shops whose run failed and the shops
 //! with no complete run for two hours (`ReconcileShopsFailed`, `ReconcileShopsStale`, alarmed;
-//! the shop names in the log and the answer).
+//! the shop names in the log and the answer). Once a day per shop, after its run, RedTrack's own
+//! count of the day before is compared with what was sent ([`rtcount`]).
 //!
 //! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` (or the SSM parameter
 //! `CARTPANDA_API_TOKEN_PARAMETER` names, read as the webhook function reads it) and
