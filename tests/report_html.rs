@@ -44,7 +44,7 @@ fn conversion(key: &str, status: &str, at_ms: i64) -> HashMap<String, AttributeV
 
 /// A week of a shop `loja`: day 1, 3 sent; day 2, 6 sent and 2 failed; an order without a click
 /// ID on day 2; day 2's coverage measured (9 paid orders: 7 covered, 1 of them noted, 2 not),
-/// day 1's not.
+/// day 1's not. RedTrack's own count recorded 5 of day 2's 6 sent.
 fn week() -> report::Report {
     let day_1 = DAY_2_MS - 86_400_000;
     let mut items = Vec::new();
@@ -69,6 +69,26 @@ fn week() -> report::Report {
             DAY_2_MS + n,
         ));
     }
+    // RedTrack's own count of day 2: 5 of the 6 recorded (day 1 not measured).
+    let mut rt = item(&[
+        ("pk", &format!("rtcount#loja#{DAY_2}")),
+        ("day", DAY_2),
+        ("checked_at_ms", &(DAY_2_MS + 86_400_000).to_string()),
+    ]);
+    let figures = [
+        ("sent", "6"),
+        ("recorded", "5"),
+        ("missing", "1"),
+        ("doubled", "0"),
+    ]
+    .map(|(k, v)| (k.to_owned(), AttributeValue::N(v.to_owned())));
+    let purchase = AttributeValue::M(figures.into_iter().collect());
+    rt.insert("measured".to_owned(), AttributeValue::Bool(true));
+    rt.insert(
+        "types".to_owned(),
+        AttributeValue::M(HashMap::from([("Purchase".to_owned(), purchase)])),
+    );
+    items.push(rt);
     items.push(item(&[
         ("pk", "note#loja#30#no_click_id"),
         ("reason", "no_click_id"),
@@ -172,6 +192,8 @@ fn headless_chromium_draws_the_figures_of_the_report() {
         (DAY_2, "failed", "2"),
         (DAY_2, "no_click_id", "1"),
         (DAY_1, "failed", "0"),
+        (DAY_2, "redtrack_recorded", "5"),
+        (DAY_1, "redtrack_recorded", "0"),
     ] {
         assert_eq!(bar(day, series)["data-value"], value, "{day} {series}");
     }

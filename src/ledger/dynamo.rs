@@ -6,6 +6,7 @@ use crate::ledger::claim::{
     CLAIM_CONDITION, Claim, ClaimOutcome, Claimable, Finish, IN_PROGRESS_GRACE_S, Ledger,
     LedgerError, Record, STATUS_FAILED, STATUS_IN_PROGRESS, STATUS_QUEUED,
 };
+use crate::ledger::keys;
 use crate::ledger::refusal::{KIND_REFUSED, Refusal};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -59,6 +60,19 @@ pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The `sent_day` a conversion record sent at `now_ms` gets (the key of the `sent-day` index,
+/// [`keys::sent_day`]): its shop and UTC day. `None` for a dry run's record.
+pub fn sent_day_of(key: &str, now_ms: i64) -> Option<String> {
+    match keys::parse(key)? {
+        keys::Key::Conversion {
+            shop,
+            dry_run: false,
+            ..
+        } => Some(keys::sent_day(shop, &crate::ledger::notes::day_of(now_ms))),
+        _ => None,
+    }
 }
 
 /// Reads a stored record back.
@@ -130,11 +144,15 @@ pub fn claim_condition() -> String {
 }
 
 /// The `UpdateItem` expression that records how a claim ended: its status and expiry, `SENT`'s
-/// time, and what the send saw (`attempts`, `rt_status`) when the claim carries it.
-fn finish_update(claim: &Claim, finish: Finish) -> String {
+/// time and `sent_day` (the `sent-day` index's key, [`sent_day_of`]), and what the send saw
+/// (`attempts`, `rt_status`) when the claim carries it.
+fn finish_update(claim: &Claim, finish: Finish, now_ms: i64) -> String {
     let mut set = "SET #status = :status, expires_at = :exp, updated_at_ms = :now_ms".to_owned();
     if finish == Finish::Sent {
         set.push_str(", sent_at_ms = :now_ms");
+        if sent_day_of(&claim.key, now_ms).is_some() {
+            set.push_str(", sent_day = :sent_day");
+        }
     }
     if claim.attempts.is_some() {
         set.push_str(", attempts = :attempts");
@@ -146,8 +164,15 @@ fn finish_update(claim: &Claim, finish: Finish) -> String {
 }
 
 /// The values [`finish_update`] names beyond the ones every finish binds.
-fn finish_values(claim: &Claim) -> Option<HashMap<String, AttributeValue>> {
+fn finish_values(
+    claim: &Claim,
+    finish: Finish,
+    now_ms: i64,
+) -> Option<HashMap<String, AttributeValue>> {
     let mut values = HashMap::new();
+    if let Some(day) = sent_day_of(&claim.key, now_ms).filter(|_| finish == Finish::Sent) {
+        values.insert(":sent_day".to_owned(), s(&day));
+    }
     if let Some(attempts) = claim.attempts {
         values.insert(":attempts".to_owned(), n(i64::from(attempts)));
     }
@@ -196,8 +221,8 @@ impl Ledger for DynamoLedger {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&claim.key))
-            .update_expression(finish_update(claim, finish))
-            .set_expression_attribute_values(finish_values(claim))
+            .update_expression(finish_update(claim, finish, now_ms))
+            .set_expression_attribute_values(finish_values(claim, finish, now_ms))
             .condition_expression("attempt = :attempt")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(finish.status()))

@@ -12,6 +12,10 @@
 //! | reconciliation watermark | `watermark#default`, `watermark#shop#<shop>` |
 //! | coverage of a shop's day | `coverage#<shop or default>#<YYYY-MM-DD>` |
 //! | webhook silence of a shop | `silence#<shop or default>` |
+//! | RedTrack's count of a day | `rtcount#<shop or default>#<YYYY-MM-DD>` |
+//!
+//! The index `sent-day` ([`SENT_DAY_INDEX`]) keys the conversions sent by the attribute
+//! `sent_day` = `<shop or default>#<YYYY-MM-DD>` ([`sent_day`]), which the SENT write sets.
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -35,6 +39,12 @@ pub const WATERMARK: &str = "watermark#";
 pub const COVERAGE: &str = "coverage#";
 /// Key prefix of a shop's webhook-silence record ([`crate::reconcile::silence`]).
 pub const SILENCE: &str = "silence#";
+
+/// Key prefix of RedTrack's count of a shop's day ([`crate::reconcile::rtcount`]).
+pub const RT_COUNT: &str = "rtcount#";
+
+/// The table's index of conversions by shop and day sent (attribute `sent_day`, [`sent_day`]).
+pub const SENT_DAY_INDEX: &str = "sent-day";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -90,6 +100,17 @@ pub fn silence(shop: Option<&str>) -> String {
     format!("{SILENCE}{}", shop.unwrap_or(DEFAULT_SHOP))
 }
 
+/// The record key of RedTrack's count of a shop's day (`day`: `YYYY-MM-DD`, UTC).
+pub fn rt_count(shop: Option<&str>, day: &str) -> String {
+    format!("{RT_COUNT}{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
+/// The `sent_day` of a conversion sent on `day` (`YYYY-MM-DD`, UTC) for `shop`: the partition
+/// key of the [`SENT_DAY_INDEX`] index.
+pub fn sent_day(shop: Option<&str>, day: &str) -> String {
+    format!("{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -123,6 +144,10 @@ pub enum Key<'a> {
         day: &'a str,
     },
     Silence(Option<&'a str>),
+    RtCount {
+        shop: Option<&'a str>,
+        day: &'a str,
+    },
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -166,6 +191,11 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     }
     if let Some(shop) = key.strip_prefix(SILENCE) {
         return Some(Key::Silence((shop != DEFAULT_SHOP).then_some(shop)));
+    }
+    if let Some(rest) = key.strip_prefix(RT_COUNT) {
+        let (shop, day) = rest.split_once('#')?;
+        let shop = (shop != DEFAULT_SHOP).then_some(shop);
+        return Some(Key::RtCount { shop, day });
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -223,6 +253,15 @@ mod tests {
         );
         assert_eq!(silence(None), "silence#default");
         assert_eq!(silence(Some("loja")), "silence#loja");
+        assert_eq!(rt_count(None, "2026-11-18"), "rtcount#default#2026-11-18");
+        assert_eq!(
+            parse("rtcount#loja#2026-11-18"),
+            Some(Key::RtCount {
+                shop: Some("loja"),
+                day: "2026-11-18"
+            })
+        );
+        assert_eq!(sent_day(Some("loja"), "2026-11-18"), "loja#2026-11-18");
     }
 
     /// One record of any kind, from the values its key is made of.
@@ -232,7 +271,7 @@ mod tests {
         );
         let id = "[0-9]{1,6}(-(purchase|chargeback|refund-[0-9]|upsell-[A-Za-z0-9._-]{1,8}))?";
         let word = "[a-z0-9_.-]{1,12}";
-        (0u8..8, shop, id, word, any::<bool>())
+        (0u8..9, shop, id, word, any::<bool>())
     }
 
     fn key_of(kind: u8, shop: Option<&str>, id: &str, word: &str, flag: bool) -> String {
@@ -244,6 +283,7 @@ mod tests {
             4 => watermark(shop),
             5 => coverage(shop, word),
             6 => silence(shop),
+            7 => rt_count(shop, "2026-11-18"),
             _ => conversion(shop, word, flag),
         }
     }
@@ -264,6 +304,7 @@ mod tests {
                 4 => Key::Watermark(shop.as_deref()),
                 5 => Key::Coverage { shop: shop.as_deref(), day: word },
                 6 => Key::Silence(shop.as_deref()),
+                7 => Key::RtCount { shop: shop.as_deref(), day: "2026-11-18" },
                 _ => Key::Conversion { shop: shop.as_deref(), event_id: word, dry_run: *flag },
             };
             prop_assert_eq!(parsed, expected);

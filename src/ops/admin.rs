@@ -6,10 +6,12 @@
 //!   [--cartx-test-orders send|skip] [--sum-currency USD|EUR|BRL]
 //!   [--normalize-pii true|false] [--cartpanda-api-token <token>]`
 //!   [--clickid-sources <source,…>] [--reconcile true|false] [--shop-slug <slug>]
-//!   [--s2s true|false] [--verify-orders true|false] [--timezone <IANA zone>]`
+//!   [--s2s true|false] [--verify-orders true|false] [--timezone <IANA zone>]
+//!   [--redtrack-api-key <key>]`
 //! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
 //!   its old name)
-//! - `shop rename <old> <new>` (moves a shop, its API token parameter, watermark and records)
+//! - `shop rename <old> <new>` (moves a shop, its API token and RedTrack key parameters,
+//!   watermark and records)
 //! - `ledger extend [--dry-run] [--rate N] [--resume KEY] [--max N] [--days N]`
 //!   ([`crate::ledger::extend`])
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
@@ -193,6 +195,10 @@ pub struct ShopPut {
     /// reconciliation read its order list.
     #[arg(long, value_name = "token")]
     pub cartpanda_api_token: Option<String>,
+    /// Its RedTrack API key (kept as an SSM SecureString): reconciliation's daily count of what
+    /// RedTrack recorded of the conversions sent. Without it that count is not measured.
+    #[arg(long, value_name = "key")]
+    pub redtrack_api_key: Option<String>,
     /// Where its click IDs are (`CLICKID_SOURCES`); default the deployment's.
     #[arg(
         long = "clickid-sources",
@@ -380,14 +386,18 @@ async fn shop_put(
     let name = &put.name;
     let token = record.cartpanda_api_token.take().map(Secret::new);
     let secrets = SsmSecrets::from_sdk(aws);
-    crate::shops::api_token::put_shop(
-        &put.table.ledger(aws)?,
-        &secrets,
-        record,
-        token.as_ref(),
-        now_ms,
-    )
-    .await?;
+    let ledger = put.table.ledger(aws)?;
+    if let Some(key) = &put.redtrack_api_key {
+        let parameter = crate::ops::secrets::shop_redtrack_api_key(&ledger.table, name);
+        if key.trim().is_empty() {
+            return Err("--redtrack-api-key is empty".to_owned());
+        }
+        let key = Secret::new(key.trim().to_owned());
+        crate::ops::secrets::SecretStore::put(&secrets, &parameter, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    crate::shops::api_token::put_shop(&ledger, &secrets, record, token.as_ref(), now_ms).await?;
     Ok(format!(
         "shop `{name}` saved; its webhook URL is https://<api>/cartpanda/{name}?token=<secret>"
     ))
@@ -466,7 +476,10 @@ async fn shop_rename(
             ""
         },
     );
-    if let Some(parameter) = moved.old_parameter {
+    for parameter in [moved.old_parameter, moved.old_redtrack_key]
+        .into_iter()
+        .flatten()
+    {
         let deleted = aws_sdk_ssm::Client::new(aws)
             .delete_parameter()
             .name(&parameter)
@@ -474,7 +487,7 @@ async fn shop_rename(
             .await;
         if deleted.is_err() {
             out.push_str(&format!(
-                "\nthe old API token parameter {parameter} could not be deleted: delete it by hand"
+                "\nthe old parameter {parameter} could not be deleted: delete it by hand"
             ));
         }
     }

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 /// Secrets the deployment may give as the name of an SSM SecureString instead of a value:
 /// (the value's variable, the parameter's variable).
-pub const SECRET_PARAMETERS: [(&str, &str); 2] = [
+pub const SECRET_PARAMETERS: [(&str, &str); 3] = [
     ("WEBHOOK_TOKEN", "WEBHOOK_TOKEN_PARAMETER"),
     ("CARTPANDA_API_TOKEN", "CARTPANDA_API_TOKEN_PARAMETER"),
+    // The default shop's RedTrack API key: read by reconciliation's daily count only.
+    ("REDTRACK_API_KEY", "REDTRACK_API_KEY_PARAMETER"),
 ];
 
 /// The secrets named by `*_PARAMETER` variables, read from `secrets`: (value's variable, value).

@@ -5,9 +5,10 @@
 //!
 //! Every parameter of a deployment lives under [`prefix`] (`/cartpanda-redtrack/<table>/`), the
 //! one path the function's role may read: a named shop's Cartpanda API token at
-//! [`shop_api_token`], and, when the deployment names them instead of giving values,
-//! `WEBHOOK_TOKEN_PARAMETER` and `CARTPANDA_API_TOKEN_PARAMETER` (read once at cold start, so a
-//! rotation needs a new instance, not a redeploy).
+//! [`shop_api_token`] and its RedTrack API key at [`shop_redtrack_api_key`], and, when the
+//! deployment names them instead of giving values, `WEBHOOK_TOKEN_PARAMETER`,
+//! `CARTPANDA_API_TOKEN_PARAMETER` and `REDTRACK_API_KEY_PARAMETER` (read once at cold start, so
+//! a rotation needs a new instance, not a redeploy).
 
 use crate::inbound::auth::Secret;
 use async_trait::async_trait;
@@ -36,6 +37,12 @@ pub fn prefix(table: &str) -> String {
 /// The parameter holding a named shop's Cartpanda API token.
 pub fn shop_api_token(table: &str, shop: &str) -> String {
     format!("{}shops/{shop}/cartpanda-api-token", prefix(table))
+}
+
+/// The parameter holding a named shop's RedTrack API key (`shop put --redtrack-api-key`), read
+/// by reconciliation's daily count of what RedTrack recorded ([`crate::reconcile::rtcount`]).
+pub fn shop_redtrack_api_key(table: &str, shop: &str) -> String {
+    format!("{}shops/{shop}/redtrack-api-key", prefix(table))
 }
 
 /// Checks that a parameter name the configuration gives lies under [`prefix`].

@@ -99,6 +99,8 @@ pub struct ReconcileSettings {
     /// `WEBHOOK_SILENCE_H`: how far back the webhook-silence check looks
     /// ([`crate::reconcile::silence`]).
     pub webhook_silence: Duration,
+    /// RedTrack's API, for the daily count of what it recorded ([`crate::reconcile::rtcount`]).
+    pub redtrack: crate::reconcile::rtcount::ApiSettings,
 }
 
 fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -203,6 +205,7 @@ impl ReconcileSettings {
         let coverage_alarm_orders =
             number(&get, "COVERAGE_ALARM_ORDERS", 0, 0..=1_000_000, "orders")?;
         let silence = number(&get, "WEBHOOK_SILENCE_H", 6, 1..=168, "hours")?;
+        let redtrack = redtrack_api(&get)?;
         Ok(ReconcileSettings {
             list,
             overlap: Duration::from_secs(overlap * 60),
@@ -215,6 +218,7 @@ impl ReconcileSettings {
             keep_days,
             coverage_alarm_orders,
             webhook_silence: Duration::from_secs(silence * 3600),
+            redtrack,
         })
     }
 }
@@ -316,6 +320,32 @@ pub fn timezone(text: Option<&str>) -> Result<Option<&'static Zone>, String> {
             )
         }),
     }
+}
+
+/// RedTrack's API: `REDTRACK_API_URL` (https, http for loopback) and the default shop's
+/// `REDTRACK_API_KEY` (or the parameter `REDTRACK_API_KEY_PARAMETER` names, read before).
+fn redtrack_api(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::reconcile::rtcount::ApiSettings, ConfigError> {
+    let url = get("REDTRACK_API_URL")
+        .unwrap_or_else(|| crate::reconcile::rtcount::DEFAULT_API_URL.to_owned());
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| err("REDTRACK_API_URL", format!("is not a valid URL ({e})")))?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if parsed.query().is_some()
+        || !(parsed.scheme() == "https" || parsed.scheme() == "http" && loopback)
+    {
+        return Err(err(
+            "REDTRACK_API_URL",
+            "must be an https URL without a query",
+        ));
+    }
+    Ok(crate::reconcile::rtcount::ApiSettings {
+        url,
+        api_key: get("REDTRACK_API_KEY").map(Secret::new),
+        min_interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(20),
+    })
 }
 
 /// Reads `--since`: an RFC 3339 time (or Cartpanda's `YYYY-MM-DD HH:MM:SS`, UTC), or a duration

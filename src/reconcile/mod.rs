@@ -12,7 +12,8 @@
 //! with no complete run for two hours (`ReconcileShopsFailed`, `ReconcileShopsStale`, alarmed;
 //! the shop names in the log and the answer), and the shops whose webhooks went silent
 //! (`ShopsSilent`, [`silence`]). Once a day per shop, the run measures the previous day's
-//! coverage ([`coverage`]).
+//! coverage ([`coverage`]), and compares RedTrack's own count of the day before with what was
+//! sent ([`rtcount`]).
 //!
 //! Switches ([`config`]): `RECONCILE=true` with `CARTPANDA_API_TOKEN` (or the SSM parameter
 //! `CARTPANDA_API_TOKEN_PARAMETER` names, read as the webhook function reads it) and
@@ -30,6 +31,7 @@ pub mod coverage;
 pub mod error;
 pub mod orders;
 pub mod retry;
+pub mod rtcount;
 pub mod run;
 pub mod silence;
 pub mod watermark;
@@ -161,6 +163,9 @@ pub struct Scheduled {
     /// The days measured by this run's coverage passes ([`coverage`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub coverage: Vec<coverage::Coverage>,
+    /// The shops' days whose RedTrack count this run checked ([`rtcount`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redtrack: Vec<rtcount::Count>,
 }
 
 /// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
@@ -202,6 +207,9 @@ pub async fn run_scheduled(
                 .extend(reconciler.coverage(target, zone, deadline_ms).await);
         }
         out.shops.push(summary);
+        let shop = target.shop.as_deref();
+        out.redtrack
+            .extend(rtcount::check(reconciler, shop, deadline_ms).await);
     }
     for (name, _) in &targets.broken {
         out.failed.push(name.clone());

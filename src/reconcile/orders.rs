@@ -158,14 +158,20 @@ fn enc(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// The HTTP client of an API reconciliation reads (Cartpanda's order list, RedTrack's
+/// conversions log): `timeout` per request, three redirects at most, the crate's user agent.
+pub fn api_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    crate::postback::redtrack::http_builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl OrderLister {
     pub fn new(settings: ListSettings) -> Result<Self, reqwest::Error> {
-        let http = crate::postback::redtrack::http_builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(3)))
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("cartpanda-redtrack/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = api_client(settings.timeout)?;
         Ok(OrderLister {
             http,
             settings,

@@ -4,7 +4,8 @@
 //! Per shop: a daily chart of what the ledger knows — conversions sent, queued, failed, and the
 //! orders refused (422) and without a click ID — then a daily chart of the paid orders, covered
 //! and uncovered (the coverage pass's figures; a day without them is labelled "not measured"),
-//! then the tables the text report has. Each bar is
+//! then the tables the text report has. What RedTrack recorded of the conversions sent (its own
+//! count, [`crate::reconcile::rtcount`]) is a series of the first chart. Each bar is
 //! an SVG `rect` carrying its figure (`data-day`, `data-series`, `data-value`) and a label with
 //! the figure above it, so what is drawn can be checked in the DOM a browser builds
 //! (`tests/report_html.rs` does, in headless Chromium).
@@ -19,8 +20,12 @@ use std::collections::BTreeMap;
 type Series = (&'static str, &'static str, fn(&Row) -> u64);
 
 /// The series of the daily chart.
-const SERIES: [Series; 5] = [
+const SERIES: [Series; 6] = [
     ("sent", "#2e7d32", |r| r.sent),
+    // RedTrack's own count of the day's click IDs (0 where not measured: the table says so).
+    ("redtrack_recorded", "#1565c0", |r| {
+        r.rt_recorded.unwrap_or(0)
+    }),
     ("queued", "#f9a825", |r| r.queued),
     ("failed", "#c62828", |r| r.failed),
     ("refused", "#6a1b9a", |r| r.refused),
@@ -229,8 +234,8 @@ fn legend<'a>(series: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 }
 
 /// Each day's figures, summed over conversion types, in [`SERIES`] order.
-fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; 5]> {
-    let mut days: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; SERIES.len()]> {
+    let mut days: BTreeMap<String, [u64; SERIES.len()]> = BTreeMap::new();
     for row in rows {
         let day = days.entry(row.day.clone()).or_default();
         for (i, (_, _, of)) in SERIES.iter().enumerate() {
@@ -241,7 +246,7 @@ fn daily(rows: &[&Row]) -> BTreeMap<String, [u64; 5]> {
 }
 
 /// The daily bar chart of one shop.
-fn chart(shop: &str, days: &BTreeMap<String, [u64; 5]>) -> String {
+fn chart(shop: &str, days: &BTreeMap<String, [u64; SERIES.len()]>) -> String {
     let max = days.values().flatten().copied().max();
     let (mut out, max) = svg_open(shop, "chart", SERIES.len(), days.len(), max);
     let group = BAR * SERIES.len() as u64 + GAP;
@@ -339,7 +344,7 @@ mod tests {
             );
         }
         assert!(page.contains(
-            "data-day=\"2026-11-30\" data-series=\"sent\" data-value=\"8\" x=\"146\" y=\"24\" \
+            "data-day=\"2026-11-30\" data-series=\"sent\" data-value=\"8\" x=\"160\" y=\"24\" \
              width=\"12\" height=\"160\""
         ));
         assert!(page.contains("data-series=\"sent\" data-value=\"4\""));

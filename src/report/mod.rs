@@ -51,6 +51,13 @@ pub struct Row {
     pub no_click_id: u64,
     /// Sums sent, by currency (`""` when the record has no currency), as plain decimals.
     pub sums: BTreeMap<String, String>,
+    /// RedTrack's own count of the day (its `rtcount#…` record,
+    /// [`crate::reconcile::rtcount`]): conversions of the day's click IDs RedTrack recorded,
+    /// sent but not recorded, recorded more often than sent. `None`: not measured (no RedTrack
+    /// API key, RedTrack refused it, or the day not checked yet).
+    pub rt_recorded: Option<u64>,
+    pub rt_missing: Option<u64>,
+    pub rt_doubled: Option<u64>,
 }
 
 /// An order that needs a look.
@@ -182,6 +189,7 @@ pub fn from_items_of(
         rows: BTreeMap::new(),
         looks: Vec::new(),
         measured: BTreeMap::new(),
+        rt_counts: Vec::new(),
     };
     for item in items {
         match keys::parse(text(item, "pk")) {
@@ -194,6 +202,9 @@ pub fn from_items_of(
             Some(Key::Refusal { .. }) => tally.refusal(item),
             Some(Key::Coverage { shop, day }) if !dry_run => {
                 tally.coverage(item, shop_name(shop), day)
+            }
+            Some(Key::RtCount { shop, day }) if !dry_run => {
+                tally.rt_count(item, shop_name(shop), day)
             }
             _ => {}
         }
@@ -216,6 +227,8 @@ struct Tally<'a> {
     looks: Vec<Look>,
     /// The measured days, by (day, shop).
     measured: BTreeMap<(String, String), Measured>,
+    /// The (day, shop) RedTrack's count measured, with its figures by type.
+    rt_counts: Vec<(String, String, BTreeMap<String, [u64; 3]>)>,
 }
 
 impl Tally<'_> {
@@ -380,9 +393,48 @@ impl Tally<'_> {
             .collect()
     }
 
+    /// RedTrack's count of a shop's day (`rtcount#…`): kept when measured, to fill its rows.
+    fn rt_count(&mut self, item: &HashMap<String, AttributeValue>, shop: String, day: &str) {
+        let measured = item.get("measured").and_then(|v| v.as_bool().ok()) == Some(&true);
+        if !measured || day < day_of(self.since_ms).as_str() || !self.wanted(&shop) {
+            return;
+        }
+        let mut types = BTreeMap::new();
+        if let Some(map) = item.get("types").and_then(|v| v.as_m().ok()) {
+            for (kind, figures) in map {
+                let Ok(f) = figures.as_m() else { continue };
+                let get = |k: &str| number(f, k).unwrap_or(0).max(0) as u64;
+                types.insert(
+                    kind.clone(),
+                    [get("recorded"), get("missing"), get("doubled")],
+                );
+            }
+        }
+        self.rt_counts.push((day.to_owned(), shop, types));
+    }
+
+    /// Fills the rows of the days RedTrack's count measured: its figures by type (a type it
+    /// found but no row had gets a row), zero for the day's other types.
+    fn fill_rt_counts(&mut self) {
+        for (day, shop, types) in std::mem::take(&mut self.rt_counts) {
+            for (kind, [recorded, missing, doubled]) in &types {
+                let (row, _) = self.row(&day, &shop, kind);
+                row.rt_recorded = Some(*recorded);
+                row.rt_missing = Some(*missing);
+                row.rt_doubled = Some(*doubled);
+            }
+            for ((d, s, _), (row, _)) in self.rows.iter_mut() {
+                if *d == day && *s == shop && row.rt_recorded.is_none() {
+                    (row.rt_recorded, row.rt_missing, row.rt_doubled) = (Some(0), Some(0), Some(0));
+                }
+            }
+        }
+    }
+
     /// The report: rows in day, shop, type order with their sums as text; looks by day, shop
     /// and order.
     fn report(mut self) -> Report {
+        self.fill_rt_counts();
         self.looks
             .sort_by(|a, b| (&a.day, &a.shop, &a.order_id).cmp(&(&b.day, &b.shop, &b.order_id)));
         let coverage = self.coverage_rows();
@@ -432,9 +484,11 @@ pub async fn build(
                 "(begins_with(pk, :evt) AND claimed_at_ms >= :since) \
                  OR (begins_with(pk, :note) AND created_at_ms >= :since) \
                  OR (begins_with(pk, :refused) AND refused_at_ms >= :since) \
-                 OR (begins_with(pk, :coverage) AND day_end_ms > :since)",
+                 OR (begins_with(pk, :coverage) AND day_end_ms > :since) \
+                 OR (begins_with(pk, :rtcount) AND checked_at_ms >= :since)",
             )
             .expression_attribute_values(":coverage", AttributeValue::S(keys::COVERAGE.to_owned()))
+            .expression_attribute_values(":rtcount", AttributeValue::S(keys::RT_COUNT.to_owned()))
             .expression_attribute_values(":refused", AttributeValue::S(keys::REFUSED.to_owned()))
             .expression_attribute_values(":evt", AttributeValue::S(conversions.to_owned()))
             .expression_attribute_values(":note", AttributeValue::S(keys::NOTE.to_owned()))
@@ -481,7 +535,7 @@ fn csv_field(text: &str) -> String {
 }
 
 /// The columns of a row.
-const ROW_HEAD: [&str; 10] = [
+const ROW_HEAD: [&str; 13] = [
     "day",
     "shop",
     "type",
@@ -492,6 +546,9 @@ const ROW_HEAD: [&str; 10] = [
     "refused",
     "no_click_id",
     "sums",
+    "rt_recorded",
+    "rt_missing",
+    "rt_doubled",
 ];
 
 /// The columns of a shop's day's coverage.
@@ -519,6 +576,11 @@ fn coverage_cells(c: &CoverageRow) -> Vec<String> {
     ]
 }
 
+/// A figure of RedTrack's count, or that it was not measured.
+fn measured(figure: Option<u64>) -> String {
+    figure.map_or_else(|| "not measured".to_owned(), |n| n.to_string())
+}
+
 /// The columns of an order that needs a look.
 const LOOK_HEAD: [&str; 5] = ["day", "shop", "order_id", "what", "reason"];
 
@@ -535,6 +597,9 @@ fn row_cells(r: &Row) -> Vec<String> {
         r.refused.to_string(),
         r.no_click_id.to_string(),
         sums_text(r),
+        measured(r.rt_recorded),
+        measured(r.rt_missing),
+        measured(r.rt_doubled),
     ]
 }
 
@@ -864,7 +929,7 @@ mod tests {
         let only = from_items(&items, DAY - 86_400_000, Some("loja"), DAY);
         assert_eq!(only.rows.len(), 1);
         let csv = render(&report, Format::Csv);
-        assert!(csv.starts_with("day,shop,type,sent,queued,failed,in_progress,refused,no_click_id,sums\n2026-11-18,(default),Purchase,2,0,1,0,0,0,BRL 15.00\n"), "{csv}");
+        assert!(csv.starts_with("day,shop,type,sent,queued,failed,in_progress,refused,no_click_id,sums,rt_recorded,rt_missing,rt_doubled\n2026-11-18,(default),Purchase,2,0,1,0,0,0,BRL 15.00,not measured,not measured,not measured\n"), "{csv}");
         let table = render(&report, Format::Table);
         assert!(table.contains("Orders that need a look: 2"), "{table}");
         let json: serde_json::Value = serde_json::from_str(&render(&report, Format::Json)).unwrap();
@@ -872,6 +937,89 @@ mod tests {
         assert_eq!(
             "xml".parse::<Format>().unwrap_err(),
             "--format must be table, csv, json or html, got `xml`"
+        );
+    }
+
+    /// A stored `rtcount#…` item: measured with figures by type, or not.
+    fn rt_item(
+        pk: &str,
+        day: &str,
+        measured: bool,
+        types: &[(&str, [i64; 4])],
+    ) -> HashMap<String, AttributeValue> {
+        let mut item = item(&[
+            ("pk", pk),
+            ("day", day),
+            ("checked_at_ms", &DAY.to_string()),
+        ]);
+        let figures = |f: &[i64; 4]| {
+            let names = ["sent", "recorded", "missing", "doubled"];
+            let map = names
+                .iter()
+                .zip(f)
+                .map(|(k, v)| ((*k).to_owned(), AttributeValue::N(v.to_string())));
+            AttributeValue::M(map.collect())
+        };
+        let types = types
+            .iter()
+            .map(|(k, f)| ((*k).to_owned(), figures(f)))
+            .collect();
+        item.insert("types".to_owned(), AttributeValue::M(types));
+        item.insert("measured".to_owned(), AttributeValue::Bool(measured));
+        item
+    }
+
+    #[test]
+    fn redtracks_count_fills_its_days_rows_and_says_where_it_was_not_measured() {
+        let t = DAY.to_string();
+        let day = day_of(DAY);
+        let conversion = |pk: &str, kind: &str| {
+            item(&[
+                ("pk", pk),
+                ("status", "SENT"),
+                ("conversion_type", kind),
+                ("claimed_at_ms", &t),
+            ])
+        };
+        let items = vec![
+            conversion("evt#loja#1-purchase", "Purchase"),
+            conversion("evt#loja#2-purchase", "Purchase"),
+            conversion("evt#loja#1-upsell-9", "Upsell"),
+            conversion("evt#nokey#5-purchase", "Purchase"),
+            rt_item(
+                &format!("rtcount#loja#{day}"),
+                &day,
+                true,
+                &[("Purchase", [2, 1, 1, 0]), ("Conversion", [0, 1, 0, 1])],
+            ),
+            rt_item(&format!("rtcount#nokey#{day}"), &day, false, &[]),
+        ];
+        let report = from_items(&items, DAY - 1000, None, DAY + 1000);
+        let figures = |shop: &str, kind: &str| {
+            let row = report
+                .rows
+                .iter()
+                .find(|r| r.shop == shop && r.conversion_type == kind);
+            let row = row.unwrap_or_else(|| panic!("no row {shop} {kind}: {:#?}", report.rows));
+            (row.sent, row.rt_recorded, row.rt_missing, row.rt_doubled)
+        };
+        assert_eq!(figures("loja", "Purchase"), (2, Some(1), Some(1), Some(0)));
+        assert_eq!(
+            figures("loja", "Conversion"),
+            (0, Some(1), Some(0), Some(1))
+        );
+        assert_eq!(figures("loja", "Upsell"), (1, Some(0), Some(0), Some(0)));
+        assert_eq!(figures("nokey", "Purchase"), (1, None, None, None));
+        let csv = render(&report, Format::Csv);
+        assert!(
+            csv.contains(&format!("{day},loja,Conversion,0,0,0,0,0,0,,1,0,1\n")),
+            "{csv}"
+        );
+        assert!(
+            csv.contains(&format!(
+                "{day},nokey,Purchase,1,0,0,0,0,0,,not measured,not measured,not measured\n"
+            )),
+            "{csv}"
         );
     }
 }

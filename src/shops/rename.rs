@@ -28,6 +28,8 @@ pub struct Renamed {
     pub watermark: bool,
     /// The old SSM parameter of its Cartpanda API token, now copied (and to be deleted).
     pub old_parameter: Option<String>,
+    /// The old SSM parameter of its RedTrack API key, now copied (and to be deleted).
+    pub old_redtrack_key: Option<String>,
 }
 
 /// Moves shop `old` to `new`; the old SSM parameter, when there was one, is left for the caller
@@ -58,6 +60,7 @@ pub async fn rename(
     };
     record.name = new.to_owned();
     super::api_token::put_shop(ledger, secrets, record, token.as_ref(), now_ms).await?;
+    let old_redtrack_key = copy_redtrack_key(ledger, secrets, old, new).await?;
     let watermark = move_item(
         ledger,
         &crate::reconcile::watermark::key(Some(old)),
@@ -70,7 +73,31 @@ pub async fn rename(
         records,
         watermark,
         old_parameter,
+        old_redtrack_key,
     })
+}
+
+/// Copies the shop's RedTrack API key (if it has one) to the new name's parameter; returns the
+/// old parameter's name.
+async fn copy_redtrack_key(
+    ledger: &DynamoLedger,
+    secrets: &dyn SecretStore,
+    old: &str,
+    new: &str,
+) -> Result<Option<String>, String> {
+    use crate::ops::secrets::{SecretError, shop_redtrack_api_key};
+    let old_parameter = shop_redtrack_api_key(&ledger.table, old);
+    let key = match secrets.get(&old_parameter).await {
+        Ok(key) => key,
+        Err(SecretError::NotFound(_)) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    let new_parameter = shop_redtrack_api_key(&ledger.table, new);
+    secrets
+        .put(&new_parameter, &key)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(old_parameter))
 }
 
 /// The key prefixes of a shop's conversion records (their keys with the event ID left out).

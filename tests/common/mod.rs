@@ -50,25 +50,49 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A key attribute (string) of the table or of an index.
+fn string_key(name: &str) -> (AttributeDefinition, KeySchemaElement) {
+    let definition = AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .unwrap();
+    let schema = KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(KeyType::Hash)
+        .build()
+        .unwrap();
+    (definition, schema)
+}
+
+/// A table as the template makes it: key `pk`, and the `sent-day` index (RedTrack's count).
 pub async fn create_table(client: &Client) -> String {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
     let name = unique("dedup");
+    let (pk, pk_schema) = string_key("pk");
+    let (sent_day, sent_day_schema) = string_key("sent_day");
+    let index = GlobalSecondaryIndex::builder()
+        .index_name("sent-day")
+        .key_schema(sent_day_schema)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(
+                    ["click_id", "conversion_type", "status"]
+                        .map(String::from)
+                        .to_vec(),
+                ))
+                .build(),
+        )
+        .build()
+        .unwrap();
     client
         .create_table()
         .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(pk)
+        .attribute_definitions(sent_day)
+        .key_schema(pk_schema)
+        .global_secondary_indexes(index)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
