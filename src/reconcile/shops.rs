@@ -28,7 +28,7 @@ pub struct ShopOutcome {
 #[derive(Debug)]
 pub enum ShopState {
     /// The shop ran: complete, cut by its deadline, or failed (its summary says which).
-    Ran(Summary),
+    Ran(Box<Summary>),
     /// Another run of the shop holds its lease: nothing done (that run covers it).
     Busy,
     /// No such shop, or its reconciliation is off: nothing to do.
@@ -124,7 +124,7 @@ pub async fn reconcile_one(
     let summary = reconciler.run(&target, options).await;
     outcome(match summary.busy {
         true => ShopState::Busy,
-        false => ShopState::Ran(summary),
+        false => ShopState::Ran(Box::new(summary)),
     })
 }
 
