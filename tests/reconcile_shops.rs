@@ -9,7 +9,6 @@ mod common;
 use aws_sdk_dynamodb::types::AttributeValue as V;
 use cartpanda_redtrack::ops::admin;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::run::Reconciler;
 use cartpanda_redtrack::reconcile::watermark::{self, Mark};
 use cartpanda_redtrack::shops::registry;
@@ -34,19 +33,7 @@ async fn setup(env: &[(&str, &str)]) -> Setup {
     let cartpanda = MockServer::start().await;
     let h = harness().await;
     redtrack_accepts(&h).await;
-    let mut vars: HashMap<String, String> = HashMap::from([
-        (
-            "CARTPANDA_ORDER_LIST_URL".into(),
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS".into(), "20".into()),
-        ("RECONCILE_SETTLE_MIN".into(), "0".into()),
-    ]);
-    for (k, v) in env {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    settings.margin = Duration::from_millis(300);
+    let settings = reconcile_settings(&cartpanda.uri(), env);
     let reconciler = reconciler(&h, settings);
     Setup {
         h,
