@@ -365,12 +365,21 @@ async fn the_watermark_write_never_moves_it_back_nor_past_another_runs_lease() {
     assert_eq!(stored().await, Some(2000));
     assert!(put(at(Some(3000)), None).await);
     // A lease held by another run: neither a further watermark nor a lease-less write passes.
-    let theirs = watermark::Lease::new(SystemClock.now_ms() + 60_000);
+    let lease = || {
+        let now_ms = SystemClock.now_ms();
+        watermark::Lease::new(now_ms, now_ms + 60_000, watermark::LEASE_SPAN_MS)
+    };
+    let mut theirs = lease();
     let taken = watermark::acquire(client, table, shop, &theirs, SystemClock.now_ms()).await;
     assert!(matches!(taken, Ok(watermark::Taken::Held(ref m)) if m.watermark_s == Some(3000)));
-    let mine = watermark::Lease::new(SystemClock.now_ms() + 60_000);
+    let mut mine = lease();
     let busy = watermark::acquire(client, table, shop, &mine, SystemClock.now_ms()).await;
     assert_eq!(busy.unwrap(), watermark::Taken::Busy);
+    let now_ms = SystemClock.now_ms();
+    let renewed = watermark::renew(client, table, shop, &mut mine, now_ms).await;
+    assert!(!renewed.unwrap(), "not its lease to renew");
+    let renewed = watermark::renew(client, table, shop, &mut theirs, now_ms).await;
+    assert!(renewed.unwrap());
     assert!(!put(at(Some(4000)), Some(mine)).await);
     assert!(put(at(Some(4000)), Some(theirs)).await);
     assert_eq!(stored().await, Some(4000));
@@ -420,5 +429,104 @@ async fn a_shop_answering_500_slowly_or_refusing_its_token_does_not_delay_a_heal
         requests_of(&s, "b-recusada").await,
         1,
         "a refused token is not retried"
+    );
+}
+
+/// Page `n` of `last` holding one order, answered after `delay_ms`.
+async fn serve_page(s: &Setup, n: u32, last: u32, order_id: u64, delay_ms: u64) {
+    let data = json!([paid_order(order_id)["order"].clone()]);
+    let body = json!({"orders": {"data": data, "current_page": n, "last_page": last}});
+    Mock::given(method("GET"))
+        .and(path("/api/v3/loja-padrao/orders"))
+        .and(wiremock::matchers::query_param("page", n.to_string()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(body)
+                .set_delay(Duration::from_millis(delay_ms)),
+        )
+        .mount(&s.cartpanda)
+        .await;
+}
+
+/// The lease on the default shop's watermark record now: its owner and expiry, if one is held.
+async fn lease_now(s: &Setup) -> Option<(String, i64)> {
+    let record = item(&s.h, "watermark#default").await?;
+    let owner = record.get("lease_owner")?.as_s().ok()?.clone();
+    let until = record.get("lease_until_ms")?.as_n().ok()?.parse().ok()?;
+    Some((owner, until))
+}
+
+/// Waits (up to 5 s) until the default shop's lease is held; its owner and expiry.
+async fn wait_for_lease(s: &Setup) -> (String, i64) {
+    for _ in 0..250 {
+        if let Some(lease) = lease_now(s).await {
+            return lease;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no run took the lease");
+}
+
+#[tokio::test]
+async fn a_long_run_renews_its_lease_and_one_taken_over_stops_at_its_next_page() {
+    let mut s = setup(&default_shop_env()).await;
+    s.reconciler.settings.lease_span = Duration::from_millis(1000);
+    for n in 1..=3 {
+        serve_page(&s, n, 3, 7100 + u64::from(n), 600).await;
+    }
+    // Every expiry the lease has while the run goes (three pages, 600 ms each).
+    let watch = async {
+        let (owner, first) = wait_for_lease(&s).await;
+        let mut seen = vec![first];
+        while let Some((now_owner, until)) = lease_now(&s).await {
+            assert_eq!(now_owner, owner);
+            if seen.last() != Some(&until) {
+                seen.push(until);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    };
+    let (answer, seen) = tokio::join!(scheduled(&s, 30_000), watch);
+    assert_eq!(answer["shops"][0]["complete"], true, "{answer}");
+    assert!(seen.len() >= 2, "renewed between pages: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(lease_now(&s).await.is_none(), "released");
+
+    // Another run takes the shop over (this one's lease ran out meanwhile): this run stops at its
+    // next renewal, before listing another page, and writes nothing.
+    s.h.dynamo
+        .delete_item()
+        .table_name(&s.h.table)
+        .key("pk", V::S("watermark#default".into()))
+        .send()
+        .await
+        .unwrap();
+    let listed_before = requests_of(&s, "loja-padrao").await;
+    let takeover = async {
+        wait_for_lease(&s).await;
+        s.h.dynamo
+            .update_item()
+            .table_name(&s.h.table)
+            .key("pk", V::S("watermark#default".into()))
+            .update_expression("SET lease_owner = :other, lease_until_ms = :later")
+            .expression_attribute_values(":other", V::S("another-run".into()))
+            .expression_attribute_values(
+                ":later",
+                V::N((SystemClock.now_ms() + 60_000).to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    };
+    let (cut, ()) = tokio::join!(scheduled(&s, 30_000), takeover);
+    assert_eq!(cut["shops"][0]["stopped"], "superseded", "{cut}");
+    assert_eq!(cut["shops"][0]["pages"], 1, "{cut}");
+    assert_eq!(requests_of(&s, "loja-padrao").await, listed_before + 1);
+    let record = default_mark(&s).await;
+    assert_eq!(record["lease_owner"].as_s().unwrap(), "another-run");
+    assert!(
+        !record.contains_key("watermark_s"),
+        "nothing written over it"
     );
 }

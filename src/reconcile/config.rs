@@ -78,6 +78,9 @@ pub struct ReconcileSettings {
     /// `RECONCILE_SHOP_BUDGET_S`: the longest one shop's run may take within a scheduled run
     /// (then it resumes next time), so no shop holds the others up.
     pub shop_budget: Duration,
+    /// How far ahead a run takes or renews its shop's lease at most
+    /// ([`crate::reconcile::watermark::Lease`]): the longest a run that died holds its shop.
+    pub lease_span: Duration,
     /// The default shop, when `RECONCILE=true`.
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
@@ -193,6 +196,7 @@ impl ReconcileSettings {
             retry_runs,
             shop_concurrency: shop_concurrency as usize,
             shop_budget: Duration::from_secs(shop_budget),
+            lease_span: Duration::from_millis(crate::reconcile::watermark::LEASE_SPAN_MS as u64),
             default_shop,
             keep_days,
         })

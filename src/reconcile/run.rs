@@ -142,6 +142,8 @@ pub struct Reconciler {
 enum Stop {
     Deadline,
     Failed(ReconcileError),
+    /// The run's lease expired and another run took the shop over.
+    Superseded,
 }
 
 /// One run's state as it goes: the shop, what to do, when to stop, where it stands.
@@ -153,6 +155,8 @@ struct Walk<'a> {
     cursor: Cursor,
     retry: RetrySet,
     summary: Summary,
+    /// The run's hold on its shop (none on a dry run), renewed as it goes.
+    lease: Option<Lease>,
 }
 
 /// How often, at least, the lookback pass runs (it runs in the first run this long after the
@@ -170,19 +174,11 @@ impl Reconciler {
             shop: target.shop.clone(),
             ..Summary::default()
         };
-        let lease = (!options.dry_run).then(|| Lease::new(options.deadline_ms));
+        let span_ms = self.settings.lease_span.as_millis() as i64;
+        let lease = (!options.dry_run).then(|| Lease::new(now_ms, options.deadline_ms, span_ms));
         let mark = match self.begin(shop, options, lease.as_ref(), now_ms).await {
             Ok(Some(mark)) => mark,
-            Ok(None) => {
-                tracing::info!(
-                    shop,
-                    outcome = "busy",
-                    "reconcile: the shop is busy: another run of it holds its lease"
-                );
-                summary.busy = true;
-                summary.stopped = Some("busy".to_owned());
-                return summary;
-            }
+            Ok(None) => return busy(summary),
             Err(err) => {
                 tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
                 stopped(&mut summary, Some(Stop::Failed(err.into())));
@@ -200,12 +196,14 @@ impl Reconciler {
             cursor: self.start(options.since, &mark, now_ms / 1000),
             retry: RetrySet::new(mark.retry.clone(), self.settings.retry_runs),
             summary,
+            lease,
         };
         let stop = self.passes(&mut walk).await;
         let Walk {
             cursor,
             retry,
             mut summary,
+            lease,
             ..
         } = walk;
         stopped(&mut summary, stop);
@@ -241,6 +239,30 @@ impl Reconciler {
                 watermark::get(client, table, shop).await.map(Some)
             }
             None => Ok(Some(Mark::default())),
+        }
+    }
+
+    /// Renews the run's lease when it is due ([`Lease::due`]); the stop when another run has
+    /// taken the shop over. A renewal the table could not make is logged and the run goes on
+    /// (its last write is conditional on the lease anyway).
+    async fn keep_lease(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        let now_ms = self.bridge.clock.now_ms();
+        let lease = w.lease.as_mut().filter(|l| l.due(now_ms))?;
+        let (client, table) = (self.table.client(), self.table.table());
+        let shop = w.target.shop.as_deref();
+        match watermark::renew(client, table, shop, lease, now_ms).await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::warn!(
+                    shop,
+                    "reconcile: the run's lease expired and another run took the shop over; stopping"
+                );
+                Some(Stop::Superseded)
+            }
+            Err(err) => {
+                tracing::warn!(shop, error = %err, "reconcile: could not renew the shop's lease");
+                None
+            }
         }
     }
 
@@ -397,6 +419,9 @@ impl Reconciler {
             if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
             }
+            if let Some(stop) = self.keep_lease(w).await {
+                return Some(stop);
+            }
             let (slug, token) = (&w.target.slug, &w.target.token);
             let at = w.cursor;
             let listed = self
@@ -439,6 +464,9 @@ impl Reconciler {
         for (order_id, pass) in w.retry.due() {
             if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
+            }
+            if let Some(stop) = self.keep_lease(w).await {
+                return Some(stop);
             }
             w.summary.retried += 1;
             let url = crate::inbound::verify::order_url(
@@ -713,11 +741,26 @@ impl Reconciler {
     }
 }
 
+/// The answer of a run that found its shop busy (another run holds its lease): logged, nothing
+/// done, no metrics (the other run counts).
+fn busy(mut summary: Summary) -> Summary {
+    let shop = summary.shop.as_deref();
+    tracing::info!(
+        shop,
+        outcome = "busy",
+        "reconcile: the shop is busy: another run of it holds its lease"
+    );
+    summary.busy = true;
+    summary.stopped = Some("busy".to_owned());
+    summary
+}
+
 /// Records why a run stopped in its summary.
 fn stopped(summary: &mut Summary, stop: Option<Stop>) {
     match stop {
         None => {}
         Some(Stop::Deadline) => summary.stopped = Some("deadline".to_owned()),
+        Some(Stop::Superseded) => summary.stopped = Some("superseded".to_owned()),
         Some(Stop::Failed(err)) => {
             summary.stopped = Some(err.to_string());
             summary.error = Some(err);

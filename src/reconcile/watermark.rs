@@ -8,9 +8,12 @@
 //!
 //! One run per shop at a time, whatever started it (the schedule, a queue message, a back-fill):
 //! a run takes the shop's lease in this record first ([`acquire`]: `lease_owner`, a random ID,
-//! and `lease_until_ms`, the run's deadline plus [`LEASE_GRACE_MS`]; a conditional write that
-//! succeeds only when no lease is held or the one held has expired, and that reads the state in
-//! the same call). A second run meanwhile is told the shop is busy and does nothing. The run's
+//! and `lease_until_ms`, at most one lease span ahead and never past the run's deadline, plus
+//! [`LEASE_GRACE_MS`]; a conditional write that succeeds only when no lease is held or the one
+//! held has expired, and that reads the state in the same call). A second run meanwhile is told
+//! the shop is busy and does nothing. A run longer than half a span renews its lease between
+//! pages ([`renew`]), so a run that dies (a back-fill interrupted) holds its shop at most a span
+//! past its last renewal; one whose lease was taken over stops. The run's
 //! last write ([`put`]) releases the lease (the record is written without it) and is conditional
 //! too: only while the run still holds its lease, and never moving `watermark_s` backwards (nor
 //! removing it). A back-fill, which leaves the watermark alone, releases with [`release`].
@@ -153,6 +156,9 @@ fn retry_to(retry: &BTreeMap<String, RetryEntry>) -> V {
 /// How long a lease outlives the deadline of the run that took it: time for its last write.
 pub const LEASE_GRACE_MS: i64 = 30_000;
 
+/// How far ahead a lease is taken or renewed at most (`ReconcileSettings::lease_span`).
+pub const LEASE_SPAN_MS: i64 = 5 * 60 * 1000;
+
 /// A run's hold on its shop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -160,15 +166,36 @@ pub struct Lease {
     pub owner: String,
     /// When the lease expires and another run may take the shop (epoch milliseconds).
     pub until_ms: i64,
+    /// The run's deadline, which no renewal goes past.
+    pub deadline_ms: i64,
+    /// How far ahead it is taken or renewed at most.
+    pub span_ms: i64,
 }
 
 impl Lease {
-    /// A new lease for a run whose deadline is `deadline_ms`.
-    pub fn new(deadline_ms: i64) -> Self {
-        Lease {
+    /// A new lease at `now_ms` for a run whose deadline is `deadline_ms`.
+    pub fn new(now_ms: i64, deadline_ms: i64, span_ms: i64) -> Self {
+        let mut lease = Lease {
             owner: format!("{:016x}", crate::ops::clock::random_u64()),
-            until_ms: deadline_ms.saturating_add(LEASE_GRACE_MS),
-        }
+            until_ms: 0,
+            deadline_ms,
+            span_ms,
+        };
+        lease.until_ms = lease.until(now_ms);
+        lease
+    }
+
+    /// When a lease taken or renewed at `now_ms` expires.
+    fn until(&self, now_ms: i64) -> i64 {
+        self.deadline_ms
+            .min(now_ms.saturating_add(self.span_ms))
+            .saturating_add(LEASE_GRACE_MS)
+    }
+
+    /// Whether to renew it at `now_ms`: less than half a span left, and a renewal would move it.
+    pub fn due(&self, now_ms: i64) -> bool {
+        let left_ms = self.until_ms - LEASE_GRACE_MS - now_ms;
+        left_ms < self.span_ms / 2 && self.until(now_ms) > self.until_ms
     }
 }
 
@@ -227,18 +254,51 @@ pub async fn release(
     shop: Option<&str>,
     lease: &Lease,
 ) -> Result<(), LedgerError> {
-    let out = client
+    let remove = "REMOVE lease_owner, lease_until_ms";
+    held_update(client, table, shop, lease, remove, None).await?;
+    Ok(())
+}
+
+/// Moves the run's lease on from `now_ms` ([`Lease::due`] says when); `Ok(false)`: the run no
+/// longer holds it (it expired and another run took the shop).
+pub async fn renew(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &mut Lease,
+    now_ms: i64,
+) -> Result<bool, LedgerError> {
+    let until_ms = lease.until(now_ms);
+    let set = "SET lease_until_ms = :until";
+    let held = held_update(client, table, shop, lease, set, Some(until_ms)).await?;
+    if held {
+        lease.until_ms = until_ms;
+    }
+    Ok(held)
+}
+
+/// An update of the shop's record made only while the run holds `lease`; whether it was.
+async fn held_update(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+    expression: &str,
+    until_ms: Option<i64>,
+) -> Result<bool, LedgerError> {
+    let mut update = client
         .update_item()
         .table_name(table)
         .key("pk", V::S(key(shop)))
-        .update_expression("REMOVE lease_owner, lease_until_ms")
+        .update_expression(expression)
         .condition_expression("lease_owner = :owner")
-        .expression_attribute_values(":owner", V::S(lease.owner.clone()))
-        .send()
-        .await;
-    match out {
-        Ok(_) => Ok(()),
-        Err(err) if failed_condition(&err) => Ok(()),
+        .expression_attribute_values(":owner", V::S(lease.owner.clone()));
+    if let Some(until_ms) = until_ms {
+        update = update.expression_attribute_values(":until", V::N(until_ms.to_string()));
+    }
+    match update.send().await {
+        Ok(_) => Ok(true),
+        Err(err) if failed_condition(&err) => Ok(false),
         Err(err) => Err(unavailable(&err)),
     }
 }
@@ -349,6 +409,18 @@ mod tests {
             ("completed_at_ms".to_owned(), V::N("2000500".to_owned())),
         ]);
         assert_eq!(from_item(&item).last_complete_ms(), Some(2_000_500));
+    }
+
+    #[test]
+    fn a_lease_spans_at_most_its_span_and_never_past_the_deadline_plus_grace() {
+        let span = 300_000;
+        let lease = Lease::new(0, 3_600_000, span);
+        assert_eq!(lease.until_ms, span + LEASE_GRACE_MS);
+        assert!(!lease.due(100_000), "more than half a span left");
+        assert!(lease.due(200_000));
+        let short = Lease::new(0, 60_000, span);
+        assert_eq!(short.until_ms, 60_000 + LEASE_GRACE_MS);
+        assert!(!short.due(59_000), "a renewal would not move it");
     }
 
     #[test]
