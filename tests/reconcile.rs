@@ -230,11 +230,7 @@ async fn seed_watermark(s: &Setup, minutes_ago: i64, extra: &[(&str, i64)]) {
 
 /// The scheduled run, through the reconcile handler's function, as JSON.
 async fn scheduled(s: &Setup, budget_ms: i64) -> Value {
-    let deadline_ms = SystemClock.now_ms() + budget_ms;
-    let answer = cartpanda_redtrack::reconcile::run_scheduled(&s.reconciler, deadline_ms)
-        .await
-        .unwrap();
-    serde_json::to_value(answer).unwrap()
+    scheduled_run(&s.reconciler, budget_ms).await
 }
 
 /// What RedTrack answers, by event ID (200 unless set). (Not wiremock's scoped mocks: with

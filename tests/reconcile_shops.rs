@@ -125,11 +125,7 @@ fn hex_digest(shop: &str) -> String {
 
 /// The scheduled run, through the reconcile handler's function, as JSON.
 async fn scheduled(s: &Setup, budget_ms: i64) -> Value {
-    let deadline_ms = SystemClock.now_ms() + budget_ms;
-    let answer = cartpanda_redtrack::reconcile::run_scheduled(&s.reconciler, deadline_ms)
-        .await
-        .unwrap();
-    serde_json::to_value(answer).unwrap()
+    scheduled_run(&s.reconciler, budget_ms).await
 }
 
 /// The shops the scheduled run reconciles.

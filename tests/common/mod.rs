@@ -466,6 +466,19 @@ pub fn reconcile_settings(
     settings
 }
 
+/// A scheduled reconciliation run with `budget_ms` to go, through the reconcile handler's
+/// function, its answer as JSON.
+pub async fn scheduled_run(
+    reconciler: &cartpanda_redtrack::reconcile::run::Reconciler,
+    budget_ms: i64,
+) -> Value {
+    let deadline_ms = SystemClock.now_ms() + budget_ms;
+    let answer = cartpanda_redtrack::reconcile::run_scheduled(reconciler, deadline_ms)
+        .await
+        .unwrap();
+    serde_json::to_value(answer).unwrap()
+}
+
 /// A reconciler over the harness's bridge and table, listing orders as `settings` say.
 pub fn reconciler(
     h: &Harness,
