@@ -5,7 +5,6 @@ mod common;
 
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since, Summary};
 use common::*;
@@ -48,24 +47,18 @@ async fn setup(env: &[(&'static str, &str)], list_env: &[(&str, &str)]) -> Setup
         .respond_with(ResponseTemplate::new(200))
         .mount(&h.redtrack)
         .await;
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("RECONCILE".into(), "true".into()),
-        ("CARTPANDA_API_TOKEN".into(), API_TOKEN.into()),
-        ("CARTPANDA_SHOP_SLUG".into(), SLUG.into()),
-        (
-            "CARTPANDA_ORDER_LIST_URL".into(),
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS".into(), "20".into()),
-        ("RECONCILE_SETTLE_MIN".into(), "0".into()),
+    let defaults = [
+        ("RECONCILE", "true"),
+        ("CARTPANDA_API_TOKEN", API_TOKEN),
+        ("CARTPANDA_SHOP_SLUG", SLUG),
         // Cartpanda speaks UTC here (tests/reconcile_shapes.rs: other zones, and none known).
-        ("CARTPANDA_TIMEZONE".into(), "UTC".into()),
-    ]);
-    for (k, v) in list_env {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    settings.margin = Duration::from_millis(300);
+        ("CARTPANDA_TIMEZONE", "UTC"),
+    ];
+    let env: Vec<(&str, &str)> = defaults
+        .into_iter()
+        .chain(list_env.iter().copied())
+        .collect();
+    let settings = reconcile_settings(&cartpanda.uri(), &env);
     let lister = OrderLister::new(settings.list.clone()).unwrap();
     let reconciler = Reconciler {
         bridge: Arc::clone(&h.bridge),
@@ -239,11 +232,7 @@ async fn seed_watermark(s: &Setup, minutes_ago: i64, extra: &[(&str, i64)]) {
 
 /// The scheduled run, through the reconcile handler's function, as JSON.
 async fn scheduled(s: &Setup, budget_ms: i64) -> Value {
-    let deadline_ms = SystemClock.now_ms() + budget_ms;
-    let answer = cartpanda_redtrack::reconcile::run_scheduled(&s.reconciler, deadline_ms)
-        .await
-        .unwrap();
-    serde_json::to_value(answer).unwrap()
+    scheduled_run(&s.reconciler, budget_ms).await
 }
 
 /// What RedTrack answers, by event ID (200 unless set). (Not wiremock's scoped mocks: with

@@ -16,6 +16,7 @@
 //!
 //! The index `sent-day` ([`SENT_DAY_INDEX`]) keys the conversions sent by the attribute
 //! `sent_day` = `<shop or default>#<YYYY-MM-DD>` ([`sent_day`]), which the SENT write sets.
+//! | registry of named shops | `registry#shops` (one item) |
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -45,6 +46,8 @@ pub const RT_COUNT: &str = "rtcount#";
 
 /// The table's index of conversions by shop and day sent (attribute `sent_day`, [`sent_day`]).
 pub const SENT_DAY_INDEX: &str = "sent-day";
+/// Key prefix of registries ([`crate::shops::registry`]).
+pub const REGISTRY: &str = "registry#";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -111,6 +114,11 @@ pub fn sent_day(shop: Option<&str>, day: &str) -> String {
     format!("{}#{day}", shop.unwrap_or(DEFAULT_SHOP))
 }
 
+/// The record key of the registry of named shops.
+pub fn registry() -> String {
+    format!("{REGISTRY}shops")
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -148,6 +156,8 @@ pub enum Key<'a> {
         shop: Option<&'a str>,
         day: &'a str,
     },
+    /// The registry of named shops.
+    Registry,
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -196,6 +206,9 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
         let (shop, day) = rest.split_once('#')?;
         let shop = (shop != DEFAULT_SHOP).then_some(shop);
         return Some(Key::RtCount { shop, day });
+    }
+    if key == registry() {
+        return Some(Key::Registry);
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -262,6 +275,9 @@ mod tests {
             })
         );
         assert_eq!(sent_day(Some("loja"), "2026-11-18"), "loja#2026-11-18");
+        assert_eq!(registry(), "registry#shops");
+        assert_eq!(parse("registry#shops"), Some(Key::Registry));
+        assert_eq!(parse("registry#other"), None);
     }
 
     /// One record of any kind, from the values its key is made of.

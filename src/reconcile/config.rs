@@ -89,6 +89,15 @@ pub struct ReconcileSettings {
     /// `RECONCILE_RETRY_RUNS`: how many later runs retry an order whose conversions could not
     /// be settled before it is given up ([`crate::reconcile::retry`]).
     pub retry_runs: u32,
+    /// `RECONCILE_SHOP_CONCURRENCY`: how many shops a scheduled run reconciles at once (each
+    /// shop's own API calls stay one at a time).
+    pub shop_concurrency: usize,
+    /// `RECONCILE_SHOP_BUDGET_S`: the longest one shop's run may take within a scheduled run
+    /// (then it resumes next time), so no shop holds the others up.
+    pub shop_budget: Duration,
+    /// How far ahead a run takes or renews its shop's lease at most
+    /// ([`crate::reconcile::watermark::Lease`]): the longest a run that died holds its shop.
+    pub lease_span: Duration,
     /// The default shop, when `RECONCILE=true`.
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
@@ -201,6 +210,8 @@ impl ReconcileSettings {
         )? as u32;
         let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
         let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
+        let shop_concurrency = number(&get, "RECONCILE_SHOP_CONCURRENCY", 4, 1..=64, "shops")?;
+        let shop_budget = number(&get, "RECONCILE_SHOP_BUDGET_S", 120, 30..=900, "seconds")?;
         let default_shop = default_shop(&get)?;
         let coverage_alarm_orders =
             number(&get, "COVERAGE_ALARM_ORDERS", 0, 0..=1_000_000, "orders")?;
@@ -214,6 +225,9 @@ impl ReconcileSettings {
             margin: Duration::from_secs(20),
             paid_lookback: Duration::from_secs(paid_lookback * 3600),
             retry_runs,
+            shop_concurrency: shop_concurrency as usize,
+            shop_budget: Duration::from_secs(shop_budget),
+            lease_span: Duration::from_millis(crate::reconcile::watermark::LEASE_SPAN_MS as u64),
             default_shop,
             keep_days,
             coverage_alarm_orders,
@@ -402,6 +416,7 @@ mod tests {
         assert_eq!(s.retry_runs, 96);
         assert_eq!(s.coverage_alarm_orders, 0);
         assert_eq!(s.webhook_silence, Duration::from_secs(6 * 3600));
+        assert_eq!((s.shop_concurrency, s.shop_budget.as_secs()), (4, 120));
         let on = settings(&[
             ("RECONCILE", "true"),
             ("CARTPANDA_API_TOKEN", "tok"),
@@ -488,6 +503,16 @@ mod tests {
                 vec![("COVERAGE_ALARM_ORDERS", "-1")],
                 "COVERAGE_ALARM_ORDERS",
                 "0 to 1000000",
+            ),
+            (
+                vec![("RECONCILE_SHOP_CONCURRENCY", "0")],
+                "RECONCILE_SHOP_CONCURRENCY",
+                "1 to 64",
+            ),
+            (
+                vec![("RECONCILE_SHOP_BUDGET_S", "10")],
+                "RECONCILE_SHOP_BUDGET_S",
+                "30 to 900",
             ),
             (
                 vec![("RECONCILE_PAID_LOOKBACK_H", "week")],

@@ -3,12 +3,12 @@
 //! read ([`parse_page`]): `{"orders": {"data": [<order>…], "current_page", "last_page"}}`,
 //! `{"orders": [<order>…], "meta": {"current_page", "last_page", "per_page", "total"}}`, or a bare
 //! array; pages followed as [`Paging`] says. The filters' times are written in the shop's zone
-//! when it is known, else in UTC with the window widened ([`ListTimes`]). One request at a time,
-//! at least `min_interval` apart; `429` and `5xx` (and timeouts) backed off and retried,
-//! honouring `Retry-After`; never past the caller's stop time; answers over the size cap refused.
-//! Errors name the status, never the token or an order. The retry set
-//! ([`crate::reconcile::retry`]) re-reads single orders the same way (`CARTPANDA_ORDER_URL`,
-//! answering `{"order": {…}}`).
+//! when it is known, else in UTC with the window widened ([`ListTimes`]). One request at a time
+//! per API token (so per shop: shops reconciled at once never wait on each other), at least
+//! `min_interval` apart; `429` and `5xx` (and timeouts) backed off and retried, honouring
+//! `Retry-After`; never past the caller's stop time; answers over the size cap refused. Errors
+//! name the status, never the token or an order. The retry set ([`crate::reconcile::retry`])
+//! re-reads single orders the same way (`CARTPANDA_ORDER_URL`, answering `{"order": {…}}`).
 
 use crate::inbound::auth::Secret;
 use crate::inbound::zone::{MAX_OFFSET_S, Zone};
@@ -146,11 +146,16 @@ pub enum ListError {
     Deadline,
 }
 
+/// When an API token's last request was sent; locked for a whole request and its retries, so
+/// one token's calls go one at a time.
+type Pace = std::sync::Arc<tokio::sync::Mutex<Option<Instant>>>;
+
 /// The order list over HTTPS.
 pub struct OrderLister {
     http: reqwest::Client,
     pub settings: ListSettings,
-    last_request: tokio::sync::Mutex<Option<Instant>>,
+    /// Each API token's pace, by the token's SHA-256 digest.
+    paces: std::sync::Mutex<std::collections::HashMap<String, Pace>>,
 }
 
 /// Percent-encodes a query value.
@@ -175,8 +180,15 @@ impl OrderLister {
         Ok(OrderLister {
             http,
             settings,
-            last_request: tokio::sync::Mutex::new(None),
+            paces: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// `token`'s pace (shared by the shops that share a token).
+    fn pace(&self, token: &Secret) -> Pace {
+        let key = crate::inbound::auth::Tokens::hex_digest(token.expose());
+        let mut paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        paces.entry(key).or_default().clone()
     }
 
     /// The URL of one page.
@@ -245,7 +257,8 @@ impl OrderLister {
         what: (&str, u32),
         stop_at: Instant,
     ) -> Result<Vec<u8>, ListError> {
-        let mut last = self.last_request.lock().await;
+        let pace = self.pace(token);
+        let mut last = pace.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;

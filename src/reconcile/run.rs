@@ -22,7 +22,7 @@ use crate::reconcile::orders::{
     ListError, ListTimes, OrderLister, PageRequest, Paging, Pass, Window,
 };
 use crate::reconcile::retry::{Noted, RetrySet};
-use crate::reconcile::watermark::{self, Cursor, Mark};
+use crate::reconcile::watermark::{self, Cursor, Lease, Mark, Taken};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,6 +137,9 @@ pub struct Summary {
     /// The order being processed, so far.
     #[serde(skip)]
     pub arrival: crate::reconcile::silence::Arrival,
+    /// Another run of the shop held its lease: this one did nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
 }
 
 impl Summary {
@@ -158,6 +161,8 @@ pub struct Reconciler {
 enum Stop {
     Deadline,
     Failed(ReconcileError),
+    /// The run's lease expired and another run took the shop over.
+    Superseded,
 }
 
 /// One run's state as it goes: the shop, what to do, when to stop, where it stands.
@@ -173,6 +178,8 @@ struct Walk<'a> {
     paging: Paging,
     /// The zone the listed orders showed ([`zone_evidence`]).
     learned: Option<&'static Zone>,
+    /// The run's hold on its shop (none on a dry run), renewed as it goes.
+    lease: Option<Lease>,
 }
 
 /// How often, at least, the lookback pass runs (it runs in the first run this long after the
@@ -180,8 +187,9 @@ struct Walk<'a> {
 pub const LOOKBACK_EVERY_S: i64 = 23 * 3600;
 
 impl Reconciler {
-    /// Runs one shop once: its window, the window's pages (each order sent), the retry set, its
-    /// watermark.
+    /// Runs one shop once: its lease ([`watermark::acquire`]; a dry run takes none), its window,
+    /// the window's pages (each order sent), the retry set, its watermark (which releases the
+    /// lease). A shop whose lease another run holds is answered `busy`, nothing done.
     pub async fn run(&self, target: &Target, options: RunOptions) -> Summary {
         let now_ms = self.bridge.clock.now_ms();
         let shop = target.shop.as_deref();
@@ -189,20 +197,20 @@ impl Reconciler {
             shop: target.shop.clone(),
             ..Summary::default()
         };
-        let uses_mark = options.since == Since::Watermark;
-        let mark = if uses_mark {
-            match watermark::get(self.table.client(), self.table.table(), shop).await {
-                Ok(mark) => mark,
-                Err(err) => {
-                    tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
-                    stopped(&mut summary, Some(Stop::Failed(err.into())));
-                    self.finish(&summary);
-                    return summary;
-                }
+        let span_ms = self.settings.lease_span.as_millis() as i64;
+        let lease = (!options.dry_run).then(|| Lease::new(now_ms, options.deadline_ms, span_ms));
+        let mark = match self.begin(shop, options, lease.as_ref(), now_ms).await {
+            Ok(Some(mark)) => mark,
+            Ok(None) => return busy(summary),
+            Err(err) => {
+                tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
+                stopped(&mut summary, Some(Stop::Failed(err.into())));
+                self.finish(&summary);
+                return summary;
             }
-        } else {
-            Mark::default()
         };
+        let uses_mark = options.since == Since::Watermark;
+        let mark = if uses_mark { mark } else { Mark::default() };
         let times = list_times(target.timezone, &mark);
         summary.timezone = times.zone.map(|z| z.name.to_owned());
         summary.widened = times.zone.is_none() || times.widen;
@@ -217,6 +225,7 @@ impl Reconciler {
             times,
             paging: Paging::default(),
             learned: None,
+            lease,
         };
         let stop = self.passes(&mut walk).await;
         let Walk {
@@ -224,17 +233,75 @@ impl Reconciler {
             retry,
             mut summary,
             learned,
+            lease,
             ..
         } = walk;
         stopped(&mut summary, stop);
-        if uses_mark && !options.dry_run {
-            let zones = (times.zone, learned);
-            self.advance(target, &mark, (cursor, zones), retry, &mut summary)
-                .await;
-            summary.stale = !summary.complete && stale(&mark, now_ms);
+        match &lease {
+            Some(lease) if uses_mark => {
+                let at = (&mark, cursor, lease, (times.zone, learned));
+                self.advance(target, at, retry, &mut summary).await;
+                summary.stale = !summary.complete && stale(&mark, now_ms);
+            }
+            Some(lease) => self.release(shop, lease).await,
+            None => {}
         }
         self.finish(&summary);
         summary
+    }
+
+    /// Takes the shop's lease and reads its state in the same write; a dry run (no lease) only
+    /// reads it, and a dry back-fill reads nothing. `None`: another run holds the shop.
+    async fn begin(
+        &self,
+        shop: Option<&str>,
+        options: RunOptions,
+        lease: Option<&Lease>,
+        now_ms: i64,
+    ) -> Result<Option<Mark>, crate::ledger::claim::LedgerError> {
+        let (client, table) = (self.table.client(), self.table.table());
+        match lease {
+            Some(lease) => match watermark::acquire(client, table, shop, lease, now_ms).await? {
+                Taken::Held(mark) => Ok(Some(mark)),
+                Taken::Busy => Ok(None),
+            },
+            None if options.since == Since::Watermark => {
+                watermark::get(client, table, shop).await.map(Some)
+            }
+            None => Ok(Some(Mark::default())),
+        }
+    }
+
+    /// Renews the run's lease when it is due ([`Lease::due`]); the stop when another run has
+    /// taken the shop over. A renewal the table could not make is logged and the run goes on
+    /// (its last write is conditional on the lease anyway).
+    async fn keep_lease(&self, w: &mut Walk<'_>) -> Option<Stop> {
+        let now_ms = self.bridge.clock.now_ms();
+        let lease = w.lease.as_mut().filter(|l| l.due(now_ms))?;
+        let (client, table) = (self.table.client(), self.table.table());
+        let shop = w.target.shop.as_deref();
+        match watermark::renew(client, table, shop, lease, now_ms).await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::warn!(
+                    shop,
+                    "reconcile: the run's lease expired and another run took the shop over; stopping"
+                );
+                Some(Stop::Superseded)
+            }
+            Err(err) => {
+                tracing::warn!(shop, error = %err, "reconcile: could not renew the shop's lease");
+                None
+            }
+        }
+    }
+
+    /// Gives a back-fill's lease back (a scheduled run's last write releases it).
+    async fn release(&self, shop: Option<&str>, lease: &Lease) {
+        let (client, table) = (self.table.client(), self.table.table());
+        if let Err(err) = watermark::release(client, table, shop, lease).await {
+            tracing::warn!(shop, error = %err, "reconcile: could not release the shop's lease; it expires by itself");
+        }
     }
 
     /// The window's passes, then (a scheduled run whose window was listed to the end) the
@@ -319,8 +386,7 @@ impl Reconciler {
     async fn advance(
         &self,
         target: &Target,
-        mark: &Mark,
-        (cursor, zones): (Cursor, Zones),
+        (mark, cursor, lease, zones): (&Mark, Cursor, &Lease, Zones),
         retry: RetrySet,
         summary: &mut Summary,
     ) {
@@ -359,12 +425,36 @@ impl Reconciler {
                 ..mark.clone()
             }
         };
-        if let Err(err) =
-            watermark::put(self.table.client(), self.table.table(), shop, &next, now_ms).await
-        {
-            tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
-            if summary.error.is_none() {
-                stopped(summary, Some(Stop::Failed(err.into())));
+        self.write_mark(shop, &next, lease, summary).await;
+    }
+
+    /// The run's last watermark write (it releases the lease): a run taken over is answered
+    /// `superseded`, a failed write stops the run with its error.
+    async fn write_mark(
+        &self,
+        shop: Option<&str>,
+        next: &Mark,
+        lease: &Lease,
+        summary: &mut Summary,
+    ) {
+        let now_ms = self.bridge.clock.now_ms();
+        let (client, table) = (self.table.client(), self.table.table());
+        match watermark::put(client, table, shop, next, now_ms, Some(lease)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    shop,
+                    "reconcile: watermark not written: another run took the shop over (this run's lease expired) or went further"
+                );
+                summary
+                    .stopped
+                    .get_or_insert_with(|| "superseded".to_owned());
+            }
+            Err(err) => {
+                tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
+                if summary.error.is_none() {
+                    stopped(summary, Some(Stop::Failed(err.into())));
+                }
             }
         }
     }
@@ -375,6 +465,9 @@ impl Reconciler {
         loop {
             if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
+            }
+            if let Some(stop) = self.keep_lease(w).await {
+                return Some(stop);
             }
             let (slug, token) = (&w.target.slug, &w.target.token);
             let at = w.cursor;
@@ -425,6 +518,9 @@ impl Reconciler {
         for (order_id, pass) in w.retry.due() {
             if Instant::now() >= w.stop_at {
                 return Some(Stop::Deadline);
+            }
+            if let Some(stop) = self.keep_lease(w).await {
+                return Some(stop);
             }
             w.summary.retried += 1;
             let url = crate::inbound::verify::order_url(
@@ -706,11 +802,26 @@ impl Reconciler {
     }
 }
 
+/// The answer of a run that found its shop busy (another run holds its lease): logged, nothing
+/// done, no metrics (the other run counts).
+fn busy(mut summary: Summary) -> Summary {
+    let shop = summary.shop.as_deref();
+    tracing::info!(
+        shop,
+        outcome = "busy",
+        "reconcile: the shop is busy: another run of it holds its lease"
+    );
+    summary.busy = true;
+    summary.stopped = Some("busy".to_owned());
+    summary
+}
+
 /// Records why a run stopped in its summary.
 fn stopped(summary: &mut Summary, stop: Option<Stop>) {
     match stop {
         None => {}
         Some(Stop::Deadline) => summary.stopped = Some("deadline".to_owned()),
+        Some(Stop::Superseded) => summary.stopped = Some("superseded".to_owned()),
         Some(Stop::Failed(err)) => {
             summary.stopped = Some(err.to_string());
             summary.error = Some(err);

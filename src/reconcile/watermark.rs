@@ -8,11 +8,24 @@
 //! ([`crate::reconcile::orders::ListTimes`]): `list_timezone`, the zone the last complete window's
 //! filters were written in, and `shop_timezone`, the zone the shop's listed orders showed (both
 //! absent while unknown, as in records written before them). No expiry.
+//!
+//! One run per shop at a time, whatever started it (the schedule, a queue message, a back-fill):
+//! a run takes the shop's lease in this record first ([`acquire`]: `lease_owner`, a random ID,
+//! and `lease_until_ms`, at most one lease span ahead and never past the run's deadline, plus
+//! [`LEASE_GRACE_MS`]; a conditional write that succeeds only when no lease is held or the one
+//! held has expired, and that reads the state in the same call). A second run meanwhile is told
+//! the shop is busy and does nothing. A run longer than half a span renews its lease between
+//! pages ([`renew`]), so a run that dies (a back-fill interrupted) holds its shop at most a span
+//! past its last renewal; one whose lease was taken over stops. The run's
+//! last write ([`put`]) releases the lease (the record is written without it) and is conditional
+//! too: only while the run still holds its lease, and never moving `watermark_s` backwards (nor
+//! removing it). A back-fill, which leaves the watermark alone, releases with [`release`].
+//! Records written before leases existed have none: free.
 
 use crate::ledger::claim::LedgerError;
 use crate::reconcile::orders::{Pass, Window};
 use crate::reconcile::retry::RetryEntry;
-use aws_sdk_dynamodb::types::AttributeValue as V;
+use aws_sdk_dynamodb::types::{AttributeValue as V, ReturnValue};
 use std::collections::{BTreeMap, HashMap};
 
 /// Where an unfinished window stopped.
@@ -153,14 +166,181 @@ fn retry_to(retry: &BTreeMap<String, RetryEntry>) -> V {
     )
 }
 
-/// Writes a shop's state.
+/// How long a lease outlives the deadline of the run that took it: time for its last write.
+pub const LEASE_GRACE_MS: i64 = 30_000;
+
+/// How far ahead a lease is taken or renewed at most (`ReconcileSettings::lease_span`).
+pub const LEASE_SPAN_MS: i64 = 5 * 60 * 1000;
+
+/// A run's hold on its shop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// A random ID of the run.
+    pub owner: String,
+    /// When the lease expires and another run may take the shop (epoch milliseconds).
+    pub until_ms: i64,
+    /// The run's deadline, which no renewal goes past.
+    pub deadline_ms: i64,
+    /// How far ahead it is taken or renewed at most.
+    pub span_ms: i64,
+}
+
+impl Lease {
+    /// A new lease at `now_ms` for a run whose deadline is `deadline_ms`.
+    pub fn new(now_ms: i64, deadline_ms: i64, span_ms: i64) -> Self {
+        let mut lease = Lease {
+            owner: format!("{:016x}", crate::ops::clock::random_u64()),
+            until_ms: 0,
+            deadline_ms,
+            span_ms,
+        };
+        lease.until_ms = lease.until(now_ms);
+        lease
+    }
+
+    /// When a lease taken or renewed at `now_ms` expires.
+    fn until(&self, now_ms: i64) -> i64 {
+        self.deadline_ms
+            .min(now_ms.saturating_add(self.span_ms))
+            .saturating_add(LEASE_GRACE_MS)
+    }
+
+    /// Whether to renew it at `now_ms`: less than half a span left, and a renewal would move it.
+    pub fn due(&self, now_ms: i64) -> bool {
+        let left_ms = self.until_ms - LEASE_GRACE_MS - now_ms;
+        left_ms < self.span_ms / 2 && self.until(now_ms) > self.until_ms
+    }
+}
+
+/// What [`acquire`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The lease is this run's; the shop's state as it stands.
+    Held(Mark),
+    /// Another run holds the shop's lease, which has not expired.
+    Busy,
+}
+
+fn failed_condition<E>(err: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+}
+
+/// Takes the shop's lease when it is free or expired at `now_ms`, and reads the shop's state in
+/// the same write.
+pub async fn acquire(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+    now_ms: i64,
+) -> Result<Taken, LedgerError> {
+    let out = client
+        .update_item()
+        .table_name(table)
+        .key("pk", V::S(key(shop)))
+        .update_expression("SET kind = :kind, lease_owner = :owner, lease_until_ms = :until")
+        .condition_expression("attribute_not_exists(lease_until_ms) OR lease_until_ms < :now")
+        .expression_attribute_values(":kind", V::S("watermark".to_owned()))
+        .expression_attribute_values(":owner", V::S(lease.owner.clone()))
+        .expression_attribute_values(":until", V::N(lease.until_ms.to_string()))
+        .expression_attribute_values(":now", V::N(now_ms.to_string()))
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await;
+    match out {
+        Ok(out) => Ok(Taken::Held(
+            out.attributes.as_ref().map(from_item).unwrap_or_default(),
+        )),
+        Err(err) if failed_condition(&err) => Ok(Taken::Busy),
+        Err(err) => Err(unavailable(&err)),
+    }
+}
+
+/// Gives the shop's lease back, when this run still holds it.
+pub async fn release(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+) -> Result<(), LedgerError> {
+    let remove = "REMOVE lease_owner, lease_until_ms";
+    held_update(client, table, shop, lease, remove, None).await?;
+    Ok(())
+}
+
+/// Moves the run's lease on from `now_ms` ([`Lease::due`] says when); `Ok(false)`: the run no
+/// longer holds it (it expired and another run took the shop).
+pub async fn renew(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &mut Lease,
+    now_ms: i64,
+) -> Result<bool, LedgerError> {
+    let until_ms = lease.until(now_ms);
+    let set = "SET lease_until_ms = :until";
+    let held = held_update(client, table, shop, lease, set, Some(until_ms)).await?;
+    if held {
+        lease.until_ms = until_ms;
+    }
+    Ok(held)
+}
+
+/// An update of the shop's record made only while the run holds `lease`; whether it was.
+async fn held_update(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+    expression: &str,
+    until_ms: Option<i64>,
+) -> Result<bool, LedgerError> {
+    let mut update = client
+        .update_item()
+        .table_name(table)
+        .key("pk", V::S(key(shop)))
+        .update_expression(expression)
+        .condition_expression("lease_owner = :owner")
+        .expression_attribute_values(":owner", V::S(lease.owner.clone()));
+    if let Some(until_ms) = until_ms {
+        update = update.expression_attribute_values(":until", V::N(until_ms.to_string()));
+    }
+    match update.send().await {
+        Ok(_) => Ok(true),
+        Err(err) if failed_condition(&err) => Ok(false),
+        Err(err) => Err(unavailable(&err)),
+    }
+}
+
+/// The condition of [`put`]: the lease still held (when given), the watermark not going back.
+fn write_condition(mark: &Mark, lease: Option<&Lease>) -> String {
+    let forward = match mark.watermark_s {
+        Some(_) => "(attribute_not_exists(watermark_s) OR watermark_s <= :watermark_s)",
+        None => "attribute_not_exists(watermark_s)",
+    };
+    match lease {
+        Some(_) => format!("lease_owner = :owner AND {forward}"),
+        None => forward.to_owned(),
+    }
+}
+
+/// Writes a shop's state, which releases `lease` (the record is written without one). Written
+/// only while the run holds `lease` (when given), and never moving `watermark_s` backwards:
+/// `Ok(false)` when the table refused it for either reason (another run took the shop over, or
+/// went further).
 pub async fn put(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     shop: Option<&str>,
     mark: &Mark,
     now_ms: i64,
-) -> Result<(), LedgerError> {
+    lease: Option<&Lease>,
+) -> Result<bool, LedgerError> {
+    let condition = write_condition(mark, lease);
     let mut put = client
         .put_item()
         .table_name(table)
@@ -171,7 +351,12 @@ pub async fn put(
         put = put.item("shop", V::S(shop.to_owned()));
     }
     if let Some(w) = mark.watermark_s {
-        put = put.item("watermark_s", V::N(w.to_string()));
+        put = put
+            .item("watermark_s", V::N(w.to_string()))
+            .expression_attribute_values(":watermark_s", V::N(w.to_string()));
+    }
+    if let Some(lease) = lease {
+        put = put.expression_attribute_values(":owner", V::S(lease.owner.clone()));
     }
     let optional = [
         ("completed_at_ms", mark.completed_at_ms),
@@ -201,8 +386,11 @@ pub async fn put(
             .item("cursor_pass", V::S(c.pass.as_str().to_owned()))
             .item("cursor_page", V::N(c.page.to_string()));
     }
-    put.send().await.map_err(|e| unavailable(&e))?;
-    Ok(())
+    match put.condition_expression(condition).send().await {
+        Ok(_) => Ok(true),
+        Err(err) if failed_condition(&err) => Ok(false),
+        Err(err) => Err(unavailable(&err)),
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +430,18 @@ mod tests {
             ("completed_at_ms".to_owned(), V::N("2000500".to_owned())),
         ]);
         assert_eq!(from_item(&item).last_complete_ms(), Some(2_000_500));
+    }
+
+    #[test]
+    fn a_lease_spans_at_most_its_span_and_never_past_the_deadline_plus_grace() {
+        let span = 300_000;
+        let lease = Lease::new(0, 3_600_000, span);
+        assert_eq!(lease.until_ms, span + LEASE_GRACE_MS);
+        assert!(!lease.due(100_000), "more than half a span left");
+        assert!(lease.due(200_000));
+        let short = Lease::new(0, 60_000, span);
+        assert_eq!(short.until_ms, 60_000 + LEASE_GRACE_MS);
+        assert!(!short.due(59_000), "a renewal would not move it");
     }
 
     #[test]
