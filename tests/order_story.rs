@@ -363,3 +363,61 @@ fn the_commands_read_their_command_lines() {
     );
     assert!(parse(&words(&["resend"])).is_err());
 }
+
+#[tokio::test]
+async fn a_named_shops_story_holds_its_own_records_only() {
+    let s = setup(false).await;
+    redtrack_accepts(&s.h).await;
+    let shop_token = "shop-secret-0123456789";
+    let postback = format!("{}/postback?clickid={{cid}}", s.h.redtrack.uri());
+    let put = [
+        "shop",
+        "put",
+        "loja",
+        "--token",
+        shop_token,
+        "--postback-url",
+        &postback,
+        "--table",
+        &s.h.table,
+    ];
+    let put: Vec<String> = put.iter().map(|w| w.to_string()).collect();
+    cartpanda_redtrack::ops::admin::run(&put, &operator_aws())
+        .await
+        .unwrap();
+    let body = paid_order(23501).to_string();
+    let to_loja = apigw_event_at(
+        "/cartpanda/loja",
+        "POST",
+        Some(&body),
+        &[("token", shop_token)],
+        &[],
+    );
+    assert_eq!(deliver_event(&s.h.bridge, to_loja).await.status, 200);
+    assert_eq!(deliver(&s.h, &paid_order(23501)).await.status, 200);
+
+    for shop in [Some("loja"), None] {
+        let request = Request {
+            shop,
+            ..request("23501", "json")
+        };
+        let story: Value =
+            serde_json::from_str(&story::command(&s.reconciler, &request).await.unwrap()).unwrap();
+        assert_eq!(story["found"]["method"], "scan");
+        assert_eq!(story["shop"], json!(shop));
+        let got = lines(&story);
+        assert_eq!(got.len(), 1, "{story}");
+        assert_eq!(
+            (&got[0].0, &got[0].1),
+            (&json!("23501-purchase"), &json!("SENT"))
+        );
+    }
+    let nowhere = Request {
+        shop: Some("nope"),
+        ..request("23501", "table")
+    };
+    let err = story::command(&s.reconciler, &nowhere).await.unwrap_err();
+    assert_eq!(err, "no shop `nope`");
+    let err = story::command(&s.reconciler, &request("23501 OR 1", "table")).await;
+    assert!(err.unwrap_err().contains("is not an order ID"));
+}

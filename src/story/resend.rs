@@ -168,3 +168,62 @@ fn answer(event_id: &str, c: &crate::bridge::ConversionReport) -> Result<String,
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn record(status: &str) -> Record {
+        Record {
+            status: status.to_owned(),
+            lease_until_ms: NOW - 1,
+            sent_at_ms: (status == STATUS_SENT).then_some(NOW - 60_000),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_order_an_event_id_names() {
+        assert_eq!(order_of("48213577-purchase").as_deref(), Some("48213577"));
+        assert_eq!(
+            order_of("48213577-upsell-s2s-p22264763").as_deref(),
+            Some("48213577")
+        );
+        assert_eq!(order_of("48213577-refund-777").as_deref(), Some("48213577"));
+        assert_eq!(order_of("48213577-chargeback").as_deref(), Some("48213577"));
+        assert_eq!(order_of("purchase"), None);
+        assert_eq!(order_of("-purchase"), None);
+    }
+
+    #[test]
+    fn only_what_is_not_sent_or_being_sent_is_resent() {
+        let ok = |r: &Record, written: Option<i64>| resendable("1-purchase", r, written, NOW);
+        assert!(
+            ok(&record(STATUS_SENT), None)
+                .unwrap_err()
+                .contains("never sent again")
+        );
+        assert!(ok(&record(STATUS_FAILED), None).is_ok());
+        let queued = record(STATUS_QUEUED);
+        assert!(
+            ok(&queued, Some(NOW - 10 * 60_000)).is_err(),
+            "queued 10 minutes"
+        );
+        assert!(
+            ok(&queued, Some(NOW - 2 * 3_600_000)).is_ok(),
+            "queued 2 hours"
+        );
+        let live = Record {
+            lease_until_ms: NOW + 5000,
+            ..record(STATUS_IN_PROGRESS)
+        };
+        assert!(
+            ok(&live, None)
+                .unwrap_err()
+                .contains("being sent right now")
+        );
+        assert!(ok(&record(STATUS_IN_PROGRESS), None).is_ok(), "lease over");
+    }
+}
