@@ -27,6 +27,11 @@ struct Setup {
 /// A harness whose Cartpanda order API is wiremock; with `api`, the default shop has its API
 /// token and slug (reconciliation on), else neither.
 async fn setup(api: bool) -> Setup {
+    setup_with(api, &[]).await
+}
+
+/// The same, with more reconciliation settings.
+async fn setup_with(api: bool, more: &[(&str, &str)]) -> Setup {
     let cartpanda = MockServer::start().await;
     let order_url = format!(
         "{}/api/v3/{{shop_slug}}/orders/{{order_id}}",
@@ -46,6 +51,7 @@ async fn setup(api: bool) -> Setup {
             ("CARTPANDA_SHOP_SLUG".into(), SLUG.into()),
         ]);
     }
+    vars.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
     let reconciler = reconciler(&h, settings);
     Setup {
@@ -420,4 +426,42 @@ async fn a_named_shops_story_holds_its_own_records_only() {
     assert_eq!(err, "no shop `nope`");
     let err = story::command(&s.reconciler, &request("23501 OR 1", "table")).await;
     assert!(err.unwrap_err().contains("is not an order ID"));
+}
+
+#[tokio::test]
+async fn an_s2s_shops_upsell_recorded_under_an_earlier_versions_event_id_is_found_there() {
+    let s = setup_with(true, &[("RECONCILE_S2S", "true")]).await;
+    // Recorded by an earlier version under `-upsell-s2s-<step>` (issue 20 named it `-s2s-p<product>`).
+    let old = [
+        ("pk", "evt#23601-upsell-s2s-1"),
+        ("status", "SENT"),
+        ("order_id", "23601"),
+        ("conversion_type", "Upsell"),
+    ];
+    let mut put = s.h.dynamo.put_item().table_name(&s.h.table);
+    for (k, v) in old {
+        put = put.item(k, AttributeValue::S(v.into()));
+    }
+    put.send().await.unwrap();
+    let mut order = upsell_order(23601, false)["order"].clone();
+    order["payment_status"] = json!(3);
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v3/{SLUG}/orders/23601")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "order": order })))
+        .mount(&s.cartpanda)
+        .await;
+    let text = story::command(&s.reconciler, &request("23601", "json"))
+        .await
+        .unwrap();
+    let story: Value = serde_json::from_str(&text).unwrap();
+    let states: Vec<(Value, Value)> = lines(&story).into_iter().map(|l| (l.0, l.1)).collect();
+    assert_eq!(
+        states,
+        [
+            (json!("23601-purchase"), json!("no record")),
+            (json!("23601-upsell-s2s-1"), json!("SENT")),
+        ],
+        "{text}"
+    );
+    assert_eq!(story["found"]["get_items"], 1 + 2 + 2 + 5, "{text}");
 }

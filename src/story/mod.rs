@@ -199,6 +199,9 @@ struct Rebuilt {
     conversion_type: String,
     sum: String,
     currency: Option<String>,
+    /// The event IDs earlier versions gave it (an S2S shop's upsell), read when its own has no
+    /// record.
+    former: Vec<String>,
 }
 
 /// The conversions an order read from the API makes, as reconciliation rebuilds them (each
@@ -212,6 +215,7 @@ fn rebuilt(target: &Target, value: &serde_json::Value) -> Vec<Rebuilt> {
         let Decision::Convert(conversions) = &classified.decision else {
             continue;
         };
+        let order_id = classified.order_id.as_deref().unwrap_or_default();
         for c in conversions {
             if out.iter().all(|r| r.event_id != c.event_id) {
                 out.push(Rebuilt {
@@ -220,6 +224,7 @@ fn rebuilt(target: &Target, value: &serde_json::Value) -> Vec<Rebuilt> {
                     conversion_type: c.conversion_type.clone(),
                     sum: crate::inbound::money::format_sum(c.amount),
                     currency: c.currency.clone(),
+                    former: crate::bridge::former::former_event_ids(order_id, c),
                 });
             }
         }
@@ -282,7 +287,8 @@ pub async fn story(rec: &Reconciler, request: &Request<'_>) -> Result<Story, Str
 }
 
 /// The records under the keys the order's event IDs (and its notes and refusals) name, one
-/// `GetItem` each; a conversion the order makes without a record is `not_recorded`.
+/// `GetItem` each (and one per event ID an earlier version gave an S2S shop's upsell, when its
+/// own has no record); a conversion the order makes without a record is `not_recorded`.
 async fn by_event_ids(
     rec: &Reconciler,
     target: &Target,
@@ -305,9 +311,21 @@ async fn by_event_ids(
     }
     keys.extend(REFUSED_EVENTS.map(|e| keys::refusal(shop, &order_id, e)));
     for (n, key) in keys.iter().enumerate() {
-        story.found.get_items += 1;
-        let item = rec.table.read(key).await.map_err(|e| e.to_string())?;
-        match (item.as_ref().and_then(line_of), conversions.get(n)) {
+        let conversion = conversions.get(n);
+        let formers = conversion.map_or(&[][..], |c| c.former.as_slice());
+        let former_keys = formers
+            .iter()
+            .map(|id| target.profile.record_key(id, false));
+        let mut line = None;
+        for key in std::iter::once(key.clone()).chain(former_keys) {
+            story.found.get_items += 1;
+            let item = rec.table.read(&key).await.map_err(|e| e.to_string())?;
+            line = item.as_ref().and_then(line_of);
+            if line.is_some() {
+                break;
+            }
+        }
+        match (line, conversion) {
             (Some(line), _) => story.lines.push(line),
             (None, Some(c)) => story.lines.push(not_recorded(c)),
             (None, None) => {}
