@@ -455,6 +455,13 @@ async fn a_sent_conversion_whose_sent_write_failed_is_never_sent_again() {
     assert_eq!(received(&h).await, 1, "RedTrack got the conversion once");
     let record = item(&h, "evt#90011-purchase").await.unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    // What the sender saw travels with "record SENT" (issue 23).
+    let story = ["via", "attempts", "rt_status"].map(|k| record.get(k).cloned());
+    let (s, n) = (
+        |v: &str| Some(AttributeValue::S(v.into())),
+        |v: &str| Some(AttributeValue::N(v.into())),
+    );
+    assert_eq!(story, [s("webhook"), n("1"), n("200")]);
     assert!(peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty());
     let refused = proxy
         .counts
@@ -500,6 +507,16 @@ async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
     assert_eq!(received(&h).await, 4, "nothing sent again");
     let record = item(&h, "evt#90012-purchase").await.unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    let story = ["via", "attempts", "rt_status"].map(|k| record.get(k).cloned());
+    let (s, n) = (
+        |v: &str| Some(AttributeValue::S(v.into())),
+        |v: &str| Some(AttributeValue::N(v.into())),
+    );
+    assert_eq!(
+        story,
+        [s("redrive"), n("4"), n("200")],
+        "three failed, one accepted"
+    );
     assert_eq!(
         deliver(&h, &paid_order(90012)).await.body["conversions"][0]["outcome"],
         "duplicate"
