@@ -12,6 +12,9 @@
 //!    its macros, **send** it with the RedTrack client, and **record** the outcome in the ledger;
 //! 5. [`redrive`]: what RedTrack could not take waits in a queue for the consumer, then the DLQ.
 //!
+//! [`story`] tells one order's story from the ledger and re-sends one conversion (admin `order`,
+//! `resend`).
+//!
 //! [`reconcile`] finds what never arrived: it lists Cartpanda's paid orders on a schedule and sends
 //! their missing conversions through the same claim → send path.
 //!
@@ -33,3 +36,5 @@ pub mod redrive;
 #[cfg(feature = "runtime")]
 pub mod report;
 pub mod shops;
+#[cfg(feature = "runtime")]
+pub mod story;

@@ -9,16 +9,12 @@ mod common;
 mod fault_proxy;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::run::{RunOptions, Since};
-use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wiremock::matchers::{method, path};
@@ -156,43 +152,14 @@ async fn a_refused_postback_is_failed_with_its_status_and_attempts() {
     );
 }
 
-fn consumer(h: &Harness) -> Consumer {
-    let fast = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(20),
-        margin: Duration::from_millis(100),
-    };
-    Consumer {
-        redriver: Redriver {
-            ledger: Arc::new(DynamoLedger::new(h.dynamo.clone(), h.table.clone())),
-            tracker: Arc::new(RedTrackClient::new(Duration::from_millis(1000), fast).unwrap()),
-            clock: Arc::new(SystemClock),
-            ttl_days: 30,
-            dlq: None,
-        },
-        sqs: h.sqs.clone(),
-        queue_url: h.queue_url.clone().unwrap(),
-        dlq_url: None,
-    }
-}
-
 /// Runs the consumer on what waits in the redrive queue.
 async fn consume(h: &Harness) {
     let (_, event) = receive_as_sqs_event(&h.sqs, h.queue_url.as_ref().unwrap(), None).await;
     assert_eq!(event.records.len(), 1);
-    let response = consumer(h)
+    let response = redrive_consumer(h, None)
         .handle_batch(event, SystemClock.now_ms() + 10_000)
         .await;
     assert!(response.batch_item_failures.is_empty());
-}
-
-fn queued_options() -> Options {
-    Options {
-        with_queue: true,
-        env: vec![("REDRIVE_DELAY_S", "0".to_owned())],
-        ..Options::default()
-    }
 }
 
 #[tokio::test]

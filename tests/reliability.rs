@@ -7,9 +7,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::postback::redtrack::{RedTrackClient, RetryPolicy};
-use cartpanda_redtrack::redrive::consumer::{self, Consumer, Redriver};
-use cartpanda_redtrack::redrive::queue::{RedriveQueue, SqsQueue};
+use cartpanda_redtrack::postback::redtrack::RetryPolicy;
+use cartpanda_redtrack::redrive::consumer;
+use cartpanda_redtrack::redrive::queue::SqsQueue;
 use common::*;
 use fault_proxy::FaultProxy;
 use serde_json::json;
@@ -176,33 +176,6 @@ async fn dynamodb_unreachable_answers_503_and_sends_nothing() {
     assert_eq!(received(&h).await, 0);
 }
 
-fn consumer(h: &Harness, dlq_url: Option<String>) -> Consumer {
-    let dlq = dlq_url
-        .clone()
-        .map(|u| Arc::new(SqsQueue::new(h.sqs.clone(), u)) as Arc<dyn RedriveQueue>);
-    let fast = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(20),
-        margin: Duration::from_millis(100),
-    };
-    Consumer {
-        redriver: Redriver {
-            ledger: Arc::new(DynamoLedger::new(
-                dynamo_client(&moto_endpoint()),
-                h.table.clone(),
-            )),
-            tracker: Arc::new(RedTrackClient::new(Duration::from_millis(1000), fast).unwrap()),
-            clock: Arc::new(SystemClock),
-            ttl_days: 30,
-            dlq,
-        },
-        sqs: h.sqs.clone(),
-        queue_url: h.queue_url.clone().unwrap(),
-        dlq_url,
-    }
-}
-
 /// Receives the queued messages as the Lambda SQS trigger would hand them over.
 async fn sqs_event(h: &Harness) -> SqsEvent {
     sqs_event_hidden_for(h, None).await
@@ -214,14 +187,6 @@ async fn sqs_event_hidden_for(h: &Harness, visibility: Option<i32>) -> SqsEvent 
     receive_as_sqs_event(&h.sqs, h.queue_url.as_ref().unwrap(), visibility)
         .await
         .1
-}
-
-fn queued_options() -> Options {
-    Options {
-        with_queue: true,
-        env: vec![("REDRIVE_DELAY_S", "0".to_owned())],
-        ..Options::default()
-    }
 }
 
 #[tokio::test]
@@ -243,7 +208,7 @@ async fn redtrack_down_queues_the_conversion_and_the_consumer_sends_it_exactly_o
     redtrack(&h, 200, None, 0).await;
     let event = sqs_event(&h).await;
     assert_eq!(event.records.len(), 1);
-    let c = consumer(&h, None);
+    let c = redrive_consumer(&h, None);
     let deadline = SystemClock.now_ms() + 10_000;
     let response = c.handle_batch(event.clone(), deadline).await;
     assert!(response.batch_item_failures.is_empty());
@@ -285,7 +250,7 @@ async fn a_redelivery_sends_a_queued_conversion_and_the_consumer_then_skips_it()
         deliver(&h, &paid_order(90007)).await.body["conversions"][0]["outcome"],
         "sent"
     );
-    let response = consumer(&h, None)
+    let response = redrive_consumer(&h, None)
         .handle_batch(sqs_event(&h).await, SystemClock.now_ms() + 10_000)
         .await;
     assert!(response.batch_item_failures.is_empty());
@@ -302,7 +267,7 @@ async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_r
     redtrack(&h, 503, Some(5), 0).await;
     assert_eq!(deliver(&h, &paid_order(90008)).await.status, 202);
     let dlq_url = create_queue(&h.sqs, "dlq").await;
-    let c = consumer(&h, Some(dlq_url.clone()));
+    let c = redrive_consumer(&h, Some(dlq_url.clone()));
     // Received hidden for 1 s only, so the message stays hidden after that only if the consumer
     // made its visibility grow (to `visibility_after(1)`, 60 s).
     let event = sqs_event_hidden_for(&h, Some(1)).await;
@@ -475,7 +440,7 @@ async fn a_sent_conversion_whose_sent_write_failed_is_never_sent_again() {
     assert_eq!(blocked.status, 409, "{}", blocked.body);
     proxy.clear();
     let event = sqs_event(&h).await;
-    let response = consumer(&h, None)
+    let response = redrive_consumer(&h, None)
         .handle_batch(event, SystemClock.now_ms() + 10_000)
         .await;
     assert!(response.batch_item_failures.is_empty());
@@ -490,6 +455,13 @@ async fn a_sent_conversion_whose_sent_write_failed_is_never_sent_again() {
     assert_eq!(received(&h).await, 1, "RedTrack got the conversion once");
     let record = item(&h, "evt#90011-purchase").await.unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    // What the sender saw travels with "record SENT" (issue 23).
+    let story = ["via", "attempts", "rt_status"].map(|k| record.get(k).cloned());
+    let (s, n) = (
+        |v: &str| Some(AttributeValue::S(v.into())),
+        |v: &str| Some(AttributeValue::N(v.into())),
+    );
+    assert_eq!(story, [s("webhook"), n("1"), n("200")]);
     assert!(peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty());
     let refused = proxy
         .counts
@@ -511,7 +483,7 @@ async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
     redtrack(&h, 503, Some(3), 0).await;
     assert_eq!(deliver(&h, &paid_order(90012)).await.status, 202);
     redtrack(&h, 200, None, 0).await;
-    let mut c = consumer(&h, None);
+    let mut c = redrive_consumer(&h, None);
     c.redriver.ledger = Arc::new(DynamoLedger::new(
         production_client(&proxy.url).await,
         h.table.clone(),
@@ -535,6 +507,16 @@ async fn the_consumer_records_what_it_sent_when_its_sent_write_failed() {
     assert_eq!(received(&h).await, 4, "nothing sent again");
     let record = item(&h, "evt#90012-purchase").await.unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    let story = ["via", "attempts", "rt_status"].map(|k| record.get(k).cloned());
+    let (s, n) = (
+        |v: &str| Some(AttributeValue::S(v.into())),
+        |v: &str| Some(AttributeValue::N(v.into())),
+    );
+    assert_eq!(
+        story,
+        [s("redrive"), n("4"), n("200")],
+        "three failed, one accepted"
+    );
     assert_eq!(
         deliver(&h, &paid_order(90012)).await.body["conversions"][0]["outcome"],
         "duplicate"
@@ -631,7 +613,7 @@ async fn record_sent_on_a_record_that_changed_hands_claims_it_and_sends_nothing(
     )
     .unwrap();
     redtrack(&h, 200, None, 0).await;
-    let c = consumer(&h, None);
+    let c = redrive_consumer(&h, None);
     let response = c.handle_batch(event, SystemClock.now_ms() + 10_000).await;
     assert!(response.batch_item_failures.is_empty());
     let response = c.handle_batch(queued, SystemClock.now_ms() + 10_000).await;

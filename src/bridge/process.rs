@@ -243,7 +243,8 @@ impl Bridge {
                 entry.redtrack_status = Some(accepted.status);
                 entry.attempts = Some(accepted.attempts);
                 if !recorded {
-                    self.queue_record_sent(job, conversion, claim).await;
+                    let done = claim.after_send(accepted.attempts, Some(accepted.status));
+                    self.queue_record_sent(job, conversion, &done).await;
                 }
             }
             SendOutcome::Refused(err) => {
@@ -334,6 +335,8 @@ impl Bridge {
             currency: claim.currency.clone(),
             click_id: claim.click_id.clone(),
             via: None,
+            attempts: claim.attempts,
+            rt_status: claim.rt_status,
         }
     }
 

@@ -20,6 +20,8 @@
 //! - `reconcile --since <RFC 3339 time | 48h> [--shop <name>] [--dry-run]` ([`crate::reconcile`])
 //! - `report [--since 7d] [--shop <name>] [--format table|csv|json|html] [--dry-runs]`
 //!   ([`crate::report`])
+//! - `order <order id> [--shop <name>] [--format table|json]`: the order's story
+//!   ([`crate::story`]); `resend <event id> [--shop <name>]` ([`crate::story::resend`])
 //!
 //! The table is `--table <name>` or `DEDUP_TABLE`. Webhook tokens are stored as SHA-256 digests
 //! only; a shop's Cartpanda API token as an SSM SecureString ([`crate::shops::api_token`]).
@@ -80,6 +82,31 @@ pub enum Command {
         dry_runs: bool,
         #[command(flatten)]
         table: TableArg,
+    },
+    /// Every record of one order: its conversions (state, attempts, when, which input brought
+    /// them, RedTrack's last status), notes and refusals. Reads the function's environment.
+    Order {
+        /// The order's Cartpanda ID.
+        order_id: String,
+        /// The named shop it belongs to (default: the deployment's own shop).
+        #[arg(long, value_name = "name")]
+        shop: Option<String>,
+        /// Output format.
+        #[arg(long, value_name = "table|json", default_value = "table")]
+        format: String,
+        /// Most items read a second when the table must be scanned (no Cartpanda API token).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        rate: u32,
+    },
+    /// Sends one conversion again (recorded FAILED, released, refused, or queued for over an
+    /// hour), rebuilt from the order Cartpanda's API gives; never one recorded SENT. Reads the
+    /// function's environment.
+    Resend {
+        /// The conversion's event ID (`rdtk_event_id`, e.g. `48213577-purchase`).
+        event_id: String,
+        /// The named shop it belongs to (default: the deployment's own shop).
+        #[arg(long, value_name = "name")]
+        shop: Option<String>,
     },
     /// The ledger's records.
     #[command(subcommand)]
@@ -379,6 +406,25 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
                 dry_run: dry_runs,
             };
             report(&request, &table, aws, now_ms).await
+        }
+        Command::Order {
+            order_id,
+            shop,
+            format,
+            rate,
+        } => {
+            let request = crate::story::Request {
+                order_id: &order_id,
+                shop: shop.as_deref(),
+                format: &format,
+                rate,
+            };
+            let reconciler = crate::reconcile::from_env(aws).await?;
+            crate::story::command(&reconciler, &request).await
+        }
+        Command::Resend { event_id, shop } => {
+            let reconciler = crate::reconcile::from_env(aws).await?;
+            crate::story::resend::command(&reconciler, &event_id, shop.as_deref()).await
         }
         Command::Ledger(LedgerCommand::Extend(extend)) => ledger_extend(&extend, aws, now_ms).await,
         Command::Redrive { from, to, max } => redrive(&from, &to, max, aws).await,

@@ -92,7 +92,7 @@ pub async fn shop_target(
 
 /// A named shop's Cartpanda API token: from the SSM parameter its record names, or in the clear
 /// in a record written before tokens moved to SSM.
-async fn shop_api_token(
+pub(crate) async fn shop_api_token(
     reconciler: &Reconciler,
     record: &ShopRecord,
 ) -> Result<Secret, ReconcileError> {

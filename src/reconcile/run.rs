@@ -1018,6 +1018,21 @@ fn events_of(pass: Pass, order: Option<&Order>) -> Vec<&'static str> {
     }
 }
 
+/// Every event an order read from Cartpanda's API stands for — its sale and upsells, its refunds
+/// and chargebacks — each as the delivery of that event would carry it: what the admin's
+/// `order` and `resend` rebuild an order's conversions from (`crate::story`).
+pub fn deliveries_of(value: &serde_json::Value, target: &Target) -> Vec<(&'static str, Delivery)> {
+    let Some(probe) = delivery(value, "order.paid", target) else {
+        return Vec::new();
+    };
+    let events = ["order.paid", "order.upsell"]
+        .into_iter()
+        .chain(updated_events(order_of(&probe)));
+    events
+        .filter_map(|event| Some((event, delivery(value, event, target)?)))
+        .collect()
+}
+
 /// What reconciliation's claims record: `via` = `reconcile`, leased until `deadline_ms`.
 fn intake(deadline_ms: i64) -> crate::bridge::Intake {
     crate::bridge::Intake {

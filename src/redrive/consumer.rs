@@ -114,6 +114,7 @@ impl Redriver {
     ) -> Disposition {
         let keep_s = i64::from(self.ttl_days) * 86_400;
         let retry = Disposition::RetryAfter(record_sent_visibility_after(receive_count));
+        let claim = &as_sent(message, claim);
         if let Some(attempt) = &message.attempt {
             let sender = Claim {
                 attempt: attempt.clone(),
@@ -211,7 +212,8 @@ impl Redriver {
                 if recorded {
                     Disposition::Done
                 } else {
-                    Disposition::Requeue(Box::new(record_sent_message(message, claim)))
+                    let done = claim.after_send(accepted.attempts, Some(accepted.status));
+                    Disposition::Requeue(Box::new(record_sent_message(message, &done)))
                 }
             }
             SendOutcome::Refused(err) => {
@@ -251,7 +253,18 @@ fn record_sent_message(message: &RedriveMessage, claim: &Claim) -> RedriveMessag
         attempt: Some(claim.attempt.clone()),
         postback: String::new(),
         first_failure_ms: claim.now_ms,
+        attempts: claim.attempts,
+        rt_status: claim.rt_status,
         ..message.clone()
+    }
+}
+
+/// The claim of a "record SENT" message carrying what the sender's send saw (its attempts and
+/// RedTrack's status), when the message says.
+fn as_sent(message: &RedriveMessage, claim: &Claim) -> Claim {
+    match message.attempts {
+        Some(attempts) => claim.after_send(attempts, message.rt_status),
+        None => claim.clone(),
     }
 }
 

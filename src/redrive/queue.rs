@@ -54,6 +54,12 @@ pub struct RedriveMessage {
     /// ([`crate::ledger::claim::Via::Redrive`]); `operator` once `redrive --from <DLQ>` moved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<crate::ledger::claim::Via>,
+    /// [`RedriveKind::RecordSent`]: the postback attempts the sender made and RedTrack's answer,
+    /// recorded with `SENT` (absent in older messages: "unknown").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_status: Option<u16>,
 }
 
 fn is_send(kind: &RedriveKind) -> bool {

@@ -653,3 +653,45 @@ pub fn operator_aws() -> aws_config::SdkConfig {
         ))
         .build()
 }
+
+/// Harness options with a redrive queue and no redrive delay.
+pub fn queued_options() -> Options {
+    Options {
+        with_queue: true,
+        env: vec![("REDRIVE_DELAY_S", "0".to_owned())],
+        ..Options::default()
+    }
+}
+
+/// The redrive consumer over the harness's table and queue (its RedTrack client trying twice,
+/// quickly), handing what it gives up to `dlq_url` when given.
+pub fn redrive_consumer(
+    h: &Harness,
+    dlq_url: Option<String>,
+) -> cartpanda_redtrack::redrive::consumer::Consumer {
+    use cartpanda_redtrack::redrive::consumer::{Consumer, Redriver};
+    let dlq = dlq_url
+        .clone()
+        .map(|u| Arc::new(SqsQueue::new(h.sqs.clone(), u)) as Arc<dyn RedriveQueue>);
+    let fast = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+        margin: Duration::from_millis(100),
+    };
+    Consumer {
+        redriver: Redriver {
+            ledger: Arc::new(DynamoLedger::new(
+                dynamo_client(&moto_endpoint()),
+                h.table.clone(),
+            )),
+            tracker: Arc::new(RedTrackClient::new(Duration::from_millis(1000), fast).unwrap()),
+            clock: Arc::new(SystemClock),
+            ttl_days: 30,
+            dlq,
+        },
+        sqs: h.sqs.clone(),
+        queue_url: h.queue_url.clone().unwrap(),
+        dlq_url,
+    }
+}
