@@ -2,7 +2,8 @@
 //! function's `Handler` (template.yaml) to the process as `_HANDLER`, and [`run`] starts the
 //! matching handler, so `sam build` compiles and links the crate once for all functions
 //! (docs/performance.md). Each handler also runs locally under a binary of its own name
-//! (`cartpanda-redtrack`, `cartpanda-redtrack-redrive`, `cartpanda-redtrack-reconcile`).
+//! (`cartpanda-redtrack`, `cartpanda-redtrack-redrive`, `cartpanda-redtrack-reconcile`); the
+//! queue consumer `reconcile-shop` runs under Lambda only.
 //! Only wiring lives here: configuration, clients built once, then the runtime loop.
 
 use crate::bridge::Bridge;
@@ -30,6 +31,9 @@ pub enum Handler {
     Redrive,
     /// `reconcile`: the scheduled reconciliation against Cartpanda's order list.
     Reconcile,
+    /// `reconcile-shop`: the SQS consumer reconciling one shop per message
+    /// (`RECONCILE_QUEUE_URL`, [`crate::reconcile::fanout`]).
+    ReconcileShop,
 }
 
 impl Handler {
@@ -40,8 +44,9 @@ impl Handler {
             "" | "bootstrap" | "bridge" => Ok(Handler::Bridge),
             "redrive" => Ok(Handler::Redrive),
             "reconcile" => Ok(Handler::Reconcile),
+            "reconcile-shop" => Ok(Handler::ReconcileShop),
             other => Err(format!(
-                "unknown handler `{other}` (_HANDLER): this program serves `bridge`, `redrive` and `reconcile`"
+                "unknown handler `{other}` (_HANDLER): this program serves `bridge`, `redrive`, `reconcile` and `reconcile-shop`"
             )),
         }
     }
@@ -53,6 +58,7 @@ pub async fn run() -> Result<(), Error> {
         Ok(Handler::Bridge) => bridge().await,
         Ok(Handler::Redrive) => redrive().await,
         Ok(Handler::Reconcile) => reconcile().await,
+        Ok(Handler::ReconcileShop) => reconcile_shop().await,
         Err(problem) => {
             crate::ops::logging::init();
             tracing::error!("{problem}");
@@ -139,11 +145,14 @@ pub async fn redrive() -> Result<(), Error> {
 /// The budget of a reconciliation run outside Lambda.
 const LOCAL_RECONCILE_BUDGET_MS: i64 = 14 * 60 * 1000;
 
-/// The reconciliation function: an EventBridge Scheduler event in (its content is not read), each
-/// reconciled shop run once from its watermark, the answer out ([`crate::reconcile::Scheduled`]:
-/// the shops' summaries, the failed and the stale shops). Outside Lambda (no
-/// `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the answer as JSON.
+/// The reconciliation function: an EventBridge Scheduler event in (its content is not read),
+/// then, with `RECONCILE_QUEUE_URL`, one message per due shop queued for [`reconcile_shop`];
+/// without it, each reconciled shop run once from its watermark here. The answer out
+/// ([`crate::reconcile::fanout::Answer`]: what was queued, or the shops' summaries, the failed and
+/// the stale shops). Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the
+/// answer as JSON.
 pub async fn reconcile() -> Result<(), Error> {
+    use crate::reconcile::fanout::{self, ShopQueue};
     use lambda_runtime::{LambdaEvent, service_fn};
 
     crate::ops::logging::init();
@@ -153,18 +162,55 @@ pub async fn reconcile() -> Result<(), Error> {
             .await
             .inspect_err(|e| tracing::error!("{e}"))?,
     );
+    let queue: Option<Arc<dyn ShopQueue>> =
+        fanout::queue_from_env(&aws).map(|q| Arc::new(q) as Arc<dyn ShopQueue>);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let deadline_ms = SystemClock.now_ms() + LOCAL_RECONCILE_BUDGET_MS;
-        let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
+        let answer = fanout::scheduled(&reconciler, queue.as_deref(), deadline_ms).await?;
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let reconciler = Arc::clone(&reconciler);
+        let (reconciler, queue) = (Arc::clone(&reconciler), queue.clone());
         async move {
             let deadline_ms = event.context.deadline as i64;
-            let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
+            let answer = fanout::scheduled(&reconciler, queue.as_deref(), deadline_ms).await?;
             Ok::<_, Error>(serde_json::to_value(answer)?)
+        }
+    }))
+    .await
+}
+
+/// The consumer of the queue of shops (`RECONCILE_QUEUE_URL`, required): each SQS message names
+/// one shop, reconciled from its watermark within the invocation's deadline; the messages to
+/// retry are reported as batch item failures ([`crate::reconcile::fanout::ShopConsumer`]).
+pub async fn reconcile_shop() -> Result<(), Error> {
+    use crate::reconcile::fanout::{self, ShopConsumer};
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambda_runtime::{LambdaEvent, service_fn};
+
+    crate::ops::logging::init();
+    let aws = crate::ops::aws::load().await;
+    let reconciler = crate::reconcile::from_env(&aws)
+        .await
+        .inspect_err(|e| tracing::error!("{e}"))?;
+    let Some(queue) = fanout::queue_from_env(&aws) else {
+        let problem = format!(
+            "{} is not set: the reconcile-shop handler consumes that queue",
+            fanout::QUEUE_VAR
+        );
+        tracing::error!("{problem}");
+        return Err(problem.into());
+    };
+    let consumer = Arc::new(ShopConsumer {
+        reconciler: Arc::new(reconciler),
+        queue: Arc::new(queue),
+    });
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let consumer = Arc::clone(&consumer);
+        async move {
+            let deadline_ms = event.context.deadline as i64;
+            Ok::<_, Error>(consumer.handle_batch(event.payload, deadline_ms).await)
         }
     }))
     .await
@@ -179,6 +225,10 @@ mod tests {
         assert_eq!(Handler::named(Some("bridge")), Ok(Handler::Bridge));
         assert_eq!(Handler::named(Some("redrive")), Ok(Handler::Redrive));
         assert_eq!(Handler::named(Some("reconcile")), Ok(Handler::Reconcile));
+        assert_eq!(
+            Handler::named(Some("reconcile-shop")),
+            Ok(Handler::ReconcileShop)
+        );
         // Earlier deployments (Handler: bootstrap) and local runs without _HANDLER.
         assert_eq!(Handler::named(Some("bootstrap")), Ok(Handler::Bridge));
         assert_eq!(Handler::named(None), Ok(Handler::Bridge));

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod orders;
 pub mod retry;
 pub mod run;

@@ -1,0 +1,367 @@
+//! Reconciliation fanned out over a queue, for deployments with many shops. With
+//! `RECONCILE_QUEUE_URL` set (the SAM stack sets it), the scheduled invocation only enqueues one
+//! message per due shop ([`scheduled`]) and the queue's consumer, the function
+//! `cartpanda-redtrack-reconcile-shop` (`Handler: reconcile-shop`), reconciles one shop per
+//! message within its own invocation's deadline ([`ShopConsumer`]): shops run side by side, a
+//! slow or failing shop holds up no other, and a shop that fails for a reason that may pass
+//! (Cartpanda or DynamoDB unavailable) is retried by SQS, then lands in the queue's DLQ. Without
+//! the variable the scheduled invocation reconciles every due shop itself
+//! ([`crate::reconcile::run_scheduled`]), as small deployments and local runs do.
+//!
+//! A message carries the shop's name only (never its API token: the consumer reads the shop's
+//! settings and token itself, as a run without the queue does).
+
+use crate::reconcile::error::ReconcileError;
+use crate::reconcile::run::{Reconciler, RunOptions, Since, Summary};
+use crate::reconcile::{DEFAULT_SHOP, Scheduled};
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde::{Deserialize, Serialize};
+
+/// The variable that turns the fan-out on: the URL of the queue of shops to reconcile.
+pub const QUEUE_VAR: &str = "RECONCILE_QUEUE_URL";
+
+/// The format version of [`ShopMessage`].
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// One shop to reconcile, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopMessage {
+    pub v: u32,
+    /// The shop's name; `None` for the default shop.
+    pub shop: Option<String>,
+    /// When it was queued (epoch milliseconds): the log says how long it waited.
+    pub queued_at_ms: i64,
+}
+
+impl ShopMessage {
+    fn name(&self) -> &str {
+        self.shop.as_deref().unwrap_or(DEFAULT_SHOP)
+    }
+}
+
+/// The queue of shops to reconcile.
+#[async_trait]
+pub trait ShopQueue: Send + Sync {
+    /// Queues the messages; answers those it could not queue, each with why.
+    async fn enqueue(&self, messages: &[ShopMessage]) -> Vec<(ShopMessage, String)>;
+}
+
+/// Amazon SQS (or moto's, through `AWS_ENDPOINT_URL_SQS`): ten messages per request.
+#[derive(Debug, Clone)]
+pub struct SqsShopQueue {
+    pub client: aws_sdk_sqs::Client,
+    pub url: String,
+}
+
+#[async_trait]
+impl ShopQueue for SqsShopQueue {
+    async fn enqueue(&self, messages: &[ShopMessage]) -> Vec<(ShopMessage, String)> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry as Entry;
+        let mut failed = Vec::new();
+        for chunk in messages.chunks(10) {
+            let entries = chunk.iter().enumerate().map(|(i, m)| {
+                Entry::builder()
+                    .id(i.to_string())
+                    .message_body(serde_json::to_string(m).unwrap_or_default())
+                    .build()
+            });
+            let entries: Result<Vec<_>, _> = entries.collect();
+            let sent = match entries {
+                Ok(entries) => self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_sqs::Error::from(e).to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(out) => failed.extend(out.failed().iter().filter_map(|f| {
+                    let message = chunk.get(f.id().parse::<usize>().ok()?)?;
+                    Some((message.clone(), f.code().to_owned()))
+                })),
+                Err(why) => failed.extend(chunk.iter().map(|m| (m.clone(), why.clone()))),
+            }
+        }
+        failed
+    }
+}
+
+/// The queue `RECONCILE_QUEUE_URL` names, when it is set (and not empty).
+pub fn queue_from_env(aws: &aws_config::SdkConfig) -> Option<SqsShopQueue> {
+    let url = std::env::var(QUEUE_VAR).ok()?.trim().to_owned();
+    (!url.is_empty()).then(|| SqsShopQueue {
+        client: aws_sdk_sqs::Client::new(aws),
+        url,
+    })
+}
+
+/// What a fanned-out scheduled run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Fanned {
+    /// Shops queued for the consumer.
+    pub queued: usize,
+    /// Shops that could not be queued (they are reconciled by the next run).
+    pub failed: Vec<String>,
+}
+
+/// A scheduled run's answer: each shop's summary (no queue), or what was queued.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Ran(Scheduled),
+    Queued(Fanned),
+}
+
+/// The scheduled invocation: with a queue, one message per due shop; without, every due shop
+/// reconciled here ([`crate::reconcile::run_scheduled`]).
+pub async fn scheduled(
+    reconciler: &Reconciler,
+    queue: Option<&dyn ShopQueue>,
+    deadline_ms: i64,
+) -> Result<Answer, ReconcileError> {
+    let Some(queue) = queue else {
+        return crate::reconcile::run_scheduled(reconciler, deadline_ms)
+            .await
+            .map(Answer::Ran);
+    };
+    let now_ms = reconciler.bridge.clock.now_ms();
+    let messages: Vec<ShopMessage> = due_shops(reconciler)
+        .await?
+        .into_iter()
+        .map(|shop| ShopMessage {
+            v: MESSAGE_VERSION,
+            shop,
+            queued_at_ms: now_ms,
+        })
+        .collect();
+    let failed = queue.enqueue(&messages).await;
+    for (message, why) in &failed {
+        tracing::error!(shop = message.name(), error = %why, "reconcile: shop not queued; the next run queues it again");
+    }
+    let out = Fanned {
+        queued: messages.len() - failed.len(),
+        failed: failed.iter().map(|(m, _)| m.name().to_owned()).collect(),
+    };
+    if messages.is_empty() {
+        tracing::warn!("no shop has reconciliation on (RECONCILE=true, or a shop's --reconcile)");
+    }
+    tracing::info!(
+        queued = out.queued,
+        failed = out.failed.len(),
+        "reconcile: shops queued"
+    );
+    emit(&[("ReconcileShopsFailed", out.failed.len() as u64)]);
+    Ok(Answer::Queued(out))
+}
+
+/// The shops a scheduled run reconciles, by name (`None`: the default shop, first): the default
+/// shop with `RECONCILE=true`, then every named shop with reconciliation on.
+pub async fn due_shops(reconciler: &Reconciler) -> Result<Vec<Option<String>>, ReconcileError> {
+    let named = reconciler
+        .table
+        .list_shops()
+        .await
+        .map_err(|e| ReconcileError::Ledger(format!("could not list the shops: {e}")))?;
+    let default = reconciler.settings.default_shop.as_ref().map(|_| None);
+    Ok(default
+        .into_iter()
+        .chain(
+            named
+                .into_iter()
+                .filter(|r| r.reconcile)
+                .map(|r| Some(r.name)),
+        )
+        .collect())
+}
+
+/// What one shop's reconciliation came to.
+#[derive(Debug)]
+pub enum ShopOutcome {
+    /// It ran (to the end, to its deadline, or to an error: see the summary).
+    Ran(Box<Summary>),
+    /// The shop is gone or has reconciliation off now: nothing to do.
+    NotReconciled,
+    /// Its setup failed (slug, token, the token's SSM parameter, reading its settings).
+    Broken(ReconcileError),
+}
+
+/// Reconciles one shop once from its watermark, by name (`None`: the default shop), within
+/// `deadline_ms`: reads that shop's settings (one item), then runs it.
+pub async fn reconcile_one(
+    reconciler: &Reconciler,
+    shop: Option<&str>,
+    deadline_ms: i64,
+) -> ShopOutcome {
+    let target = match shop {
+        None => Ok(crate::reconcile::default_target(reconciler)),
+        Some(name) => {
+            use crate::shops::directory::ShopDirectory;
+            match reconciler.table.get(name).await {
+                Ok(Some(record)) => crate::reconcile::shop_target(reconciler, &record).await,
+                Ok(None) => Ok(None),
+                Err(e) => Err(ReconcileError::Ledger(format!("shop `{name}`: {e}"))),
+            }
+        }
+    };
+    let target = match target {
+        Ok(Some(target)) => target,
+        Ok(None) => return ShopOutcome::NotReconciled,
+        Err(problem) => return ShopOutcome::Broken(problem),
+    };
+    let options = RunOptions {
+        since: Since::Watermark,
+        dry_run: false,
+        deadline_ms,
+    };
+    ShopOutcome::Ran(Box::new(reconciler.run(&target, options).await))
+}
+
+/// What the consumer does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done: delete it.
+    Done,
+    /// Report it failed: SQS delivers it again after the queue's visibility timeout, and moves
+    /// it to the DLQ after its `maxReceiveCount`.
+    Retry,
+}
+
+/// The consumer of the queue of shops (the `reconcile-shop` handler).
+pub struct ShopConsumer {
+    pub reconciler: std::sync::Arc<Reconciler>,
+    /// Where a shop cut short by its deadline is queued again, to go on at once.
+    pub queue: std::sync::Arc<dyn ShopQueue>,
+}
+
+impl ShopConsumer {
+    /// Handles a batch (the stack's mapping hands over one message at a time), one shop after
+    /// the other within the invocation's deadline; those to retry are reported as batch item
+    /// failures.
+    pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse::<u32>().ok())
+                .unwrap_or(1);
+            let body = record.body.as_deref().unwrap_or("");
+            let disposition = match serde_json::from_str::<ShopMessage>(body) {
+                Ok(message) => self.handle(&message, receive_count, deadline_ms).await,
+                Err(_) => {
+                    tracing::error!(message_id = %id, "unreadable reconcile message; retried, then the DLQ");
+                    Disposition::Retry
+                }
+            };
+            if disposition == Disposition::Retry {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Reconciles the message's shop: done when it ran to the end, failed for good (the
+    /// operator's: counted in `ReconcileShopsFailed`) or no longer reconciled; queued again when
+    /// its deadline cut it short (it goes on from its cursor); retried when it failed for a
+    /// reason that may pass.
+    pub async fn handle(
+        &self,
+        message: &ShopMessage,
+        receive_count: u32,
+        deadline_ms: i64,
+    ) -> Disposition {
+        let shop = message.shop.as_deref();
+        let outcome = reconcile_one(&self.reconciler, shop, deadline_ms).await;
+        let (disposition, failed, stale, what) = match &outcome {
+            ShopOutcome::NotReconciled => (Disposition::Done, false, false, "not_reconciled"),
+            ShopOutcome::Broken(problem) => {
+                tracing::error!(shop = message.name(), problem = %problem, retryable = problem.retryable(), "shop not reconciled");
+                (retry_if(problem.retryable()), true, false, "setup_failed")
+            }
+            ShopOutcome::Ran(summary) => match &summary.error {
+                Some(err) => (retry_if(err.retryable()), true, summary.stale, "failed"),
+                None if summary.complete => (Disposition::Done, false, false, "complete"),
+                None => (self.go_on(message).await, false, summary.stale, "cut_short"),
+            },
+        };
+        let waited_ms = self.reconciler.bridge.clock.now_ms() - message.queued_at_ms;
+        tracing::info!(
+            shop = message.name(),
+            outcome = what,
+            retry = disposition == Disposition::Retry,
+            receive_count,
+            waited_ms,
+            "reconcile: shop message"
+        );
+        emit(&[
+            ("ReconcileShopsFailed", u64::from(failed)),
+            ("ReconcileShopsStale", u64::from(stale)),
+        ]);
+        disposition
+    }
+
+    /// Queues the shop again (from now), the message being done; retried if that fails.
+    async fn go_on(&self, message: &ShopMessage) -> Disposition {
+        let next = ShopMessage {
+            queued_at_ms: self.reconciler.bridge.clock.now_ms(),
+            ..message.clone()
+        };
+        let failed = self.queue.enqueue(std::slice::from_ref(&next)).await;
+        retry_if(!failed.is_empty())
+    }
+}
+
+fn retry_if(retry: bool) -> Disposition {
+    if retry {
+        Disposition::Retry
+    } else {
+        Disposition::Done
+    }
+}
+
+/// Writes one EMF line of counts to stdout.
+fn emit(metrics: &[(&str, u64)]) {
+    let line = crate::reconcile::run::emf(metrics);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, format!("{line}\n").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_its_shop_and_the_default_shop_by_null() {
+        let named = ShopMessage {
+            v: MESSAGE_VERSION,
+            shop: Some("loja-um".to_owned()),
+            queued_at_ms: 5,
+        };
+        let text = serde_json::to_string(&named).unwrap();
+        assert_eq!(text, r#"{"v":1,"shop":"loja-um","queued_at_ms":5}"#);
+        assert_eq!(serde_json::from_str::<ShopMessage>(&text).unwrap(), named);
+        let default: ShopMessage =
+            serde_json::from_str(r#"{"v":1,"shop":null,"queued_at_ms":5}"#).unwrap();
+        assert_eq!(default.name(), DEFAULT_SHOP);
+        assert!(serde_json::from_str::<ShopMessage>(r#"{"shop":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn a_fanned_run_answers_counts_and_names() {
+        let answer = Answer::Queued(Fanned {
+            queued: 2,
+            failed: vec!["loja-dois".to_owned()],
+        });
+        assert_eq!(
+            serde_json::to_value(answer).unwrap(),
+            serde_json::json!({"queued": 2, "failed": ["loja-dois"]})
+        );
+    }
+}

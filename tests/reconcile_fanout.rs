@@ -1,0 +1,394 @@
+//! Reconciliation fanned out over a queue (`RECONCILE_QUEUE_URL`): the scheduled invocation queues
+//! one message per due shop in moto's SQS, and the `reconcile-shop` consumer, fed the SQS event
+//! Lambda's poller would build from those messages, reconciles one shop per message against a
+//! wiremock Cartpanda (one order list per shop slug) and a wiremock RedTrack.
+
+mod common;
+
+use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
+use cartpanda_redtrack::reconcile::config::ReconcileSettings;
+use cartpanda_redtrack::reconcile::fanout::{
+    self, Answer, ShopConsumer, ShopMessage, ShopQueue, SqsShopQueue,
+};
+use cartpanda_redtrack::reconcile::run::Reconciler;
+use cartpanda_redtrack::shops::directory::ShopRecord;
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const DEFAULT_SLUG: &str = "loja-padrao";
+
+/// Cartpanda's order list per shop slug: the orders it lists, or a status it answers with,
+/// after an optional delay; every request is counted by slug.
+#[derive(Clone, Default)]
+struct Lists {
+    orders: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    status: Arc<Mutex<HashMap<String, u16>>>,
+    delay: Arc<Mutex<HashMap<String, Duration>>>,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lists {
+    fn add(&self, slug: &str, order_id: u64) {
+        let mut order = upsell_order(order_id, false)["order"].clone();
+        let created = SystemClock.now_ms() / 1000 - 3600;
+        order["created_at"] = json!(cartpanda_redtrack::inbound::datetime::format_utc(created));
+        order["payment_status"] = json!(3);
+        let mut orders = self.orders.lock().unwrap();
+        orders.entry(slug.to_owned()).or_default().push(order);
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl wiremock::Respond for Lists {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let slug = request
+            .url
+            .path()
+            .split('/')
+            .nth(3)
+            .unwrap_or("")
+            .to_owned();
+        self.asked.lock().unwrap().push(slug.clone());
+        let delay = self.delay.lock().unwrap().get(&slug).copied();
+        let answer = match self.status.lock().unwrap().get(&slug) {
+            Some(status) => ResponseTemplate::new(*status),
+            None => {
+                let orders = self.orders.lock().unwrap().get(&slug).cloned();
+                ResponseTemplate::new(200).set_body_json(json!({"orders": {
+                    "data": orders.unwrap_or_default(), "current_page": 1, "last_page": 1
+                }}))
+            }
+        };
+        answer.set_delay(delay.unwrap_or_default())
+    }
+}
+
+struct Setup {
+    h: Harness,
+    lists: Lists,
+    _cartpanda: MockServer,
+    reconciler: Arc<Reconciler>,
+    queue_url: String,
+    queue: Arc<dyn ShopQueue>,
+}
+
+async fn setup() -> Setup {
+    let h = harness().await;
+    redtrack_accepts(&h).await;
+    let cartpanda = MockServer::start().await;
+    let lists = Lists::default();
+    Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(lists.clone())
+        .mount(&cartpanda)
+        .await;
+    let list_url = format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri());
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("RECONCILE", "true".to_owned()),
+        ("CARTPANDA_API_TOKEN", "cp-default-token".to_owned()),
+        ("CARTPANDA_SHOP_SLUG", DEFAULT_SLUG.to_owned()),
+        ("CARTPANDA_ORDER_LIST_URL", list_url),
+        ("CARTPANDA_API_MIN_INTERVAL_MS", "0".to_owned()),
+        ("RECONCILE_SETTLE_MIN", "0".to_owned()),
+    ]);
+    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    settings.margin = Duration::from_millis(300);
+    // One retry (after 1 s): a request cut by the run's stop is then the deadline, not a failure.
+    settings.list.max_attempts = 2;
+    let reconciler = Arc::new(reconciler(&h, settings));
+    let queue_url = create_queue(&h.sqs, "reconcile").await;
+    let queue = Arc::new(SqsShopQueue {
+        client: h.sqs.clone(),
+        url: queue_url.clone(),
+    });
+    Setup {
+        h,
+        lists,
+        _cartpanda: cartpanda,
+        reconciler,
+        queue_url,
+        queue,
+    }
+}
+
+/// A named shop with reconciliation on (or off) whose Cartpanda slug is its name.
+async fn put_shop(s: &Setup, name: &str, reconcile: bool) {
+    let record = ShopRecord {
+        name: name.to_owned(),
+        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
+            "shop-secret-0123456789",
+        )],
+        postback_url: format!("{}{TEMPLATE_PATH}", s.h.redtrack.uri()),
+        conversion_types: String::new(),
+        send_test_orders: false,
+        cartx_test_orders: String::new(),
+        sum_currency: None,
+        normalize_pii: true,
+        cartpanda_api_token: Some(format!("cp-token-{name}")),
+        cartpanda_api_token_parameter: None,
+        click_id_sources: String::new(),
+        reconcile,
+        shop_slug: Some(name.to_owned()),
+        s2s: false,
+        verify_orders: false,
+    };
+    s.reconciler.table.put_shop(&record, 0).await.unwrap();
+}
+
+async fn scheduled(s: &Setup, queue: bool) -> Value {
+    let queue = queue.then_some(s.queue.as_ref());
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let answer = fanout::scheduled(&s.reconciler, queue, deadline_ms)
+        .await
+        .unwrap();
+    serde_json::to_value(answer).unwrap()
+}
+
+fn consumer(s: &Setup) -> ShopConsumer {
+    ShopConsumer {
+        reconciler: Arc::clone(&s.reconciler),
+        queue: Arc::clone(&s.queue),
+    }
+}
+
+/// The queued messages (received as Lambda's poller would), handed to the consumer with
+/// `budget_ms` to go: the shops they named, and the message IDs reported failed.
+async fn consume(s: &Setup, budget_ms: i64) -> (Vec<Option<String>>, Vec<String>) {
+    let (messages, event) = receive_as_sqs_event(&s.h.sqs, &s.queue_url, Some(60)).await;
+    let mut shops: Vec<Option<String>> = messages
+        .iter()
+        .map(
+            |m| match serde_json::from_str::<ShopMessage>(m.body().unwrap()) {
+                Ok(message) => message.shop,
+                Err(_) => Some("(unreadable)".to_owned()),
+            },
+        )
+        .collect();
+    shops.sort();
+    let deadline_ms = SystemClock.now_ms() + budget_ms;
+    let response = consumer(s).handle_batch(event, deadline_ms).await;
+    for m in &messages {
+        let failed = response
+            .batch_item_failures
+            .iter()
+            .any(|f| Some(f.item_identifier.as_str()) == m.message_id());
+        if !failed {
+            // What the event source mapping does with a message not reported failed.
+            s.h.sqs
+                .delete_message()
+                .queue_url(&s.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let failed = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    (shops, failed)
+}
+
+async fn sent_ids(s: &Setup) -> Vec<String> {
+    let mut ids: Vec<String> = postbacks(&s.h)
+        .await
+        .iter()
+        .map(|p| p["rdtk_event_id"].clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_scheduled_run_queues_each_shop_and_the_consumer_sends_its_missing_orders_once() {
+    let s = setup().await;
+    put_shop(&s, "loja-um", true).await;
+    put_shop(&s, "loja-desligada", false).await;
+    s.lists.add(DEFAULT_SLUG, 501);
+    s.lists.add("loja-um", 601);
+    s.lists.add("loja-desligada", 701);
+
+    let answer = scheduled(&s, true).await;
+    assert_eq!(answer, json!({"queued": 2, "failed": []}));
+    assert!(
+        s.lists.asked().is_empty(),
+        "the scheduled run lists nothing"
+    );
+    assert!(postbacks(&s.h).await.is_empty(), "and sends nothing");
+
+    let (shops, failed) = consume(&s, 60_000).await;
+    assert_eq!(
+        shops,
+        [None, Some("loja-um".to_owned())],
+        "one message per due shop"
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        sent_ids(&s).await,
+        [
+            "501-purchase",
+            "501-upsell-90002",
+            "601-purchase",
+            "601-upsell-90002"
+        ]
+    );
+
+    // The next schedule queues both again; their runs find everything sent.
+    assert_eq!(scheduled(&s, true).await["queued"], 2);
+    let (shops, failed) = consume(&s, 60_000).await;
+    assert_eq!((shops.len(), failed.len()), (2, 0));
+    assert_eq!(postbacks(&s.h).await.len(), 4, "nothing sent twice");
+    assert!(!s.lists.asked().contains(&"loja-desligada".to_owned()));
+}
+
+#[tokio::test]
+async fn without_the_queue_the_scheduled_run_reconciles_every_shop_itself() {
+    let s = setup().await;
+    put_shop(&s, "loja-um", true).await;
+    s.lists.add(DEFAULT_SLUG, 502);
+    s.lists.add("loja-um", 602);
+    let answer = scheduled(&s, false).await;
+    assert_eq!(answer["shops"].as_array().unwrap().len(), 2, "{answer}");
+    assert_eq!(answer["failed"], json!([]));
+    assert_eq!(sent_ids(&s).await.len(), 4);
+    assert!(
+        peek(&s.h.sqs, &s.queue_url).await.is_empty(),
+        "nothing queued"
+    );
+}
+
+#[tokio::test]
+async fn a_shop_failing_for_a_while_is_retried_a_refused_one_is_not_and_neither_holds_up_another() {
+    let s = setup().await;
+    for name in ["loja-fora", "loja-recusada", "loja-um"] {
+        put_shop(&s, name, true).await;
+    }
+    s.lists.add("loja-um", 603);
+    s.lists.add(DEFAULT_SLUG, 503);
+    s.lists
+        .status
+        .lock()
+        .unwrap()
+        .insert("loja-fora".into(), 503);
+    s.lists
+        .status
+        .lock()
+        .unwrap()
+        .insert("loja-recusada".into(), 401);
+    assert_eq!(scheduled(&s, true).await["queued"], 4);
+
+    let (messages, event) = receive_as_sqs_event(&s.h.sqs, &s.queue_url, Some(60)).await;
+    assert_eq!(messages.len(), 4);
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let response = consumer(&s).handle_batch(event, deadline_ms).await;
+    let failed: Vec<Option<String>> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            let m = messages
+                .iter()
+                .find(|m| m.message_id() == Some(f.item_identifier.as_str()))
+                .unwrap();
+            serde_json::from_str::<ShopMessage>(m.body().unwrap())
+                .unwrap()
+                .shop
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [Some("loja-fora".to_owned())],
+        "only the shop whose API was unavailable is retried (401 needs the operator)"
+    );
+    assert_eq!(
+        sent_ids(&s).await,
+        [
+            "503-purchase",
+            "503-upsell-90002",
+            "603-purchase",
+            "603-upsell-90002"
+        ],
+        "the healthy shops were reconciled in the same batch"
+    );
+}
+
+#[tokio::test]
+async fn a_shop_cut_short_by_its_deadline_is_queued_again_and_goes_on() {
+    let s = setup().await;
+    s.lists.add(DEFAULT_SLUG, 504);
+    let slow = Duration::from_millis(2_000);
+    s.lists
+        .delay
+        .lock()
+        .unwrap()
+        .insert(DEFAULT_SLUG.into(), slow);
+    assert_eq!(scheduled(&s, true).await["queued"], 1);
+
+    let (shops, failed) = consume(&s, 1_000).await;
+    assert_eq!((shops, failed), (vec![None], Vec::<String>::new()));
+    assert!(postbacks(&s.h).await.is_empty());
+    let again = peek(&s.h.sqs, &s.queue_url).await;
+    assert_eq!(again.len(), 1, "the shop is queued again to go on");
+
+    s.lists.delay.lock().unwrap().clear();
+    let (shops, failed) = consume(&s, 60_000).await;
+    assert_eq!((shops.len(), failed.len()), (1, 0));
+    assert_eq!(sent_ids(&s).await, ["504-purchase", "504-upsell-90002"]);
+    assert!(peek(&s.h.sqs, &s.queue_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_retried_then_left_to_the_dlq_and_a_removed_shop_is_done() {
+    let s = setup().await;
+    s.h.sqs
+        .send_message()
+        .queue_url(&s.queue_url)
+        .message_body("{\"shop\": 7}")
+        .send()
+        .await
+        .unwrap();
+    let gone = ShopMessage {
+        v: fanout::MESSAGE_VERSION,
+        shop: Some("loja-apagada".to_owned()),
+        queued_at_ms: 0,
+    };
+    assert!(s.queue.enqueue(&[gone]).await.is_empty());
+    let (shops, failed) = consume(&s, 60_000).await;
+    assert_eq!(
+        shops,
+        [
+            Some("(unreadable)".to_owned()),
+            Some("loja-apagada".to_owned())
+        ]
+    );
+    assert_eq!(failed.len(), 1, "the unreadable one");
+    assert!(s.lists.asked().is_empty());
+}
+
+#[tokio::test]
+async fn a_queue_that_refuses_leaves_the_shops_failed_by_name() {
+    let s = setup().await;
+    put_shop(&s, "loja-um", true).await;
+    let nowhere = SqsShopQueue {
+        client: s.h.sqs.clone(),
+        url: format!("{}-gone", s.queue_url),
+    };
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let answer = fanout::scheduled(&s.reconciler, Some(&nowhere), deadline_ms)
+        .await
+        .unwrap();
+    match answer {
+        Answer::Queued(fanned) => {
+            assert_eq!(fanned.queued, 0);
+            assert_eq!(fanned.failed, ["(default)", "loja-um"]);
+        }
+        Answer::Ran(_) => panic!("queued, not run"),
+    }
+}
