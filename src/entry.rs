@@ -2,8 +2,7 @@
 //! function's `Handler` (template.yaml) to the process as `_HANDLER`, and [`run`] starts the
 //! matching handler, so `sam build` compiles and links the crate once for all functions
 //! (docs/performance.md). Each handler also runs locally under a binary of its own name
-//! (`cartpanda-redtrack`, `cartpanda-redtrack-redrive`, `cartpanda-redtrack-reconcile`); the
-//! queue consumer `reconcile-shop` runs under Lambda only.
+//! (`cartpanda-redtrack`, `cartpanda-redtrack-redrive`, `cartpanda-redtrack-reconcile`).
 //! Only wiring lives here: configuration, clients built once, then the runtime loop.
 
 use crate::bridge::Bridge;
@@ -31,9 +30,6 @@ pub enum Handler {
     Redrive,
     /// `reconcile`: the scheduled reconciliation against Cartpanda's order list.
     Reconcile,
-    /// `reconcile-shop`: the SQS consumer reconciling one shop per message
-    /// (`RECONCILE_QUEUE_URL`, [`crate::reconcile::fanout`]).
-    ReconcileShop,
 }
 
 impl Handler {
@@ -44,9 +40,8 @@ impl Handler {
             "" | "bootstrap" | "bridge" => Ok(Handler::Bridge),
             "redrive" => Ok(Handler::Redrive),
             "reconcile" => Ok(Handler::Reconcile),
-            "reconcile-shop" => Ok(Handler::ReconcileShop),
             other => Err(format!(
-                "unknown handler `{other}` (_HANDLER): this program serves `bridge`, `redrive`, `reconcile` and `reconcile-shop`"
+                "unknown handler `{other}` (_HANDLER): this program serves `bridge`, `redrive` and `reconcile`"
             )),
         }
     }
@@ -58,7 +53,6 @@ pub async fn run() -> Result<(), Error> {
         Ok(Handler::Bridge) => bridge().await,
         Ok(Handler::Redrive) => redrive().await,
         Ok(Handler::Reconcile) => reconcile().await,
-        Ok(Handler::ReconcileShop) => reconcile_shop().await,
         Err(problem) => {
             crate::ops::logging::init();
             tracing::error!("{problem}");
@@ -145,12 +139,12 @@ pub async fn redrive() -> Result<(), Error> {
 /// The budget of a reconciliation run outside Lambda.
 const LOCAL_RECONCILE_BUDGET_MS: i64 = 14 * 60 * 1000;
 
-/// The reconciliation function: an EventBridge Scheduler event in (its content is not read),
-/// then, with `RECONCILE_QUEUE_URL`, one message per due shop queued for [`reconcile_shop`];
-/// without it, each reconciled shop run once from its watermark here. The answer out
-/// ([`crate::reconcile::fanout::Answer`]: what was queued, or the shops' summaries, the failed and
-/// the stale shops). Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the
-/// answer as JSON.
+/// The reconciliation function. An EventBridge Scheduler event (its content is not read): with
+/// `RECONCILE_QUEUE_URL`, one message per due shop queued on that queue; without it, each
+/// reconciled shop run once from its watermark here. An SQS batch of that queue (its event source
+/// mapping): one shop reconciled per message. See [`crate::reconcile::fanout::handle_event`] for
+/// the answers. Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it runs the schedule's work once and
+/// prints the answer as JSON.
 pub async fn reconcile() -> Result<(), Error> {
     use crate::reconcile::fanout::{self, ShopQueue};
     use lambda_runtime::{LambdaEvent, service_fn};
@@ -174,43 +168,8 @@ pub async fn reconcile() -> Result<(), Error> {
         let (reconciler, queue) = (Arc::clone(&reconciler), queue.clone());
         async move {
             let deadline_ms = event.context.deadline as i64;
-            let answer = fanout::scheduled(&reconciler, queue.as_deref(), deadline_ms).await?;
-            Ok::<_, Error>(serde_json::to_value(answer)?)
-        }
-    }))
-    .await
-}
-
-/// The consumer of the queue of shops (`RECONCILE_QUEUE_URL`, required): each SQS message names
-/// one shop, reconciled from its watermark within the invocation's deadline; the messages to
-/// retry are reported as batch item failures ([`crate::reconcile::fanout::ShopConsumer`]).
-pub async fn reconcile_shop() -> Result<(), Error> {
-    use crate::reconcile::fanout::{self, ShopConsumer};
-    use aws_lambda_events::event::sqs::SqsEvent;
-    use lambda_runtime::{LambdaEvent, service_fn};
-
-    crate::ops::logging::init();
-    let aws = crate::ops::aws::load().await;
-    let reconciler = crate::reconcile::from_env(&aws)
-        .await
-        .inspect_err(|e| tracing::error!("{e}"))?;
-    let Some(queue) = fanout::queue_from_env(&aws) else {
-        let problem = format!(
-            "{} is not set: the reconcile-shop handler consumes that queue",
-            fanout::QUEUE_VAR
-        );
-        tracing::error!("{problem}");
-        return Err(problem.into());
-    };
-    let consumer = Arc::new(ShopConsumer {
-        reconciler: Arc::new(reconciler),
-        queue: Arc::new(queue),
-    });
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let consumer = Arc::clone(&consumer);
-        async move {
-            let deadline_ms = event.context.deadline as i64;
-            Ok::<_, Error>(consumer.handle_batch(event.payload, deadline_ms).await)
+            let answer = fanout::handle_event(&reconciler, queue, event.payload, deadline_ms);
+            Ok::<_, Error>(answer.await?)
         }
     }))
     .await
@@ -225,10 +184,6 @@ mod tests {
         assert_eq!(Handler::named(Some("bridge")), Ok(Handler::Bridge));
         assert_eq!(Handler::named(Some("redrive")), Ok(Handler::Redrive));
         assert_eq!(Handler::named(Some("reconcile")), Ok(Handler::Reconcile));
-        assert_eq!(
-            Handler::named(Some("reconcile-shop")),
-            Ok(Handler::ReconcileShop)
-        );
         // Earlier deployments (Handler: bootstrap) and local runs without _HANDLER.
         assert_eq!(Handler::named(Some("bootstrap")), Ok(Handler::Bridge));
         assert_eq!(Handler::named(None), Ok(Handler::Bridge));

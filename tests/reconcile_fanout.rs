@@ -1,15 +1,15 @@
-//! Reconciliation fanned out over a queue (`RECONCILE_QUEUE_URL`): the scheduled invocation queues
-//! one message per due shop in moto's SQS, and the `reconcile-shop` consumer, fed the SQS event
-//! Lambda's poller would build from those messages, reconciles one shop per message against a
-//! wiremock Cartpanda (one order list per shop slug) and a wiremock RedTrack.
+//! Reconciliation fanned out over a queue (`RECONCILE_QUEUE_URL`), through the reconcile
+//! function's handler: the schedule's invocation queues one message per due shop in moto's SQS,
+//! and the same handler, fed the SQS event Lambda's poller would build from those messages,
+//! reconciles one shop per message against a wiremock Cartpanda (one order list per shop slug) and
+//! a wiremock RedTrack.
 
 mod common;
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
-use cartpanda_redtrack::reconcile::fanout::{
-    self, Answer, ShopConsumer, ShopMessage, ShopQueue, SqsShopQueue,
-};
+use cartpanda_redtrack::reconcile::fanout::{self, Answer, ShopMessage, ShopQueue, SqsShopQueue};
 use cartpanda_redtrack::reconcile::run::Reconciler;
 use cartpanda_redtrack::shops::directory::ShopRecord;
 use common::*;
@@ -141,20 +141,33 @@ async fn put_shop(s: &Setup, name: &str, reconcile: bool) {
     s.reconciler.table.put_shop(&record, 0).await.unwrap();
 }
 
-async fn scheduled(s: &Setup, queue: bool) -> Value {
-    let queue = queue.then_some(s.queue.as_ref());
-    let deadline_ms = SystemClock.now_ms() + 60_000;
-    let answer = fanout::scheduled(&s.reconciler, queue, deadline_ms)
-        .await
-        .unwrap();
-    serde_json::to_value(answer).unwrap()
+/// EventBridge Scheduler's event, as the reconcile function receives it.
+fn schedule_event() -> Value {
+    json!({"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}})
 }
 
-fn consumer(s: &Setup) -> ShopConsumer {
-    ShopConsumer {
-        reconciler: Arc::clone(&s.reconciler),
-        queue: Arc::clone(&s.queue),
-    }
+/// The schedule's invocation of the reconcile handler, with the queue or without.
+async fn scheduled(s: &Setup, queue: bool) -> Value {
+    let queue = queue.then(|| Arc::clone(&s.queue));
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    fanout::handle_event(&s.reconciler, queue, schedule_event(), deadline_ms)
+        .await
+        .unwrap()
+}
+
+/// The reconcile handler fed an SQS batch: the IDs of the messages it reported failed.
+async fn handle_batch(s: &Setup, event: SqsEvent, deadline_ms: i64) -> Vec<String> {
+    let event = serde_json::to_value(event).unwrap();
+    let queue = Some(Arc::clone(&s.queue));
+    let answer = fanout::handle_event(&s.reconciler, queue, event, deadline_ms)
+        .await
+        .unwrap();
+    let response: SqsBatchResponse = serde_json::from_value(answer).unwrap();
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
 }
 
 /// The queued messages (received as Lambda's poller would), handed to the consumer with
@@ -172,13 +185,9 @@ async fn consume(s: &Setup, budget_ms: i64) -> (Vec<Option<String>>, Vec<String>
         .collect();
     shops.sort();
     let deadline_ms = SystemClock.now_ms() + budget_ms;
-    let response = consumer(s).handle_batch(event, deadline_ms).await;
+    let failed = handle_batch(s, event, deadline_ms).await;
     for m in &messages {
-        let failed = response
-            .batch_item_failures
-            .iter()
-            .any(|f| Some(f.item_identifier.as_str()) == m.message_id());
-        if !failed {
+        if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
             // What the event source mapping does with a message not reported failed.
             s.h.sqs
                 .delete_message()
@@ -189,11 +198,6 @@ async fn consume(s: &Setup, budget_ms: i64) -> (Vec<Option<String>>, Vec<String>
                 .unwrap();
         }
     }
-    let failed = response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect();
     (shops, failed)
 }
 
@@ -288,14 +292,13 @@ async fn a_shop_failing_for_a_while_is_retried_a_refused_one_is_not_and_neither_
     let (messages, event) = receive_as_sqs_event(&s.h.sqs, &s.queue_url, Some(60)).await;
     assert_eq!(messages.len(), 4);
     let deadline_ms = SystemClock.now_ms() + 60_000;
-    let response = consumer(&s).handle_batch(event, deadline_ms).await;
-    let failed: Vec<Option<String>> = response
-        .batch_item_failures
+    let failed: Vec<Option<String>> = handle_batch(&s, event, deadline_ms)
+        .await
         .iter()
         .map(|f| {
             let m = messages
                 .iter()
-                .find(|m| m.message_id() == Some(f.item_identifier.as_str()))
+                .find(|m| m.message_id() == Some(f.as_str()))
                 .unwrap();
             serde_json::from_str::<ShopMessage>(m.body().unwrap())
                 .unwrap()
@@ -376,6 +379,7 @@ async fn an_unreadable_message_is_retried_then_left_to_the_dlq_and_a_removed_sho
 async fn a_queue_that_refuses_leaves_the_shops_failed_by_name() {
     let s = setup().await;
     put_shop(&s, "loja-um", true).await;
+    // (Straight to the schedule's function: the handler takes its queue from the environment.)
     let nowhere = SqsShopQueue {
         client: s.h.sqs.clone(),
         url: format!("{}-gone", s.queue_url),

@@ -1,8 +1,8 @@
 //! Reconciliation fanned out over a queue, for deployments with many shops. With
 //! `RECONCILE_QUEUE_URL` set (the SAM stack sets it), the scheduled invocation only enqueues one
-//! message per due shop ([`scheduled`]) and the queue's consumer, the function
-//! `cartpanda-redtrack-reconcile-shop` (`Handler: reconcile-shop`), reconciles one shop per
-//! message within its own invocation's deadline ([`ShopConsumer`]): shops run side by side, a
+//! message per due shop ([`scheduled`]) and the same function, as the queue's consumer (its SQS
+//! event source mapping), reconciles one shop per message within its own invocation's deadline
+//! ([`ShopConsumer`]; [`handle_event`] tells the two events apart): shops run side by side, a
 //! slow or failing shop holds up no other, and a shop that fails for a reason that may pass
 //! (Cartpanda or DynamoDB unavailable) is retried by SQS, then lands in the queue's DLQ. Without
 //! the variable the scheduled invocation reconciles every due shop itself
@@ -220,6 +220,43 @@ pub async fn reconcile_one(
     ShopOutcome::Ran(Box::new(reconciler.run(&target, options).await))
 }
 
+/// The reconcile function's invocation: an SQS batch of the queue of shops is consumed
+/// (answered with its batch item failures); any other event is the schedule's ([`scheduled`]:
+/// what was queued, or the shops' summaries). A batch without a queue to go on with is refused
+/// (the invocation fails, SQS delivers the batch again).
+pub async fn handle_event(
+    reconciler: &std::sync::Arc<Reconciler>,
+    queue: Option<std::sync::Arc<dyn ShopQueue>>,
+    event: serde_json::Value,
+    deadline_ms: i64,
+) -> Result<serde_json::Value, String> {
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| e.to_string());
+    if !is_sqs_batch(&event) {
+        let answer = scheduled(reconciler, queue.as_deref(), deadline_ms).await?;
+        return to_json(serde_json::to_value(answer));
+    }
+    let Some(queue) = queue else {
+        let problem = format!("an SQS batch arrived but {QUEUE_VAR} is not set");
+        tracing::error!("{problem}");
+        return Err(problem);
+    };
+    let batch: SqsEvent = serde_json::from_value(event).map_err(|e| e.to_string())?;
+    let consumer = ShopConsumer {
+        reconciler: std::sync::Arc::clone(reconciler),
+        queue,
+    };
+    let response = consumer.handle_batch(batch, deadline_ms).await;
+    to_json(serde_json::to_value(response))
+}
+
+/// Whether an event is an SQS batch (`Records` of `eventSource` `aws:sqs`).
+fn is_sqs_batch(event: &serde_json::Value) -> bool {
+    event["Records"]
+        .as_array()
+        .and_then(|r| r.first())
+        .is_some_and(|r| r["eventSource"] == "aws:sqs")
+}
+
 /// What the consumer does with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -230,7 +267,7 @@ pub enum Disposition {
     Retry,
 }
 
-/// The consumer of the queue of shops (the `reconcile-shop` handler).
+/// The consumer of the queue of shops.
 pub struct ShopConsumer {
     pub reconciler: std::sync::Arc<Reconciler>,
     /// Where a shop cut short by its deadline is queued again, to go on at once.
@@ -351,6 +388,16 @@ mod tests {
             serde_json::from_str(r#"{"v":1,"shop":null,"queued_at_ms":5}"#).unwrap();
         assert_eq!(default.name(), DEFAULT_SHOP);
         assert!(serde_json::from_str::<ShopMessage>(r#"{"shop":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn an_sqs_batch_is_told_from_the_schedules_event() {
+        let batch = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
+        assert!(is_sqs_batch(&batch));
+        let schedule = serde_json::json!({"source": "aws.scheduler", "detail": {}});
+        assert!(!is_sqs_batch(&schedule));
+        assert!(!is_sqs_batch(&serde_json::json!({"Records": []})));
+        assert!(!is_sqs_batch(&serde_json::json!({})));
     }
 
     #[test]
