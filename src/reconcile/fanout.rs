@@ -47,43 +47,50 @@ pub trait ShopQueue: Send + Sync {
     async fn enqueue(&self, messages: &[ShopMessage]) -> Vec<(ShopMessage, String)>;
 }
 
-/// Amazon SQS (or moto's, through `AWS_ENDPOINT_URL_SQS`): ten messages per request.
+/// Amazon SQS (or moto's, through `AWS_ENDPOINT_URL_SQS`): one `SendMessage` per shop, ten in
+/// flight at a time. (Not `SendMessageBatch`: IAM authorises it as `sqs:SendMessage`, which the
+/// stack test's evaluator and moto's enforcement cannot tell; ten in flight is about as fast.)
 #[derive(Debug, Clone)]
 pub struct SqsShopQueue {
     pub client: aws_sdk_sqs::Client,
     pub url: String,
 }
 
+impl SqsShopQueue {
+    async fn send(&self, message: ShopMessage) -> Result<(), (ShopMessage, String)> {
+        let body = serde_json::to_string(&message).map_err(|e| (message.clone(), e.to_string()))?;
+        let sent = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await;
+        sent.map(|_| ()).map_err(|e| {
+            let code = aws_sdk_sqs::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+            (message, code.unwrap_or_else(|| "send failed".to_owned()))
+        })
+    }
+}
+
 #[async_trait]
 impl ShopQueue for SqsShopQueue {
     async fn enqueue(&self, messages: &[ShopMessage]) -> Vec<(ShopMessage, String)> {
-        use aws_sdk_sqs::types::SendMessageBatchRequestEntry as Entry;
         let mut failed = Vec::new();
         for chunk in messages.chunks(10) {
-            let entries = chunk.iter().enumerate().map(|(i, m)| {
-                Entry::builder()
-                    .id(i.to_string())
-                    .message_body(serde_json::to_string(m).unwrap_or_default())
-                    .build()
-            });
-            let entries: Result<Vec<_>, _> = entries.collect();
-            let sent = match entries {
-                Ok(entries) => self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| aws_sdk_sqs::Error::from(e).to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(out) => failed.extend(out.failed().iter().filter_map(|f| {
-                    let message = chunk.get(f.id().parse::<usize>().ok()?)?;
-                    Some((message.clone(), f.code().to_owned()))
-                })),
-                Err(why) => failed.extend(chunk.iter().map(|m| (m.clone(), why.clone()))),
+            let mut sends = tokio::task::JoinSet::new();
+            for message in chunk {
+                let (queue, message) = (self.clone(), message.clone());
+                sends.spawn(async move { queue.send(message).await });
+            }
+            while let Some(sent) = sends.join_next().await {
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(failure)) => failed.push(failure),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconcile: a send to the queue of shops panicked")
+                    }
+                }
             }
         }
         failed
@@ -142,10 +149,11 @@ pub async fn scheduled(
     for (message, why) in &failed {
         tracing::error!(shop = message.name(), error = %why, "reconcile: shop not queued; the next run queues it again");
     }
-    let out = Fanned {
+    let mut out = Fanned {
         queued: messages.len() - failed.len(),
         failed: failed.iter().map(|(m, _)| m.name().to_owned()).collect(),
     };
+    out.failed.sort();
     if messages.is_empty() {
         tracing::warn!("no shop has reconciliation on (RECONCILE=true, or a shop's --reconcile)");
     }
