@@ -912,7 +912,7 @@ class Stack:
             check(rt.accepted("92000001-purchase", "/reconcile-postback") == 1,
                   f"round {round_}: the missing conversion reached RedTrack {rt.accepted('92000001-purchase', '/reconcile-postback')} times")
         check(rt.attempts("92000002-purchase") >= 1, "the conversion RedTrack refused was never tried")
-        status = self.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "evt#92000002-purchase"}})
+        status = self.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": f"evt#{RECONCILED}#92000002-purchase"}})
         check(status.get("Item", {}).get("status", {}).get("S") == "QUEUED", f"the refused conversion is {status.get('Item')}")
         say(f"reconciliation: shop `{RECONCILED}` put with --reconcile (API token in SSM); the schedule's invocation "
             "queued it on the stack's queue of shops; the reconcile function fed that SQS event listed its orders "
