@@ -10,6 +10,7 @@
 //! | refusal (422) | `refused#<shop or default>#<order id or no-id-<ms>>#<event>` |
 //! | shop settings | `store#<shop>` |
 //! | reconciliation watermark | `watermark#default`, `watermark#shop#<shop>` |
+//! | registry of named shops | `registry#shops` (one item) |
 //!
 //! No kind's prefix starts another's, and within a kind the parts never hold `#` (event IDs,
 //! order IDs, reasons and shop names are made of `[A-Za-z0-9._-]`), so a key names one record of
@@ -29,6 +30,8 @@ pub const REFUSED: &str = "refused#";
 pub const SHOP: &str = "store#";
 /// Key prefix of reconciliation watermarks.
 pub const WATERMARK: &str = "watermark#";
+/// Key prefix of registries ([`crate::shops::registry`]).
+pub const REGISTRY: &str = "registry#";
 
 /// The name the default shop goes by where a key must name a shop (refusals, watermarks).
 pub const DEFAULT_SHOP: &str = "default";
@@ -74,6 +77,11 @@ pub fn watermark(shop: Option<&str>) -> String {
     }
 }
 
+/// The record key of the registry of named shops.
+pub fn registry() -> String {
+    format!("{REGISTRY}shops")
+}
+
 /// A key's text reduced to the characters keys are made of.
 fn part(text: &str) -> String {
     text.chars()
@@ -102,6 +110,8 @@ pub enum Key<'a> {
     },
     Shop(&'a str),
     Watermark(Option<&'a str>),
+    /// The registry of named shops.
+    Registry,
 }
 
 /// Reads a record key; `None` for a key of no known layout.
@@ -137,6 +147,9 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     }
     if let Some(name) = key.strip_prefix(SHOP) {
         return Some(Key::Shop(name));
+    }
+    if key == registry() {
+        return Some(Key::Registry);
     }
     match key.strip_prefix(WATERMARK)? {
         DEFAULT_SHOP => Some(Key::Watermark(None)),
@@ -187,6 +200,9 @@ mod tests {
         assert_eq!(shop("loja"), "store#loja");
         assert_eq!(watermark(None), "watermark#default");
         assert_eq!(watermark(Some("default")), "watermark#shop#default");
+        assert_eq!(registry(), "registry#shops");
+        assert_eq!(parse("registry#shops"), Some(Key::Registry));
+        assert_eq!(parse("registry#other"), None);
     }
 
     /// One record of any kind, from the values its key is made of.

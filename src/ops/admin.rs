@@ -10,6 +10,8 @@
 //! - `shop list` · `shop delete <name>` · `shop migrate-secrets` (`store` is the same command,
 //!   its old name)
 //! - `shop rename <old> <new>` (moves a shop, its API token parameter, watermark and records)
+//! - `shop reindex` (rebuilds the registry of shops from the shop records,
+//!   [`crate::shops::registry`])
 //! - `ledger extend [--dry-run] [--rate N] [--resume KEY] [--max N] [--days N]`
 //!   ([`crate::ledger::extend`])
 //! - `redrive --from <DLQ URL> --to <queue URL> [--max N]`
@@ -122,6 +124,12 @@ pub enum ShopCommand {
     },
     /// Moves Cartpanda API tokens that older versions kept in shop records into SSM.
     MigrateSecrets {
+        #[command(flatten)]
+        table: TableArg,
+    },
+    /// Rebuilds the registry of shops (which reconciliation reads) from the shop records: after
+    /// a shop was saved by an older version of this command.
+    Reindex {
         #[command(flatten)]
         table: TableArg,
     },
@@ -341,6 +349,7 @@ pub async fn execute(cli: Cli, aws: &aws_config::SdkConfig) -> Result<String, St
         Command::Shop(ShopCommand::MigrateSecrets { table }) => {
             shop_migrate_secrets(&table, aws, now_ms).await
         }
+        Command::Shop(ShopCommand::Reindex { table }) => shop_reindex(&table, aws, now_ms).await,
         Command::Reconcile {
             since,
             shop,
@@ -491,6 +500,22 @@ async fn shop_migrate_secrets(
         "moved the Cartpanda API token of {} shop(s) into SSM: {}",
         moved.len(),
         moved.join(", ")
+    ))
+}
+
+/// `shop reindex`: the registry of shops rebuilt from the shop records (a `Scan`).
+async fn shop_reindex(
+    table: &TableArg,
+    aws: &aws_config::SdkConfig,
+    now_ms: i64,
+) -> Result<String, String> {
+    let registry = crate::shops::registry::index(&table.ledger(aws)?, true, now_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "shop registry rebuilt: {} shop(s), {} with reconciliation on",
+        registry.shops.len(),
+        registry.reconciled.len()
     ))
 }
 

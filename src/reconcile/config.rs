@@ -72,6 +72,12 @@ pub struct ReconcileSettings {
     /// `RECONCILE_RETRY_RUNS`: how many later runs retry an order whose conversions could not
     /// be settled before it is given up ([`crate::reconcile::retry`]).
     pub retry_runs: u32,
+    /// `RECONCILE_SHOP_CONCURRENCY`: how many shops a scheduled run reconciles at once (each
+    /// shop's own API calls stay one at a time).
+    pub shop_concurrency: usize,
+    /// `RECONCILE_SHOP_BUDGET_S`: the longest one shop's run may take within a scheduled run
+    /// (then it resumes next time), so no shop holds the others up.
+    pub shop_budget: Duration,
     /// The default shop, when `RECONCILE=true`.
     pub default_shop: Option<DefaultShop>,
     /// How long notes are kept (the ledger's `DEDUP_TTL_DAYS`).
@@ -174,6 +180,8 @@ impl ReconcileSettings {
         )? as u32;
         let paid_lookback = number(&get, "RECONCILE_PAID_LOOKBACK_H", 168, 1..=2160, "hours")?;
         let retry_runs = number(&get, "RECONCILE_RETRY_RUNS", 96, 1..=10_000, "runs")? as u32;
+        let shop_concurrency = number(&get, "RECONCILE_SHOP_CONCURRENCY", 4, 1..=64, "shops")?;
+        let shop_budget = number(&get, "RECONCILE_SHOP_BUDGET_S", 120, 30..=900, "seconds")?;
         let default_shop = default_shop(&get)?;
         Ok(ReconcileSettings {
             list,
@@ -183,6 +191,8 @@ impl ReconcileSettings {
             margin: Duration::from_secs(20),
             paid_lookback: Duration::from_secs(paid_lookback * 3600),
             retry_runs,
+            shop_concurrency: shop_concurrency as usize,
+            shop_budget: Duration::from_secs(shop_budget),
             default_shop,
             keep_days,
         })
@@ -315,6 +325,7 @@ mod tests {
         assert_eq!(s.overlap, Duration::from_secs(900));
         assert_eq!(s.paid_lookback, Duration::from_secs(168 * 3600));
         assert_eq!(s.retry_runs, 96);
+        assert_eq!((s.shop_concurrency, s.shop_budget.as_secs()), (4, 120));
         let on = settings(&[
             ("RECONCILE", "true"),
             ("CARTPANDA_API_TOKEN", "tok"),
@@ -369,6 +380,16 @@ mod tests {
                 vec![("RECONCILE_RETRY_RUNS", "0")],
                 "RECONCILE_RETRY_RUNS",
                 "1 to 10000",
+            ),
+            (
+                vec![("RECONCILE_SHOP_CONCURRENCY", "0")],
+                "RECONCILE_SHOP_CONCURRENCY",
+                "1 to 64",
+            ),
+            (
+                vec![("RECONCILE_SHOP_BUDGET_S", "10")],
+                "RECONCILE_SHOP_BUDGET_S",
+                "30 to 900",
             ),
             (
                 vec![("RECONCILE_PAID_LOOKBACK_H", "week")],

@@ -29,6 +29,7 @@ pub mod fanout;
 pub mod orders;
 pub mod retry;
 pub mod run;
+pub mod shops;
 pub mod watermark;
 
 use crate::bridge::Bridge;
@@ -109,36 +110,6 @@ fn needs_slug_and_token(record: &ShopRecord) -> ReconcileError {
     ))
 }
 
-/// The shops to run, and those with reconciliation on whose setup failed (by name).
-pub struct Targets {
-    pub ready: Vec<Target>,
-    pub broken: Vec<(String, ReconcileError)>,
-}
-
-/// Every shop that has reconciliation on: the default one first, then named shops by name.
-pub async fn targets(reconciler: &Reconciler) -> Result<Targets, ReconcileError> {
-    let mut out = Targets {
-        ready: default_target(reconciler).into_iter().collect(),
-        broken: Vec::new(),
-    };
-    let shops = reconciler
-        .table
-        .list_shops()
-        .await
-        .map_err(|e| ReconcileError::Ledger(format!("could not list the shops: {e}")))?;
-    for record in shops.iter().filter(|r| r.reconcile) {
-        match shop_target(reconciler, record).await {
-            Ok(Some(target)) => out.ready.push(target),
-            Ok(None) => {}
-            Err(problem) => {
-                tracing::error!(shop = %record.name, problem = %problem, retryable = problem.retryable(), "shop not reconciled");
-                out.broken.push((record.name.clone(), problem));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// A scheduled run's answer: each shop's summary, and the shops that need a look.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Scheduled {
@@ -148,46 +119,37 @@ pub struct Scheduled {
     pub failed: Vec<String>,
     /// Shops with no complete run for [`STALE_AFTER_MS`].
     pub stale: Vec<String>,
+    /// Shops another run was reconciling (their lease held): not run this time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
 }
 
-/// The scheduled run: each reconciled shop once, from its watermark, one after the other, all
-/// within the invocation's deadline (a shop not reached resumes next time). Ends with the EMF
+/// The scheduled run: each reconciled shop once ([`shops::due_shops`]), from its watermark,
+/// several at a time, each within its own budget and the invocation's deadline
+/// ([`shops::each_shop`]; a shop not reached, or cut short, resumes next time). Ends with the EMF
 /// line of `ReconcileShopsFailed` and `ReconcileShopsStale` (no shop dimension: the names are
 /// in the log line and the answer).
 pub async fn run_scheduled(
     reconciler: &Reconciler,
     deadline_ms: i64,
 ) -> Result<Scheduled, ReconcileError> {
-    let targets = targets(reconciler).await?;
+    let due = shops::due_shops(reconciler).await?;
+    let outcomes = shops::each_shop(reconciler, &due, deadline_ms).await;
     let mut out = Scheduled::default();
-    for target in &targets.ready {
-        let options = RunOptions {
-            since: Since::Watermark,
-            dry_run: false,
-            deadline_ms,
-        };
-        let summary = reconciler.run(target, options).await;
-        let name = || {
-            target
-                .shop
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SHOP.to_owned())
-        };
-        if summary.failed_run() {
-            out.failed.push(name());
+    for outcome in outcomes {
+        if outcome.failed() {
+            out.failed.push(outcome.name());
         }
-        if summary.stale {
-            out.stale.push(name());
+        if outcome.stale() {
+            out.stale.push(outcome.name());
         }
-        out.shops.push(summary);
-    }
-    for (name, _) in &targets.broken {
-        out.failed.push(name.clone());
-        if broken_is_stale(reconciler, name).await {
-            out.stale.push(name.clone());
+        match outcome.state {
+            shops::ShopState::Ran(summary) => out.shops.push(summary),
+            shops::ShopState::Busy => out.busy.push(outcome.name()),
+            shops::ShopState::Off | shops::ShopState::Broken { .. } => {}
         }
     }
-    if targets.ready.is_empty() && targets.broken.is_empty() {
+    if due.is_empty() {
         tracing::warn!("no shop has reconciliation on (RECONCILE=true, or a shop's --reconcile)");
     }
     report_shops(&out);
@@ -195,7 +157,7 @@ pub async fn run_scheduled(
 }
 
 /// Whether a shop whose setup failed is stale too: by its watermark record's last complete run.
-async fn broken_is_stale(reconciler: &Reconciler, name: &str) -> bool {
+pub(crate) async fn broken_is_stale(reconciler: &Reconciler, name: &str) -> bool {
     let table = &reconciler.table;
     let now_ms = reconciler.bridge.clock.now_ms();
     watermark::get(table.client(), table.table(), Some(name))
@@ -236,13 +198,9 @@ pub async fn command(
             "the default shop is not reconciled: set RECONCILE=true, CARTPANDA_API_TOKEN and CARTPANDA_SHOP_SLUG, or name a shop with --shop".to_owned(),
         ))?,
         Some(name) => {
-            let record = reconciler
-                .table
-                .list_shops()
+            let record = crate::shops::directory::ShopDirectory::get(&reconciler.table, name)
                 .await
                 .map_err(|e| ReconcileError::Ledger(e.to_string()))?
-                .into_iter()
-                .find(|r| r.name == name)
                 .ok_or_else(|| ReconcileError::Usage(format!("no shop `{name}`")))?;
             shop_target(reconciler, &record).await?.ok_or_else(|| {
                 ReconcileError::Usage(format!("shop `{name}` does not have reconciliation on (shop put … --reconcile true)"))

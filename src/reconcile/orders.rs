@@ -1,6 +1,7 @@
 //! Cartpanda's order list: `GET {list url}?created_at_min=…&created_at_max=…&payment_status=3&page=N`
 //! with `Authorization: Bearer`, answering `{"orders": {"data": [<order>…], "current_page": n,
-//! "last_page": m}}`. One request at a time, at least `min_interval` apart; `429` and `5xx` (and
+//! "last_page": m}}`. One request at a time per API token (so per shop: shops reconciled at
+//! once never wait on each other), at least `min_interval` apart; `429` and `5xx` (and
 //! timeouts) backed off and retried, honouring `Retry-After`; never past the caller's stop time;
 //! answers over the size cap refused. Errors name the status, never the token or an order.
 //! The retry set ([`crate::reconcile::retry`]) re-reads single orders the same way
@@ -78,11 +79,16 @@ pub enum ListError {
     Deadline,
 }
 
+/// When an API token's last request was sent; locked for a whole request and its retries, so
+/// one token's calls go one at a time.
+type Pace = std::sync::Arc<tokio::sync::Mutex<Option<Instant>>>;
+
 /// The order list over HTTPS.
 pub struct OrderLister {
     http: reqwest::Client,
     pub settings: ListSettings,
-    last_request: tokio::sync::Mutex<Option<Instant>>,
+    /// Each API token's pace, by the token's SHA-256 digest.
+    paces: std::sync::Mutex<std::collections::HashMap<String, Pace>>,
 }
 
 /// Percent-encodes a query value.
@@ -101,8 +107,15 @@ impl OrderLister {
         Ok(OrderLister {
             http,
             settings,
-            last_request: tokio::sync::Mutex::new(None),
+            paces: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// `token`'s pace (shared by the shops that share a token).
+    fn pace(&self, token: &Secret) -> Pace {
+        let key = crate::inbound::auth::Tokens::hex_digest(token.expose());
+        let mut paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        paces.entry(key).or_default().clone()
     }
 
     /// The URL of one page.
@@ -172,7 +185,8 @@ impl OrderLister {
         what: (&str, u32),
         stop_at: Instant,
     ) -> Result<Vec<u8>, ListError> {
-        let mut last = self.last_request.lock().await;
+        let pace = self.pace(token);
+        let mut last = pace.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -19,7 +19,7 @@ use crate::reconcile::config::ReconcileSettings;
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::orders::{ListError, OrderLister, Pass, Window};
 use crate::reconcile::retry::{Noted, RetrySet};
-use crate::reconcile::watermark::{self, Cursor, Mark};
+use crate::reconcile::watermark::{self, Cursor, Lease, Mark, Taken};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,6 +118,9 @@ pub struct Summary {
     /// The error that stopped the run, when one did (not the deadline).
     #[serde(skip)]
     pub error: Option<ReconcileError>,
+    /// Another run of the shop held its lease: this one did nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
 }
 
 impl Summary {
@@ -157,8 +160,9 @@ struct Walk<'a> {
 pub const LOOKBACK_EVERY_S: i64 = 23 * 3600;
 
 impl Reconciler {
-    /// Runs one shop once: its window, the window's pages (each order sent), the retry set, its
-    /// watermark.
+    /// Runs one shop once: its lease ([`watermark::acquire`]; a dry run takes none), its window,
+    /// the window's pages (each order sent), the retry set, its watermark (which releases the
+    /// lease). A shop whose lease another run holds is answered `busy`, nothing done.
     pub async fn run(&self, target: &Target, options: RunOptions) -> Summary {
         let now_ms = self.bridge.clock.now_ms();
         let shop = target.shop.as_deref();
@@ -166,20 +170,28 @@ impl Reconciler {
             shop: target.shop.clone(),
             ..Summary::default()
         };
-        let uses_mark = options.since == Since::Watermark;
-        let mark = if uses_mark {
-            match watermark::get(self.table.client(), self.table.table(), shop).await {
-                Ok(mark) => mark,
-                Err(err) => {
-                    tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
-                    stopped(&mut summary, Some(Stop::Failed(err.into())));
-                    self.finish(&summary);
-                    return summary;
-                }
+        let lease = (!options.dry_run).then(|| Lease::new(options.deadline_ms));
+        let mark = match self.begin(shop, options, lease.as_ref(), now_ms).await {
+            Ok(Some(mark)) => mark,
+            Ok(None) => {
+                tracing::info!(
+                    shop,
+                    outcome = "busy",
+                    "reconcile: the shop is busy: another run of it holds its lease"
+                );
+                summary.busy = true;
+                summary.stopped = Some("busy".to_owned());
+                return summary;
             }
-        } else {
-            Mark::default()
+            Err(err) => {
+                tracing::error!(shop, error = %err, "could not read the reconciliation watermark");
+                stopped(&mut summary, Some(Stop::Failed(err.into())));
+                self.finish(&summary);
+                return summary;
+            }
         };
+        let uses_mark = options.since == Since::Watermark;
+        let mark = if uses_mark { mark } else { Mark::default() };
         let mut walk = Walk {
             target,
             options,
@@ -197,13 +209,47 @@ impl Reconciler {
             ..
         } = walk;
         stopped(&mut summary, stop);
-        if uses_mark && !options.dry_run {
-            self.advance(target, &mark, cursor, retry, &mut summary)
-                .await;
-            summary.stale = !summary.complete && stale(&mark, now_ms);
+        match &lease {
+            Some(lease) if uses_mark => {
+                let at = (&mark, cursor, lease);
+                self.advance(target, at, retry, &mut summary).await;
+                summary.stale = !summary.complete && stale(&mark, now_ms);
+            }
+            Some(lease) => self.release(shop, lease).await,
+            None => {}
         }
         self.finish(&summary);
         summary
+    }
+
+    /// Takes the shop's lease and reads its state in the same write; a dry run (no lease) only
+    /// reads it, and a dry back-fill reads nothing. `None`: another run holds the shop.
+    async fn begin(
+        &self,
+        shop: Option<&str>,
+        options: RunOptions,
+        lease: Option<&Lease>,
+        now_ms: i64,
+    ) -> Result<Option<Mark>, crate::ledger::claim::LedgerError> {
+        let (client, table) = (self.table.client(), self.table.table());
+        match lease {
+            Some(lease) => match watermark::acquire(client, table, shop, lease, now_ms).await? {
+                Taken::Held(mark) => Ok(Some(mark)),
+                Taken::Busy => Ok(None),
+            },
+            None if options.since == Since::Watermark => {
+                watermark::get(client, table, shop).await.map(Some)
+            }
+            None => Ok(Some(Mark::default())),
+        }
+    }
+
+    /// Gives a back-fill's lease back (a scheduled run's last write releases it).
+    async fn release(&self, shop: Option<&str>, lease: &Lease) {
+        let (client, table) = (self.table.client(), self.table.table());
+        if let Err(err) = watermark::release(client, table, shop, lease).await {
+            tracing::warn!(shop, error = %err, "reconcile: could not release the shop's lease; it expires by itself");
+        }
     }
 
     /// The window's passes, then (a scheduled run whose window was listed to the end) the
@@ -288,8 +334,7 @@ impl Reconciler {
     async fn advance(
         &self,
         target: &Target,
-        mark: &Mark,
-        cursor: Cursor,
+        (mark, cursor, lease): (&Mark, Cursor, &Lease),
         retry: RetrySet,
         summary: &mut Summary,
     ) {
@@ -324,12 +369,23 @@ impl Reconciler {
                 ..mark.clone()
             }
         };
-        if let Err(err) =
-            watermark::put(self.table.client(), self.table.table(), shop, &next, now_ms).await
-        {
-            tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
-            if summary.error.is_none() {
-                stopped(summary, Some(Stop::Failed(err.into())));
+        let (client, table) = (self.table.client(), self.table.table());
+        match watermark::put(client, table, shop, &next, now_ms, Some(lease)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    shop,
+                    "reconcile: watermark not written: another run took the shop over (this run's lease expired) or went further"
+                );
+                summary
+                    .stopped
+                    .get_or_insert_with(|| "superseded".to_owned());
+            }
+            Err(err) => {
+                tracing::error!(shop, error = %err, "could not record the reconciliation watermark");
+                if summary.error.is_none() {
+                    stopped(summary, Some(Stop::Failed(err.into())));
+                }
             }
         }
     }

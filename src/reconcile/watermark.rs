@@ -5,11 +5,21 @@
 //! end (epoch seconds; the next window starts one run of overlap before it); and, while a window
 //! is unfinished because a run reached its deadline, the cursor to resume from: `cursor_from_s`,
 //! `cursor_to_s`, `cursor_pass` (`created` or `updated`), `cursor_page`. No expiry.
+//!
+//! One run per shop at a time, whatever started it (the schedule, a queue message, a back-fill):
+//! a run takes the shop's lease in this record first ([`acquire`]: `lease_owner`, a random ID,
+//! and `lease_until_ms`, the run's deadline plus [`LEASE_GRACE_MS`]; a conditional write that
+//! succeeds only when no lease is held or the one held has expired, and that reads the state in
+//! the same call). A second run meanwhile is told the shop is busy and does nothing. The run's
+//! last write ([`put`]) releases the lease (the record is written without it) and is conditional
+//! too: only while the run still holds its lease, and never moving `watermark_s` backwards (nor
+//! removing it). A back-fill, which leaves the watermark alone, releases with [`release`].
+//! Records written before leases existed have none: free.
 
 use crate::ledger::claim::LedgerError;
 use crate::reconcile::orders::{Pass, Window};
 use crate::reconcile::retry::RetryEntry;
-use aws_sdk_dynamodb::types::AttributeValue as V;
+use aws_sdk_dynamodb::types::{AttributeValue as V, ReturnValue};
 use std::collections::{BTreeMap, HashMap};
 
 /// Where an unfinished window stopped.
@@ -140,14 +150,124 @@ fn retry_to(retry: &BTreeMap<String, RetryEntry>) -> V {
     )
 }
 
-/// Writes a shop's state.
+/// How long a lease outlives the deadline of the run that took it: time for its last write.
+pub const LEASE_GRACE_MS: i64 = 30_000;
+
+/// A run's hold on its shop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// A random ID of the run.
+    pub owner: String,
+    /// When the lease expires and another run may take the shop (epoch milliseconds).
+    pub until_ms: i64,
+}
+
+impl Lease {
+    /// A new lease for a run whose deadline is `deadline_ms`.
+    pub fn new(deadline_ms: i64) -> Self {
+        Lease {
+            owner: format!("{:016x}", crate::ops::clock::random_u64()),
+            until_ms: deadline_ms.saturating_add(LEASE_GRACE_MS),
+        }
+    }
+}
+
+/// What [`acquire`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The lease is this run's; the shop's state as it stands.
+    Held(Mark),
+    /// Another run holds the shop's lease, which has not expired.
+    Busy,
+}
+
+fn failed_condition<E>(err: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+}
+
+/// Takes the shop's lease when it is free or expired at `now_ms`, and reads the shop's state in
+/// the same write.
+pub async fn acquire(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+    now_ms: i64,
+) -> Result<Taken, LedgerError> {
+    let out = client
+        .update_item()
+        .table_name(table)
+        .key("pk", V::S(key(shop)))
+        .update_expression("SET kind = :kind, lease_owner = :owner, lease_until_ms = :until")
+        .condition_expression("attribute_not_exists(lease_until_ms) OR lease_until_ms < :now")
+        .expression_attribute_values(":kind", V::S("watermark".to_owned()))
+        .expression_attribute_values(":owner", V::S(lease.owner.clone()))
+        .expression_attribute_values(":until", V::N(lease.until_ms.to_string()))
+        .expression_attribute_values(":now", V::N(now_ms.to_string()))
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await;
+    match out {
+        Ok(out) => Ok(Taken::Held(
+            out.attributes.as_ref().map(from_item).unwrap_or_default(),
+        )),
+        Err(err) if failed_condition(&err) => Ok(Taken::Busy),
+        Err(err) => Err(unavailable(&err)),
+    }
+}
+
+/// Gives the shop's lease back, when this run still holds it.
+pub async fn release(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shop: Option<&str>,
+    lease: &Lease,
+) -> Result<(), LedgerError> {
+    let out = client
+        .update_item()
+        .table_name(table)
+        .key("pk", V::S(key(shop)))
+        .update_expression("REMOVE lease_owner, lease_until_ms")
+        .condition_expression("lease_owner = :owner")
+        .expression_attribute_values(":owner", V::S(lease.owner.clone()))
+        .send()
+        .await;
+    match out {
+        Ok(_) => Ok(()),
+        Err(err) if failed_condition(&err) => Ok(()),
+        Err(err) => Err(unavailable(&err)),
+    }
+}
+
+/// The condition of [`put`]: the lease still held (when given), the watermark not going back.
+fn write_condition(mark: &Mark, lease: Option<&Lease>) -> String {
+    let forward = match mark.watermark_s {
+        Some(_) => "(attribute_not_exists(watermark_s) OR watermark_s <= :watermark_s)",
+        None => "attribute_not_exists(watermark_s)",
+    };
+    match lease {
+        Some(_) => format!("lease_owner = :owner AND {forward}"),
+        None => forward.to_owned(),
+    }
+}
+
+/// Writes a shop's state, which releases `lease` (the record is written without one). Written
+/// only while the run holds `lease` (when given), and never moving `watermark_s` backwards:
+/// `Ok(false)` when the table refused it for either reason (another run took the shop over, or
+/// went further).
 pub async fn put(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     shop: Option<&str>,
     mark: &Mark,
     now_ms: i64,
-) -> Result<(), LedgerError> {
+    lease: Option<&Lease>,
+) -> Result<bool, LedgerError> {
+    let condition = write_condition(mark, lease);
     let mut put = client
         .put_item()
         .table_name(table)
@@ -158,7 +278,12 @@ pub async fn put(
         put = put.item("shop", V::S(shop.to_owned()));
     }
     if let Some(w) = mark.watermark_s {
-        put = put.item("watermark_s", V::N(w.to_string()));
+        put = put
+            .item("watermark_s", V::N(w.to_string()))
+            .expression_attribute_values(":watermark_s", V::N(w.to_string()));
+    }
+    if let Some(lease) = lease {
+        put = put.expression_attribute_values(":owner", V::S(lease.owner.clone()));
     }
     let optional = [
         ("completed_at_ms", mark.completed_at_ms),
@@ -180,8 +305,11 @@ pub async fn put(
             .item("cursor_pass", V::S(c.pass.as_str().to_owned()))
             .item("cursor_page", V::N(c.page.to_string()));
     }
-    put.send().await.map_err(|e| unavailable(&e))?;
-    Ok(())
+    match put.condition_expression(condition).send().await {
+        Ok(_) => Ok(true),
+        Err(err) if failed_condition(&err) => Ok(false),
+        Err(err) => Err(unavailable(&err)),
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@ impl ShopDirectory for DynamoLedger {
 }
 
 impl DynamoLedger {
-    /// Creates or replaces a shop's record (the admin command `shop put`).
+    /// Creates or replaces a shop's record (the admin command `shop put`), then notes it in the
+    /// registry of shops ([`crate::shops::registry`]).
     pub async fn put_shop(&self, record: &ShopRecord, now_ms: i64) -> Result<(), LedgerError> {
         let mut put = self
             .client
@@ -93,10 +94,11 @@ impl DynamoLedger {
             put = put.item("cartpanda_api_token_parameter", s(p));
         }
         put.send().await.map_err(ledger_error)?;
-        Ok(())
+        crate::shops::registry::note_shop(self, &record.name, record.reconcile).await
     }
 
-    /// Every shop's record, by name.
+    /// Every shop's record, by name: a `Scan` of the whole table, for the operator commands and
+    /// the registry's one-time index; reconciliation reads the registry instead.
     pub async fn list_shops(&self) -> Result<Vec<ShopRecord>, LedgerError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -121,7 +123,7 @@ impl DynamoLedger {
         Ok(out)
     }
 
-    /// Deletes a shop's record; returns whether it existed.
+    /// Deletes a shop's record and its name in the registry; returns whether the record existed.
     pub async fn delete_shop(&self, name: &str) -> Result<bool, LedgerError> {
         let out = self
             .client
@@ -132,6 +134,7 @@ impl DynamoLedger {
             .send()
             .await
             .map_err(ledger_error)?;
+        crate::shops::registry::forget_shop(self, name).await?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }
