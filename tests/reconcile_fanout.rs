@@ -396,3 +396,49 @@ async fn a_queue_that_refuses_leaves_the_shops_failed_by_name() {
         Answer::Ran(_) => panic!("queued, not run"),
     }
 }
+
+#[tokio::test]
+async fn two_messages_of_one_shop_at_once_run_it_once_and_the_busy_one_is_done() {
+    let s = setup().await;
+    put_shop(&s, "loja-um", true).await;
+    s.lists.add("loja-um", 605);
+    let slow = Duration::from_millis(1_500);
+    for slug in [DEFAULT_SLUG, "loja-um"] {
+        s.lists.delay.lock().unwrap().insert(slug.into(), slow);
+    }
+    // Two schedules' messages for each shop (the second queued before the first is taken).
+    assert_eq!(scheduled(&s, true).await["queued"], 2);
+    assert_eq!(scheduled(&s, true).await["queued"], 2);
+    let (messages, event) = receive_as_sqs_event(&s.h.sqs, &s.queue_url, Some(60)).await;
+    assert_eq!(messages.len(), 4);
+    // Two invocations at once, each with one message of each shop, in the same order.
+    let mut records = event.records;
+    records.sort_by_key(|r| r.body.clone());
+    let (mut first, mut second) = (SqsEvent::default(), SqsEvent::default());
+    for (i, record) in records.into_iter().enumerate() {
+        match i % 2 {
+            0 => first.records.push(record),
+            _ => second.records.push(record),
+        }
+    }
+    let deadline_ms = SystemClock.now_ms() + 60_000;
+    let (a, b) = tokio::join!(
+        handle_batch(&s, first, deadline_ms),
+        handle_batch(&s, second, deadline_ms)
+    );
+    assert!(a.is_empty() && b.is_empty(), "{a:?} {b:?}: neither retried");
+    // Both start with the same shop (sorted by body); the busy one is done at once and goes on
+    // to the next shop while the other still lists the first.
+    let asked = s.lists.asked();
+    let first_shop = asked.first().cloned().unwrap();
+    let runs = asked.iter().filter(|a| **a == first_shop).count();
+    assert_eq!(
+        runs, 1,
+        "{asked:?}: the shop both took at once listed by one run"
+    );
+    assert_eq!(sent_ids(&s).await, ["605-purchase", "605-upsell-90002"]);
+    assert!(
+        peek(&s.h.sqs, &s.queue_url).await.is_empty(),
+        "nothing queued again"
+    );
+}

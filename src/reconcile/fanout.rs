@@ -12,7 +12,8 @@
 //! settings and token itself, as a run without the queue does).
 
 use crate::reconcile::error::ReconcileError;
-use crate::reconcile::run::{Reconciler, RunOptions, Since, Summary};
+use crate::reconcile::run::Reconciler;
+use crate::reconcile::shops::{self, ShopState};
 use crate::reconcile::{DEFAULT_SHOP, Scheduled};
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -136,7 +137,7 @@ pub async fn scheduled(
             .map(Answer::Ran);
     };
     let now_ms = reconciler.bridge.clock.now_ms();
-    let messages: Vec<ShopMessage> = due_shops(reconciler)
+    let messages: Vec<ShopMessage> = shops::due_shops(reconciler)
         .await?
         .into_iter()
         .map(|shop| ShopMessage {
@@ -164,68 +165,6 @@ pub async fn scheduled(
     );
     emit(&[("ReconcileShopsFailed", out.failed.len() as u64)]);
     Ok(Answer::Queued(out))
-}
-
-/// The shops a scheduled run reconciles, by name (`None`: the default shop, first): the default
-/// shop with `RECONCILE=true`, then every named shop with reconciliation on.
-pub async fn due_shops(reconciler: &Reconciler) -> Result<Vec<Option<String>>, ReconcileError> {
-    let named = reconciler
-        .table
-        .list_shops()
-        .await
-        .map_err(|e| ReconcileError::Ledger(format!("could not list the shops: {e}")))?;
-    let default = reconciler.settings.default_shop.as_ref().map(|_| None);
-    Ok(default
-        .into_iter()
-        .chain(
-            named
-                .into_iter()
-                .filter(|r| r.reconcile)
-                .map(|r| Some(r.name)),
-        )
-        .collect())
-}
-
-/// What one shop's reconciliation came to.
-#[derive(Debug)]
-pub enum ShopOutcome {
-    /// It ran (to the end, to its deadline, or to an error: see the summary).
-    Ran(Box<Summary>),
-    /// The shop is gone or has reconciliation off now: nothing to do.
-    NotReconciled,
-    /// Its setup failed (slug, token, the token's SSM parameter, reading its settings).
-    Broken(ReconcileError),
-}
-
-/// Reconciles one shop once from its watermark, by name (`None`: the default shop), within
-/// `deadline_ms`: reads that shop's settings (one item), then runs it.
-pub async fn reconcile_one(
-    reconciler: &Reconciler,
-    shop: Option<&str>,
-    deadline_ms: i64,
-) -> ShopOutcome {
-    let target = match shop {
-        None => Ok(crate::reconcile::default_target(reconciler)),
-        Some(name) => {
-            use crate::shops::directory::ShopDirectory;
-            match reconciler.table.get(name).await {
-                Ok(Some(record)) => crate::reconcile::shop_target(reconciler, &record).await,
-                Ok(None) => Ok(None),
-                Err(e) => Err(ReconcileError::Ledger(format!("shop `{name}`: {e}"))),
-            }
-        }
-    };
-    let target = match target {
-        Ok(Some(target)) => target,
-        Ok(None) => return ShopOutcome::NotReconciled,
-        Err(problem) => return ShopOutcome::Broken(problem),
-    };
-    let options = RunOptions {
-        since: Since::Watermark,
-        dry_run: false,
-        deadline_ms,
-    };
-    ShopOutcome::Ran(Box::new(reconciler.run(&target, options).await))
 }
 
 /// The reconcile function's invocation: an SQS batch of the queue of shops is consumed
@@ -312,10 +251,11 @@ impl ShopConsumer {
         response
     }
 
-    /// Reconciles the message's shop: done when it ran to the end, failed for good (the
-    /// operator's: counted in `ReconcileShopsFailed`) or no longer reconciled; queued again when
-    /// its deadline cut it short (it goes on from its cursor); retried when it failed for a
-    /// reason that may pass.
+    /// Reconciles the message's shop ([`shops::reconcile_one`]): done when it ran to the end,
+    /// failed for good (the operator's: counted in `ReconcileShopsFailed`), is no longer
+    /// reconciled, or another run holds its lease (that run covers it); queued again when its
+    /// deadline cut it short (it goes on from its cursor); retried when it failed for a reason
+    /// that may pass.
     pub async fn handle(
         &self,
         message: &ShopMessage,
@@ -323,17 +263,15 @@ impl ShopConsumer {
         deadline_ms: i64,
     ) -> Disposition {
         let shop = message.shop.as_deref();
-        let outcome = reconcile_one(&self.reconciler, shop, deadline_ms).await;
-        let (disposition, failed, stale, what) = match &outcome {
-            ShopOutcome::NotReconciled => (Disposition::Done, false, false, "not_reconciled"),
-            ShopOutcome::Broken(problem) => {
-                tracing::error!(shop = message.name(), problem = %problem, retryable = problem.retryable(), "shop not reconciled");
-                (retry_if(problem.retryable()), true, false, "setup_failed")
-            }
-            ShopOutcome::Ran(summary) => match &summary.error {
-                Some(err) => (retry_if(err.retryable()), true, summary.stale, "failed"),
-                None if summary.complete => (Disposition::Done, false, false, "complete"),
-                None => (self.go_on(message).await, false, summary.stale, "cut_short"),
+        let outcome = shops::reconcile_one(&self.reconciler, shop, deadline_ms).await;
+        let (disposition, what) = match &outcome.state {
+            ShopState::Off => (Disposition::Done, "not_reconciled"),
+            ShopState::Busy => (Disposition::Done, "busy"),
+            ShopState::Broken { error, .. } => (retry_if(error.retryable()), "setup_failed"),
+            ShopState::Ran(summary) => match &summary.error {
+                Some(error) => (retry_if(error.retryable()), "failed"),
+                None if summary.complete => (Disposition::Done, "complete"),
+                None => (self.go_on(message).await, "cut_short"),
             },
         };
         let waited_ms = self.reconciler.bridge.clock.now_ms() - message.queued_at_ms;
@@ -346,8 +284,8 @@ impl ShopConsumer {
             "reconcile: shop message"
         );
         emit(&[
-            ("ReconcileShopsFailed", u64::from(failed)),
-            ("ReconcileShopsStale", u64::from(stale)),
+            ("ReconcileShopsFailed", u64::from(outcome.failed())),
+            ("ReconcileShopsStale", u64::from(outcome.stale())),
         ]);
         disposition
     }
