@@ -32,7 +32,7 @@ use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::fanout::{self, ShopQueue, SqsShopQueue};
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::Reconciler;
-use cartpanda_redtrack::shops::directory::{ShopCache, ShopRecord};
+use cartpanda_redtrack::shops::directory::ShopCache;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -182,25 +182,7 @@ async fn bench(shops: u64, orders: u64) -> Bench {
 }
 
 async fn put_shop(h: &Harness, name: &str) {
-    let record = ShopRecord {
-        name: name.to_owned(),
-        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
-            "shop-secret-0123456789",
-        )],
-        postback_url: format!("{}{TEMPLATE_PATH}", h.redtrack.uri()),
-        conversion_types: String::new(),
-        send_test_orders: false,
-        cartx_test_orders: String::new(),
-        sum_currency: None,
-        normalize_pii: true,
-        cartpanda_api_token: Some(format!("cp-token-{name}")),
-        cartpanda_api_token_parameter: None,
-        click_id_sources: String::new(),
-        reconcile: true,
-        shop_slug: Some(name.to_owned()),
-        s2s: false,
-        verify_orders: false,
-    };
+    let record = reconciled_shop(name, true, format!("{}{TEMPLATE_PATH}", h.redtrack.uri()));
     let table = DynamoLedger::new(h.dynamo.clone(), h.table.clone());
     table.put_shop(&record, 0).await.unwrap();
 }

@@ -11,7 +11,6 @@ use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::fanout::{self, Answer, ShopMessage, ShopQueue, SqsShopQueue};
 use cartpanda_redtrack::reconcile::run::Reconciler;
-use cartpanda_redtrack::shops::directory::ShopRecord;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -119,25 +118,8 @@ async fn setup() -> Setup {
 
 /// A named shop with reconciliation on (or off) whose Cartpanda slug is its name.
 async fn put_shop(s: &Setup, name: &str, reconcile: bool) {
-    let record = ShopRecord {
-        name: name.to_owned(),
-        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
-            "shop-secret-0123456789",
-        )],
-        postback_url: format!("{}{TEMPLATE_PATH}", s.h.redtrack.uri()),
-        conversion_types: String::new(),
-        send_test_orders: false,
-        cartx_test_orders: String::new(),
-        sum_currency: None,
-        normalize_pii: true,
-        cartpanda_api_token: Some(format!("cp-token-{name}")),
-        cartpanda_api_token_parameter: None,
-        click_id_sources: String::new(),
-        reconcile,
-        shop_slug: Some(name.to_owned()),
-        s2s: false,
-        verify_orders: false,
-    };
+    let postback_url = format!("{}{TEMPLATE_PATH}", s.h.redtrack.uri());
+    let record = reconciled_shop(name, reconcile, postback_url);
     s.reconciler.table.put_shop(&record, 0).await.unwrap();
 }
 
@@ -202,13 +184,7 @@ async fn consume(s: &Setup, budget_ms: i64) -> (Vec<Option<String>>, Vec<String>
 }
 
 async fn sent_ids(s: &Setup) -> Vec<String> {
-    let mut ids: Vec<String> = postbacks(&s.h)
-        .await
-        .iter()
-        .map(|p| p["rdtk_event_id"].clone())
-        .collect();
-    ids.sort();
-    ids
+    sent_event_ids(&s.h).await
 }
 
 #[tokio::test]

@@ -15,8 +15,9 @@ use crate::reconcile::error::ReconcileError;
 use crate::reconcile::run::Reconciler;
 use crate::reconcile::shops::{self, ShopState};
 use crate::reconcile::{DEFAULT_SHOP, Scheduled};
+use crate::redrive::consumer::{item_failure, receive_count};
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 
 /// The variable that turns the fan-out on: the URL of the queue of shops to reconcile.
@@ -229,11 +230,7 @@ impl ShopConsumer {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let receive_count = record
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|c| c.parse::<u32>().ok())
-                .unwrap_or(1);
+            let receive_count = receive_count(&record);
             let body = record.body.as_deref().unwrap_or("");
             let disposition = match serde_json::from_str::<ShopMessage>(body) {
                 Ok(message) => self.handle(&message, receive_count, deadline_ms).await,
@@ -243,9 +240,7 @@ impl ShopConsumer {
                 }
             };
             if disposition == Disposition::Retry {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
+                response.batch_item_failures.push(item_failure(id));
             }
         }
         response
