@@ -5,7 +5,6 @@ mod common;
 
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since, Summary};
 use common::*;
@@ -48,22 +47,16 @@ async fn setup(env: &[(&'static str, &str)], list_env: &[(&str, &str)]) -> Setup
         .respond_with(ResponseTemplate::new(200))
         .mount(&h.redtrack)
         .await;
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("RECONCILE".into(), "true".into()),
-        ("CARTPANDA_API_TOKEN".into(), API_TOKEN.into()),
-        ("CARTPANDA_SHOP_SLUG".into(), SLUG.into()),
-        (
-            "CARTPANDA_ORDER_LIST_URL".into(),
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS".into(), "20".into()),
-        ("RECONCILE_SETTLE_MIN".into(), "0".into()),
-    ]);
-    for (k, v) in list_env {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    settings.margin = Duration::from_millis(300);
+    let defaults = [
+        ("RECONCILE", "true"),
+        ("CARTPANDA_API_TOKEN", API_TOKEN),
+        ("CARTPANDA_SHOP_SLUG", SLUG),
+    ];
+    let env: Vec<(&str, &str)> = defaults
+        .into_iter()
+        .chain(list_env.iter().copied())
+        .collect();
+    let settings = reconcile_settings(&cartpanda.uri(), &env);
     let lister = OrderLister::new(settings.list.clone()).unwrap();
     let reconciler = Reconciler {
         bridge: Arc::clone(&h.bridge),

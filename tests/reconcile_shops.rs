@@ -9,7 +9,6 @@ mod common;
 use aws_sdk_dynamodb::types::AttributeValue as V;
 use cartpanda_redtrack::ops::admin;
 use cartpanda_redtrack::ops::clock::{Clock, SystemClock};
-use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::run::Reconciler;
 use cartpanda_redtrack::reconcile::watermark::{self, Mark};
 use cartpanda_redtrack::shops::registry;
@@ -34,19 +33,7 @@ async fn setup(env: &[(&str, &str)]) -> Setup {
     let cartpanda = MockServer::start().await;
     let h = harness().await;
     redtrack_accepts(&h).await;
-    let mut vars: HashMap<String, String> = HashMap::from([
-        (
-            "CARTPANDA_ORDER_LIST_URL".into(),
-            format!("{}/api/v3/{{shop_slug}}/orders", cartpanda.uri()),
-        ),
-        ("CARTPANDA_API_MIN_INTERVAL_MS".into(), "20".into()),
-        ("RECONCILE_SETTLE_MIN".into(), "0".into()),
-    ]);
-    for (k, v) in env {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    let mut settings = ReconcileSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    settings.margin = Duration::from_millis(300);
+    let settings = reconcile_settings(&cartpanda.uri(), env);
     let reconciler = reconciler(&h, settings);
     Setup {
         h,
@@ -252,4 +239,186 @@ async fn shop_put_rename_and_delete_keep_the_registry() {
     let registry = registry::read(&s.reconciler.table).await.unwrap();
     assert_eq!(Vec::from_iter(registry.shops), ["loja-b", "loja-z"]);
     assert!(registry.reconciled.is_empty());
+}
+
+/// The default shop's watermark record, as stored.
+async fn default_mark(s: &Setup) -> HashMap<String, V> {
+    item(&s.h, "watermark#default")
+        .await
+        .expect("a watermark record")
+}
+
+fn watermark_s(record: &HashMap<String, V>) -> i64 {
+    record["watermark_s"].as_n().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn two_overlapping_runs_of_one_shop_one_runs_the_other_is_told_the_shop_is_busy() {
+    let s = setup(&default_shop_env()).await;
+    let slow = orders(&[5101, 5102]).set_delay(Duration::from_millis(1500));
+    serve(&s, "loja-padrao", DEFAULT_TOKEN, slow).await;
+    let later = |ms| async move { tokio::time::sleep(Duration::from_millis(ms)).await };
+    let second = async {
+        later(300).await;
+        scheduled(&s, 30_000).await
+    };
+    let backfill = async {
+        later(600).await;
+        let deadline_ms = SystemClock.now_ms() + 30_000;
+        cartpanda_redtrack::reconcile::command(&s.reconciler, "2h", None, false, deadline_ms)
+            .await
+            .unwrap()
+    };
+    let (first, second, backfill) = tokio::join!(scheduled(&s, 30_000), second, backfill);
+    assert_eq!(first["shops"][0]["complete"], true, "{first}");
+    assert_eq!(second["busy"], json!(["(default)"]), "{second}");
+    assert_eq!(second["shops"], json!([]), "{second}");
+    assert_eq!(
+        (second["failed"].clone(), second["stale"].clone()),
+        (json!([]), json!([]))
+    );
+    assert!(
+        backfill.busy,
+        "a back-fill waits its turn too: {backfill:?}"
+    );
+    assert_eq!(
+        requests_of(&s, "loja-padrao").await,
+        1,
+        "only one run listed"
+    );
+    assert_eq!(sent(&s).await, ["5101-purchase", "5102-purchase"]);
+
+    // The run's last write gave the lease back: the next run runs, and sends nothing again.
+    let record = default_mark(&s).await;
+    assert!(!record.contains_key("lease_owner"), "{record:?}");
+    let third = scheduled(&s, 30_000).await;
+    assert_eq!(third["shops"][0]["already_sent"], 2, "{third}");
+    assert_eq!(postbacks(&s.h).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_run_whose_lease_expired_is_taken_over_and_its_late_write_never_moves_the_watermark_back()
+{
+    let s = setup(&default_shop_env()).await;
+    // The first run's list answers late; every later request at once.
+    Mock::given(method("GET"))
+        .and(path("/api/v3/loja-padrao/orders"))
+        .respond_with(orders(&[5201]).set_delay(Duration::from_millis(3000)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&s.cartpanda)
+        .await;
+    serve(&s, "loja-padrao", DEFAULT_TOKEN, orders(&[5201])).await;
+    let takeover = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The first run's lease runs out (an invocation frozen past its deadline, say).
+        s.h.dynamo
+            .update_item()
+            .table_name(&s.h.table)
+            .key("pk", V::S("watermark#default".into()))
+            .update_expression("SET lease_until_ms = :past")
+            .expression_attribute_values(":past", V::N((SystemClock.now_ms() - 1).to_string()))
+            .send()
+            .await
+            .unwrap();
+        let answer = scheduled(&s, 30_000).await;
+        (answer, watermark_s(&default_mark(&s).await))
+    };
+    let (late, (second, taken_over_at)) = tokio::join!(scheduled(&s, 30_000), takeover);
+    assert_eq!(second["shops"][0]["complete"], true, "{second}");
+    assert_eq!(late["shops"][0]["stopped"], "superseded", "{late}");
+    let late_to = late["shops"][0]["to"].as_str().unwrap();
+    let second_to = cartpanda_redtrack::inbound::datetime::format_utc(taken_over_at);
+    assert!(late_to < second_to.as_str(), "{late_to} vs {second_to}");
+    assert_eq!(
+        watermark_s(&default_mark(&s).await),
+        taken_over_at,
+        "the late run's earlier watermark was refused"
+    );
+    assert_eq!(sent(&s).await, ["5201-purchase"], "sent once");
+}
+
+#[tokio::test]
+async fn the_watermark_write_never_moves_it_back_nor_past_another_runs_lease() {
+    let s = setup(&[]).await;
+    let (client, table) = (s.reconciler.table.client(), s.reconciler.table.table());
+    let shop = Some("loja-x");
+    let at = |w: Option<i64>| Mark {
+        watermark_s: w,
+        ..Mark::default()
+    };
+    let put = |mark: Mark, lease: Option<watermark::Lease>| async move {
+        watermark::put(client, table, shop, &mark, 0, lease.as_ref())
+            .await
+            .unwrap()
+    };
+    let stored = || async {
+        watermark::get(client, table, shop)
+            .await
+            .unwrap()
+            .watermark_s
+    };
+    assert!(put(at(Some(2000)), None).await);
+    assert!(put(at(Some(2000)), None).await, "the same again");
+    assert!(!put(at(Some(1000)), None).await, "backwards");
+    assert!(!put(at(None), None).await, "removed");
+    assert_eq!(stored().await, Some(2000));
+    assert!(put(at(Some(3000)), None).await);
+    // A lease held by another run: neither a further watermark nor a lease-less write passes.
+    let theirs = watermark::Lease::new(SystemClock.now_ms() + 60_000);
+    let taken = watermark::acquire(client, table, shop, &theirs, SystemClock.now_ms()).await;
+    assert!(matches!(taken, Ok(watermark::Taken::Held(ref m)) if m.watermark_s == Some(3000)));
+    let mine = watermark::Lease::new(SystemClock.now_ms() + 60_000);
+    let busy = watermark::acquire(client, table, shop, &mine, SystemClock.now_ms()).await;
+    assert_eq!(busy.unwrap(), watermark::Taken::Busy);
+    assert!(!put(at(Some(4000)), Some(mine)).await);
+    assert!(put(at(Some(4000)), Some(theirs)).await);
+    assert_eq!(stored().await, Some(4000));
+}
+
+#[tokio::test]
+async fn a_shop_answering_500_slowly_or_refusing_its_token_does_not_delay_a_healthy_one() {
+    let s = setup(&[]).await;
+    for shop in ["a-lenta", "b-recusada", "c-saudavel"] {
+        old_shop_record(&s, shop).await;
+    }
+    // a-lenta answers 500, and takes longer than the whole invocation to do so; b-recusada
+    // refuses its token; c-saudavel lists one order nobody sent.
+    let slow_500 = ResponseTemplate::new(500).set_delay(Duration::from_secs(20));
+    serve(&s, "a-lenta", &token_of("a-lenta"), slow_500).await;
+    serve(
+        &s,
+        "b-recusada",
+        &token_of("b-recusada"),
+        ResponseTemplate::new(401),
+    )
+    .await;
+    serve(&s, "c-saudavel", &token_of("c-saudavel"), orders(&[6301])).await;
+
+    let started = std::time::Instant::now();
+    let answer = scheduled(&s, 6_000).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "within the deadline"
+    );
+    assert_eq!(sent(&s).await, ["6301-purchase"], "{answer}");
+    assert!(item(&s.h, "evt#c-saudavel#6301-purchase").await.is_some());
+    let summary = |shop: &str| {
+        answer["shops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["shop"] == shop)
+            .cloned()
+            .unwrap_or_else(|| panic!("{shop} ran: {answer}"))
+    };
+    assert_eq!(summary("c-saudavel")["complete"], true, "{answer}");
+    assert_eq!(summary("a-lenta")["complete"], false, "{answer}");
+    assert_eq!(summary("a-lenta")["stopped"], "deadline", "{answer}");
+    assert_eq!(answer["failed"], json!(["b-recusada"]), "{answer}");
+    assert_eq!(
+        requests_of(&s, "b-recusada").await,
+        1,
+        "a refused token is not retried"
+    );
 }

@@ -309,12 +309,20 @@ async fn a_reconciled_shop_with_its_api_token_in_ssm_is_served_and_reconciled() 
         table: DynamoLedger::new(h.dynamo.clone(), h.table.clone()),
         settings,
     };
-    let targets = cartpanda_redtrack::reconcile::targets(&reconciler)
+    let due = cartpanda_redtrack::reconcile::shops::due_shops(&reconciler)
+        .await
+        .unwrap();
+    assert_eq!(due, [Some("loja-rec".to_owned())], "the shop is reconciled");
+    let record =
+        cartpanda_redtrack::shops::directory::ShopDirectory::get(&reconciler.table, "loja-rec")
+            .await
+            .unwrap()
+            .unwrap();
+    let target = cartpanda_redtrack::reconcile::shop_target(&reconciler, &record)
         .await
         .unwrap()
-        .ready;
-    assert_eq!(targets.len(), 1, "the shop is reconciled");
-    assert_eq!(targets[0].shop.as_deref(), Some("loja-rec"));
-    assert_eq!(targets[0].slug, "loja-rec-slug");
-    assert_eq!(targets[0].token.expose(), token.expose());
+        .expect("a target");
+    assert_eq!(target.shop.as_deref(), Some("loja-rec"));
+    assert_eq!(target.slug, "loja-rec-slug");
+    assert_eq!(target.token.expose(), token.expose());
 }

@@ -132,10 +132,22 @@ async fn a_shop_named_default_keeps_working_and_shop_rename_moves_it() {
         keys,
         [
             "evt#loja-nova#8201-purchase",
+            "registry#shops",
             "store#loja-nova",
             "watermark#shop#loja-nova"
         ],
         "everything moved, nothing left under the old name"
+    );
+    let registry = cartpanda_redtrack::shops::registry::read(&DynamoLedger::new(
+        h.dynamo.clone(),
+        h.table.clone(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        Vec::from_iter(registry.shops),
+        ["loja-nova"],
+        "the registry names the new name only"
     );
     let moved = item(&h, "evt#loja-nova#8201-purchase").await.unwrap();
     assert_eq!(moved["status"].as_s().unwrap(), "SENT");

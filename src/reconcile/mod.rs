@@ -144,7 +144,7 @@ pub async fn run_scheduled(
             out.stale.push(outcome.name());
         }
         match outcome.state {
-            shops::ShopState::Ran(summary) => out.shops.push(summary),
+            shops::ShopState::Ran(summary) => out.shops.push(*summary),
             shops::ShopState::Busy => out.busy.push(outcome.name()),
             shops::ShopState::Off | shops::ShopState::Broken { .. } => {}
         }

@@ -28,7 +28,7 @@ pub struct ShopOutcome {
 #[derive(Debug)]
 pub enum ShopState {
     /// The shop ran: complete, cut by its deadline, or failed (its summary says which).
-    Ran(Summary),
+    Ran(Box<Summary>),
     /// Another run of the shop holds its lease: nothing done (that run covers it).
     Busy,
     /// No such shop, or its reconciliation is off: nothing to do.
@@ -124,7 +124,7 @@ pub async fn reconcile_one(
     let summary = reconciler.run(&target, options).await;
     outcome(match summary.busy {
         true => ShopState::Busy,
-        false => ShopState::Ran(summary),
+        false => ShopState::Ran(Box::new(summary)),
     })
 }
 
@@ -154,24 +154,36 @@ async fn target(
 
 /// Reconciles `shops`, up to `RECONCILE_SHOP_CONCURRENCY` at once, each within
 /// `RECONCILE_SHOP_BUDGET_S` from its start and `deadline_ms`; the outcomes in `shops`' order.
+/// They start from a shop chosen at random, in turn: when the invocation cannot fit them all,
+/// the ones it does not reach (answered cut by the deadline) differ from run to run, and no shop
+/// is always last.
 pub async fn each_shop(
     reconciler: &Reconciler,
     shops: &[Option<String>],
     deadline_ms: i64,
 ) -> Vec<ShopOutcome> {
     let budget_ms = reconciler.settings.shop_budget.as_millis() as i64;
-    let jobs = shops.iter().map(|shop| async move {
-        let start_ms = reconciler.bridge.clock.now_ms();
-        let shop_deadline_ms = deadline_ms.min(start_ms.saturating_add(budget_ms));
-        reconcile_one(reconciler, shop.as_deref(), shop_deadline_ms).await
+    let first = fastrand::usize(..shops.len().max(1));
+    let order = (first..shops.len()).chain(0..first);
+    let jobs = order.map(|i| {
+        let shop = shops[i].as_deref();
+        let job = async move {
+            let start_ms = reconciler.bridge.clock.now_ms();
+            let shop_deadline_ms = deadline_ms.min(start_ms.saturating_add(budget_ms));
+            reconcile_one(reconciler, shop, shop_deadline_ms).await
+        };
+        (i, job)
     });
     bounded(jobs, reconciler.settings.shop_concurrency).await
 }
 
-/// Runs the futures `jobs` gives, at most `limit` at a time, on the caller's task (no spawn:
-/// they may borrow); the results in `jobs`' order.
-async fn bounded<T, F: Future<Output = T>>(jobs: impl Iterator<Item = F>, limit: usize) -> Vec<T> {
-    let mut jobs = jobs.enumerate();
+/// Runs the futures `jobs` gives (each with its place in the answer), at most `limit` at a time,
+/// on the caller's task (no spawn: they may borrow); the results by their place.
+async fn bounded<T, F: Future<Output = T>>(
+    jobs: impl Iterator<Item = (usize, F)>,
+    limit: usize,
+) -> Vec<T> {
+    let mut jobs = jobs;
     let mut running: Vec<(usize, Pin<Box<F>>)> = Vec::new();
     let mut done: Vec<(usize, T)> = Vec::new();
     std::future::poll_fn(|cx| {
@@ -212,16 +224,20 @@ mod tests {
     async fn bounded_runs_at_most_limit_at_once_and_keeps_the_order() {
         let running = std::cell::Cell::new(0);
         let most = std::cell::Cell::new(0);
-        let jobs = [30u64, 10, 20, 5, 1].into_iter().map(|ms| {
-            let (running, most) = (&running, &most);
-            async move {
-                running.set(running.get() + 1);
-                most.set(most.get().max(running.get()));
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                running.set(running.get() - 1);
-                ms
-            }
-        });
+        let jobs = [30u64, 10, 20, 5, 1]
+            .into_iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let (running, most) = (&running, &most);
+                let job = async move {
+                    running.set(running.get() + 1);
+                    most.set(most.get().max(running.get()));
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    running.set(running.get() - 1);
+                    ms
+                };
+                (i, job)
+            });
         let started = tokio::time::Instant::now();
         assert_eq!(bounded(jobs, 2).await, [30, 10, 20, 5, 1]);
         assert_eq!(most.get(), 2);

@@ -441,6 +441,31 @@ pub async fn item(
         .item
 }
 
+/// Reconciliation's settings for tests: the order list at `cartpanda_uri` (`/api/v3/<slug>/orders`),
+/// 20 ms between requests, no settling time, a 300 ms margin; `env` on top.
+pub fn reconcile_settings(
+    cartpanda_uri: &str,
+    env: &[(&str, &str)],
+) -> cartpanda_redtrack::reconcile::config::ReconcileSettings {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        (
+            "CARTPANDA_ORDER_LIST_URL".into(),
+            format!("{cartpanda_uri}/api/v3/{{shop_slug}}/orders"),
+        ),
+        ("CARTPANDA_API_MIN_INTERVAL_MS".into(), "20".into()),
+        ("RECONCILE_SETTLE_MIN".into(), "0".into()),
+    ]);
+    for (k, v) in env {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let mut settings = cartpanda_redtrack::reconcile::config::ReconcileSettings::from_lookup(|k| {
+        vars.get(k).cloned()
+    })
+    .unwrap();
+    settings.margin = Duration::from_millis(300);
+    settings
+}
+
 /// A reconciler over the harness's bridge and table, listing orders as `settings` say.
 pub fn reconciler(
     h: &Harness,
