@@ -34,7 +34,7 @@ FUZZ_SECONDS ?= 60
 # otherwise. Asked of cargo, evaluated only by the targets that use it.
 TARGET_DIR = $(shell cargo metadata --format-version 1 --no-deps | python3 -c "import json, sys; print(json.load(sys.stdin)['target_directory'])")
 
-.PHONY: sim browser bench fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+.PHONY: sim browser bench bench-reconcile fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -152,6 +152,11 @@ bench: tools ## performance figures (docs/performance.md): CPU per delivery, col
 	cargo bench --bench delivery
 	@target="$(TARGET_DIR)"; BENCH_BINARY="$$target/bench/bootstrap" BENCH_PYTHON=$(CURDIR)/$(PY) BENCH_JSON="$$target/bench/lambda.json" cargo bench --bench lambda
 	@echo "deployment zip (cargo lambda build --release --output-format zip, x86_64): $$(stat -c %s "$(TARGET_DIR)/lambda/cartpanda-redtrack/bootstrap.zip") bytes"
+
+bench-reconcile: tools ## reconciliation at scale (docs/performance.md): BENCH_SHOPS (200) shops x BENCH_ORDERS (50) orders against moto and local stand-ins, then BENCH_GROWTH (10)x more records in the table
+	$(MAKE) --no-print-directory moto-start
+	set +e; $(TEST_ENV) RUST_LOG=off cargo test --test bench_reconcile -- --ignored --nocapture 2>&1 | grep -v '^{'; status=$${PIPESTATUS[0]}; set -e; \
+	  $(MAKE) --no-print-directory moto-stop; exit $$status
 
 clean: moto-stop ## remove build output and local tools
 	cargo clean

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make stack-test`: the stack `make deploy` creates, stood up in moto, and the bridge and redrive
-functions `sam build` made run with what the stack gives them (the reconcile function is checked
-in the translated template: its schedule).
+functions `sam build` made run with what the stack gives them (the reconcile function too: its
+schedule is checked in the translated template, its queue of shops run end to end).
 
 1. template.yaml → plain CloudFormation by the SAM translator the SAM CLI ships; the functions'
    CodeUri → a placeholder zip in moto's S3; the stack created in moto's CloudFormation (all but
@@ -18,7 +18,11 @@ in the translated template: its schedule).
 4. The paths: webhook → claim → RedTrack → recorded; duplicate; a named shop put with the admin
    CLI and served on /cartpanda/{store}; RedTrack down → the stack's queue → the redrive function
    (fed the SQS event built from the message) → sent once; RedTrack refusing → the stack's DLQ;
-   `make redrive` moving it back; the queue unavailable → the claim released; a retry delayed.
+   `make redrive` moving it back; the queue unavailable → the claim released; a retry delayed;
+   reconciliation: a named shop put with `--reconcile` → the schedule's invocation queues it on the
+   stack's queue of shops → the reconcile function (fed the SQS event of that message) lists its
+   orders from a stand-in of Cartpanda's order list → the missing conversion sent to RedTrack, one
+   that RedTrack refuses for now queued for redrive; the next run sends nothing.
 5. Least privilege: every recorded call is matched against its role's Allow statements (action
    and resource; moto checks actions only), every grant must be used by a path or by AWS, and
    the table is printed.
@@ -43,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 from standin import (  # noqa: E402
-    ACCOUNT, REGION, ROOT, Failure, Function, Moto, RecordingProxy, RedTrack, RuntimeApi, check,
+    ACCOUNT, REGION, ROOT, Failure, Function, Moto, OrderList, RecordingProxy, RedTrack, RuntimeApi, check,
     command_for, is_arm64, lambda_environment, outcome, qemu_env, queue_arn, webhook_event,
 )
 
@@ -51,7 +55,9 @@ STACK = "cartpanda-redtrack-stack-test"
 TOKEN = "stack-test-token-0123456789"
 STORE = "shop-one"
 STORE_TOKEN = "store-token-abcdefghijkl"
-FUNCTIONS = ("BridgeFunction", "RedriveFunction")
+FUNCTIONS = ("BridgeFunction", "RedriveFunction", "ReconcileFunction")
+RECONCILED = "shop-two"
+RECONCILED_API_TOKEN = "cp-api-token-shop-two"
 BOTO = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60)
 
 # What AWS does with a function's role on the function's behalf: (function, action) → reason.
@@ -69,6 +75,15 @@ AWS_USES = {
     ("RedriveFunction", "logs:CreateLogStream"):
         "Lambda creates each execution environment's log stream in the function's log group",
     ("RedriveFunction", "logs:PutLogEvents"): "Lambda delivers the function's stdout to its log stream",
+    ("ReconcileFunction", "sqs:ReceiveMessage"):
+        "the SQS event source mapping polls the queue of shops with the function's role",
+    ("ReconcileFunction", "sqs:DeleteMessage"):
+        "the event source mapping deletes each message the function did not report as failed",
+    ("ReconcileFunction", "sqs:GetQueueAttributes"):
+        "the event source mapping reads the queue's attributes when it is created and enabled",
+    ("ReconcileFunction", "logs:CreateLogStream"):
+        "Lambda creates each execution environment's log stream in the function's log group",
+    ("ReconcileFunction", "logs:PutLogEvents"): "Lambda delivers the function's stdout to its log stream",
 }
 
 
@@ -328,6 +343,10 @@ UNDRIVEN = {
         "reads secrets given as SSM parameters (WebhookTokenParameter, CartpandaApiTokenParameter, "
         "shops' Cartpanda API tokens); this stack gives its secrets as values; tests/secrets.rs "
         "drives the path against moto's SSM",
+    ("ReconcileFunction", "dynamodb:DeleteItem"):
+        "releases a claim whose conversion neither RedTrack nor the redrive queue took (the bridge's "
+        "own path, which reconciliation sends through); tests/reliability.rs "
+        "an_unreachable_queue_releases_the_claim_and_answers_502 drives it against moto",
 }
 
 
@@ -416,6 +435,8 @@ class Stack:
         self.cleanup.append(self.moto)
         self.redtrack = RedTrack()
         self.cleanup.append(self.redtrack)
+        self.cartpanda = OrderList(RECONCILED_API_TOKEN)
+        self.cleanup.append(self.cartpanda)
         self.operator = {"AccessKeyId": "test", "SecretAccessKey": "test"}
         self.deploy()
         self.read_back()
@@ -423,6 +444,7 @@ class Stack:
         self.start_functions()
         try:
             self.paths()
+            self.reconcile()
             self.log_delivery()
         except Failure as failure:
             # The calls made so far still say which grant a failing path lacked.
@@ -447,6 +469,7 @@ class Stack:
             "RedTrackPostbackUrl": self.redtrack.base + "/postback?clickid={cid}&sum={total_price}&email={email}",
             # Not the default, so that reading it back shows the parameter reaches the function.
             "ReconcileS2S": "true",
+            "ReconcileConcurrency": "3",
         }
         self.cfn_template = translate(bucket, key, self.parameters)
         check_dashboard(self.cfn_template)
@@ -545,11 +568,43 @@ class Stack:
               f"RECONCILE_S2S is {reconcile_env.get('RECONCILE_S2S')!r}, not the ReconcileS2S parameter")
         check(reconcile_env.get("RECONCILE") == self.resolve({"Ref": "Reconcile"}),
               "RECONCILE is not the Reconcile parameter")
+        self.reconcile_queue(lam, sqs, reconcile_env)
         self.routes()
         self.outputs_match_readme()
         say(f"read back: environments, roles ({', '.join(f['role'] for f in self.functions.values())}), "
             f"table {table} (pk, TTL expires_at), queue → DLQ after {max_receives} receives, event source "
             f"mapping (batch {self.mapping.get('BatchSize')}, ReportBatchItemFailures)")
+
+    def reconcile_queue(self, lam, sqs, env):
+        """The queue of shops: the reconcile function's RECONCILE_QUEUE_URL, its DLQ, its visibility
+        timeout, and its event source mapping to the reconcile function."""
+        url = self.resources["ReconcileShopsQueue"]["PhysicalResourceId"]
+        check(env.get("RECONCILE_QUEUE_URL") == url, "RECONCILE_QUEUE_URL is not the stack's ReconcileShopsQueue")
+        check("RECONCILE_QUEUE_URL" not in self.functions["BridgeFunction"]["config"]["Environment"]["Variables"],
+              "the bridge was given RECONCILE_QUEUE_URL")
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        self.shops_queue_url, self.shops_queue_arn = url, attrs["QueueArn"]
+        self.shops_dlq_url = self.resources["ReconcileShopsDLQ"]["PhysicalResourceId"]
+        policy = json.loads(attrs["RedrivePolicy"])
+        check(policy["deadLetterTargetArn"] == queue_arn(self.shops_dlq_url), "the queue of shops' DLQ is not ReconcileShopsDLQ")
+        timeout = self.functions["ReconcileFunction"]["config"]["Timeout"]
+        check(int(attrs["VisibilityTimeout"]) >= 6 * timeout,
+              f"queue of shops: visibility timeout {attrs['VisibilityTimeout']} s < 6 × the function's {timeout} s")
+        mappings = lam.list_event_source_mappings(FunctionName=self.functions["ReconcileFunction"]["name"])["EventSourceMappings"]
+        check(len(mappings) == 1, f"expected one event source mapping of the reconcile function, got {len(mappings)}")
+        mapping = mappings[0]
+        check(mapping["EventSourceArn"] == self.shops_queue_arn, "the reconcile function's mapping reads another queue")
+        check("ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []),
+              "the reconcile function's mapping lacks ReportBatchItemFailures")
+        check(mapping.get("BatchSize") == 1, f"the reconcile function's mapping takes {mapping.get('BatchSize')} shops at once")
+        # moto keeps no ScalingConfig: read in the translated template.
+        esm = next(r for r in self.cfn_template["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                   and refs(r["Properties"]["FunctionName"]) == {"ReconcileFunction"})
+        concurrency = esm["Properties"].get("ScalingConfig", {}).get("MaximumConcurrency")
+        check(refs(concurrency) == {"ReconcileConcurrency"}, f"the mapping's MaximumConcurrency is {concurrency!r}")
+        say(f"queue of shops: RECONCILE_QUEUE_URL, DLQ after {policy['maxReceiveCount']} receives, visibility "
+            f"{attrs['VisibilityTimeout']} s, mapping to ReconcileFunction (batch 1, ReportBatchItemFailures, "
+            f"MaximumConcurrency = ReconcileConcurrency)")
 
     def resolve(self, value):
         """A template value with Ref resolved to a parameter (given or default) or a resource."""
@@ -672,6 +727,11 @@ class Stack:
             self.cleanup.append(api)
             env = lambda_environment(info["config"], api.address, info["credentials"])
             overrides = {"AWS_ENDPOINT_URL_DYNAMODB": proxy.url, "AWS_ENDPOINT_URL_SQS": proxy.url}
+            if logical == "ReconcileFunction":
+                # The shops' Cartpanda API tokens (SSM), and a stand-in of Cartpanda's order list
+                # (the stack's CartpandaOrderListUrl must be https): the only stack variable replaced.
+                overrides["AWS_ENDPOINT_URL_SSM"] = proxy.url
+                overrides["CARTPANDA_ORDER_LIST_URL"] = self.cartpanda.base + "/api/v3/{shop_slug}/orders"
             env.update(overrides)
             info["env"] = env
             info["proxy"] = proxy
@@ -685,14 +745,17 @@ class Stack:
             check(actual == expected, f"{logical}: the process environment differs from the stack's: "
                   f"{sorted(set(actual.items()) ^ set(expected.items()))[:5]}")
             stack_vars = info["config"]["Environment"]["Variables"]
-            check(all(actual[k] == str(v) for k, v in stack_vars.items()), f"{logical}: a stack variable was changed")
+            replaced = {"CARTPANDA_ORDER_LIST_URL"} if logical == "ReconcileFunction" else set()
+            check(all(actual[k] == str(v) for k, v in stack_vars.items() if k not in replaced),
+                  f"{logical}: a stack variable was changed")
             with open(info["binary"], "rb") as f:
                 sizes.add(hash(f.read()))
-        check(len(sizes) == 1, "the two functions' packages hold different programs: sam build built twice")
+        check(len(sizes) == 1, "the functions' packages hold different programs: sam build built more than once")
         arch = "arm64 under qemu-user" if is_arm64(self.functions["BridgeFunction"]["binary"]) else "native"
-        say(f"both functions initialised ({arch}, one program, chosen by _HANDLER "
+        say(f"the functions initialised ({arch}, one program, chosen by _HANDLER "
             f"{'/'.join(i['config']['Handler'] for i in self.functions.values())}) with the stack's environment, "
-            f"only AWS_ENDPOINT_URL_DYNAMODB/SQS added, and their roles' credentials")
+            f"only AWS_ENDPOINT_URL_DYNAMODB/SQS added (and for reconciliation AWS_ENDPOINT_URL_SSM and the "
+            f"order list's URL, a local stand-in), and their roles' credentials")
 
     def webhook(self, order_id, url_key="WebhookUrl", store=None, token=TOKEN):
         url = urllib.parse.urlsplit(self.urls[url_key].replace("${HttpApi}", "api"))
@@ -854,6 +917,58 @@ class Stack:
         check(rt.accepted("91000003-purchase") == 1, "the redriven conversion reached RedTrack twice")
         say("after make redrive: sent once; an unreadable message released and handed to the DLQ; "
             "the redriven conversion's redelivery answered duplicate")
+
+    def reconcile(self):
+        """A named shop with reconciliation on, two paid orders no webhook brought: the schedule's
+        invocation queues the shop, the reconcile function fed the SQS event of that message sends
+        one and (RedTrack refusing it for now) queues the other for redrive; a second round sends
+        nothing."""
+        rt, fn = self.redtrack, self.functions["ReconcileFunction"]
+        table = self.outputs["DedupTableName"]
+        self.phase = "reconcile: shop put with --reconcile"
+        put = self.operator_admin(["shop", "put", RECONCILED, "--token", STORE_TOKEN, "--table", table,
+                                   "--postback-url", rt.base + "/reconcile-postback?clickid={cid}&sum={total_price}",
+                                   "--reconcile", "true", "--shop-slug", RECONCILED, "--verify-orders", "false",
+                                   "--cartpanda-api-token", RECONCILED_API_TOKEN])
+        check(put.returncode == 0, f"shop put --reconcile failed: {put.stderr.strip()}")
+        self.cartpanda.add(RECONCILED, 92000001)
+        self.cartpanda.add(RECONCILED, 92000002)
+        rt.decide = lambda path, q: 503 if q.get("rdtk_event_id", "").startswith("92000002") else 200
+        esm = self.client("sqs", fn["credentials"], self.proxy("ReconcileFunction|AWS: event source mapping").url)
+        fn["labels"]["ReconcileFunction|AWS: event source mapping"] = "AWS: event source mapping"
+        self.phase = "reconcile: event source mapping created"
+        esm.get_queue_attributes(QueueUrl=self.shops_queue_url, AttributeNames=["All"])
+        schedule = {"version": "0", "source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
+        for round_ in (1, 2):
+            self.phase = "reconcile: the schedule queues the shops"
+            answer = fn["api"].invoke(schedule, fn["process"])
+            check(answer == {"queued": 1, "failed": []}, f"the schedule's invocation answered {answer}\n{fn['process'].last_log(15)}")
+            check(not self.cartpanda.asked, "the schedule's invocation listed orders itself")
+            self.phase = "reconcile: one shop per message"
+            messages = esm.receive_message(QueueUrl=self.shops_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
+                                           AttributeNames=["All"]).get("Messages", [])
+            check([json.loads(m["Body"])["shop"] for m in messages] == [RECONCILED], f"queued: {messages}")
+            event = {"Records": [{
+                "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs", "eventSourceARN": self.shops_queue_arn, "awsRegion": REGION,
+            } for m in messages]}
+            answer = fn["api"].invoke(event, fn["process"], timeout=120)
+            check(answer == {"batchItemFailures": []}, f"the shop's message answered {answer}\n{fn['process'].last_log(15)}")
+            for m in messages:
+                esm.delete_message(QueueUrl=self.shops_queue_url, ReceiptHandle=m["ReceiptHandle"])
+            check(self.cartpanda.asked and all(a == RECONCILED for a in self.cartpanda.asked),
+                  f"order list requests: {self.cartpanda.asked}")
+            self.cartpanda.asked.clear()
+            check(rt.accepted("92000001-purchase", "/reconcile-postback") == 1,
+                  f"round {round_}: the missing conversion reached RedTrack {rt.accepted('92000001-purchase', '/reconcile-postback')} times")
+        check(rt.attempts("92000002-purchase") >= 1, "the conversion RedTrack refused was never tried")
+        status = self.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": f"evt#{RECONCILED}#92000002-purchase"}})
+        check(status.get("Item", {}).get("status", {}).get("S") == "QUEUED", f"the refused conversion is {status.get('Item')}")
+        say(f"reconciliation: shop `{RECONCILED}` put with --reconcile (API token in SSM); the schedule's invocation "
+            "queued it on the stack's queue of shops; the reconcile function fed that SQS event listed its orders "
+            "from the stand-in, sent the missing conversion to RedTrack and queued the one RedTrack refused for "
+            "redrive; a second round sent nothing again")
 
     def log_delivery(self):
         """What Lambda does with each function's output: its log stream, then the lines."""

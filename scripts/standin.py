@@ -349,6 +349,45 @@ class RedTrack:
         self.server.shutdown()
 
 
+class OrderList:
+    """Cartpanda's order list (`GET /api/v3/<slug>/orders`, today's shape, one page) for the orders
+    added per shop slug, created an hour ago and paid; answers 401 without the shop's API token.
+    Keeps the slugs asked for in `asked`. Also a bench's stand-in: `add` many shops and orders."""
+
+    def __init__(self, api_token):
+        self.orders, self.asked, self.lock = {}, [], threading.Lock()
+        ol = self
+
+        class H(Handler):
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                parts = url.path.strip("/").split("/")
+                if len(parts) != 4 or parts[:2] != ["api", "v3"] or parts[3] != "orders":
+                    return self.answer(404)
+                if self.headers.get("authorization") != f"Bearer {api_token}":
+                    return self.answer(401)
+                with ol.lock:
+                    ol.asked.append(parts[2])
+                    data = list(ol.orders.get(parts[2], []))
+                body = json.dumps({"orders": {"data": data, "current_page": 1, "last_page": 1}}).encode()
+                self.answer(200, body, [("content-type", "application/json")])
+
+        self.server = serve(H)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+    def add(self, slug, order_id):
+        with open(os.path.join(ROOT, "events", "paid-brl.json")) as f:
+            order = json.loads(json.load(f)["body"])["order"]
+        order["id"] = order_id
+        order["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 3600))
+        order["payment_status"] = 3
+        with self.lock:
+            self.orders.setdefault(slug, []).append(order)
+
+    def stop(self):
+        self.server.shutdown()
+
+
 # -------------------------------------------------------------------------------------------------
 # The recording proxy
 
@@ -360,7 +399,7 @@ def queue_arn(url):
 
 
 def call_of(headers, body):
-    """(action, [resource ARNs]) of one AWS JSON-protocol request (DynamoDB, SQS, CloudWatch
+    """(action, [resource ARNs]) of one AWS JSON-protocol request (DynamoDB, SQS, SSM, CloudWatch
     Logs), from X-Amz-Target and the body."""
     target = headers.get("x-amz-target", "")
     prefix, _, operation = target.partition(".")
@@ -375,6 +414,9 @@ def call_of(headers, body):
         return f"dynamodb:{operation}", [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}" for t in tables]
     if prefix == "AmazonSQS":
         return f"sqs:{operation}", [queue_arn(doc["QueueUrl"])] if "QueueUrl" in doc else ["*"]
+    if prefix == "AmazonSSM":
+        name = doc.get("Name", "")
+        return f"ssm:{operation}", [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name if name.startswith('/') else '/' + name}"]
     if prefix.startswith("Logs_"):
         group = doc.get("logGroupName", "")
         arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"

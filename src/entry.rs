@@ -139,11 +139,14 @@ pub async fn redrive() -> Result<(), Error> {
 /// The budget of a reconciliation run outside Lambda.
 const LOCAL_RECONCILE_BUDGET_MS: i64 = 14 * 60 * 1000;
 
-/// The reconciliation function: an EventBridge Scheduler event in (its content is not read), each
-/// reconciled shop run once from its watermark, the answer out ([`crate::reconcile::Scheduled`]:
-/// the shops' summaries, the failed and the stale shops). Outside Lambda (no
-/// `AWS_LAMBDA_RUNTIME_API`) it runs once and prints the answer as JSON.
+/// The reconciliation function. An EventBridge Scheduler event (its content is not read): with
+/// `RECONCILE_QUEUE_URL`, one message per due shop queued on that queue; without it, each
+/// reconciled shop run once from its watermark here. An SQS batch of that queue (its event source
+/// mapping): one shop reconciled per message. See [`crate::reconcile::fanout::handle_event`] for
+/// the answers. Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it runs the schedule's work once and
+/// prints the answer as JSON.
 pub async fn reconcile() -> Result<(), Error> {
+    use crate::reconcile::fanout::{self, ShopQueue};
     use lambda_runtime::{LambdaEvent, service_fn};
 
     crate::ops::logging::init();
@@ -153,18 +156,20 @@ pub async fn reconcile() -> Result<(), Error> {
             .await
             .inspect_err(|e| tracing::error!("{e}"))?,
     );
+    let queue: Option<Arc<dyn ShopQueue>> =
+        fanout::queue_from_env(&aws).map(|q| Arc::new(q) as Arc<dyn ShopQueue>);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let deadline_ms = SystemClock.now_ms() + LOCAL_RECONCILE_BUDGET_MS;
-        let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
+        let answer = fanout::scheduled(&reconciler, queue.as_deref(), deadline_ms).await?;
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let reconciler = Arc::clone(&reconciler);
+        let (reconciler, queue) = (Arc::clone(&reconciler), queue.clone());
         async move {
             let deadline_ms = event.context.deadline as i64;
-            let answer = crate::reconcile::run_scheduled(&reconciler, deadline_ms).await?;
-            Ok::<_, Error>(serde_json::to_value(answer)?)
+            let answer = fanout::handle_event(&reconciler, queue, event.payload, deadline_ms);
+            Ok::<_, Error>(answer.await?)
         }
     }))
     .await

@@ -29,6 +29,7 @@
 pub mod config;
 pub mod coverage;
 pub mod error;
+pub mod fanout;
 pub mod orders;
 pub mod retry;
 pub mod rtcount;

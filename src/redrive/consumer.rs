@@ -7,7 +7,7 @@ use crate::ops::clock::Clock;
 use crate::postback::redtrack::Tracker;
 use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveKind, RedriveMessage, RedriveQueue, SqsQueue};
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -306,11 +306,7 @@ impl Consumer {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let receive_count = record
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
+            let receive_count = receive_count(&record);
             let body = record.body.as_deref().unwrap_or("");
             let disposition = match serde_json::from_str::<RedriveMessage>(body) {
                 Ok(message) => {
@@ -339,9 +335,7 @@ impl Consumer {
                         tracing::warn!(message_id = %id, error = %aws_sdk_sqs::Error::from(err), "could not delay the retry");
                     }
                 }
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
+                response.batch_item_failures.push(item_failure(id));
             }
         }
         response
@@ -433,6 +427,22 @@ pub async fn move_messages(
         }
     }
     Ok(moved)
+}
+
+/// SQS's `ApproximateReceiveCount` of a message Lambda's poller handed over (1 when absent).
+pub fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The batch item failure that has SQS deliver the message `id` again.
+pub fn item_failure(id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = id;
+    failure
 }
 
 #[cfg(test)]

@@ -693,5 +693,41 @@ pub fn redrive_consumer(
         sqs: h.sqs.clone(),
         queue_url: h.queue_url.clone().unwrap(),
         dlq_url,
+/// The event IDs RedTrack received, sorted.
+pub async fn sent_event_ids(h: &Harness) -> Vec<String> {
+    let mut ids: Vec<String> = postbacks(h)
+        .await
+        .iter()
+        .map(|p| p["rdtk_event_id"].clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A named shop's record with reconciliation on or off, its Cartpanda slug its name, its API
+/// token `cp-token-<name>` in the record, posting back to `postback_url`.
+pub fn reconciled_shop(
+    name: &str,
+    reconcile: bool,
+    postback_url: String,
+) -> cartpanda_redtrack::shops::directory::ShopRecord {
+    cartpanda_redtrack::shops::directory::ShopRecord {
+        name: name.to_owned(),
+        token_digests: vec![cartpanda_redtrack::inbound::auth::Tokens::hex_digest(
+            "shop-secret-0123456789",
+        )],
+        postback_url,
+        conversion_types: String::new(),
+        send_test_orders: false,
+        cartx_test_orders: String::new(),
+        sum_currency: None,
+        normalize_pii: true,
+        cartpanda_api_token: Some(format!("cp-token-{name}")),
+        cartpanda_api_token_parameter: None,
+        click_id_sources: String::new(),
+        reconcile,
+        shop_slug: Some(name.to_owned()),
+        s2s: false,
+        verify_orders: false,
     }
 }
