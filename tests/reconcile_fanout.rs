@@ -382,6 +382,9 @@ async fn two_messages_of_one_shop_at_once_run_it_once_and_the_busy_one_is_done()
     for slug in [DEFAULT_SLUG, "loja-um"] {
         s.lists.delay.lock().unwrap().insert(slug.into(), slow);
     }
+    // Runs list only their own windows (no daily coverage pass of yesterday).
+    coverage_measured_yesterday(&s.h, None).await;
+    coverage_measured_yesterday(&s.h, Some("loja-um")).await;
     // Two schedules' messages for each shop (the second queued before the first is taken).
     assert_eq!(scheduled(&s, true).await["queued"], 2);
     assert_eq!(scheduled(&s, true).await["queued"], 2);

@@ -248,25 +248,11 @@ fn watermark_s(record: &HashMap<String, V>) -> i64 {
     record["watermark_s"].as_n().unwrap().parse().unwrap()
 }
 
-/// The default shop's coverage of yesterday (UTC) is stored: a complete run lists only its own
-/// window (no daily coverage pass).
-async fn yesterday_measured(s: &Setup) {
-    let now_s = SystemClock.now_ms() / 1000;
-    let day = cartpanda_redtrack::inbound::datetime::format_utc(now_s - 86_400);
-    let key = cartpanda_redtrack::ledger::keys::coverage(None, &day[..10]);
-    s.h.dynamo
-        .put_item()
-        .table_name(&s.h.table)
-        .item("pk", V::S(key))
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn two_overlapping_runs_of_one_shop_one_runs_the_other_is_told_the_shop_is_busy() {
     let s = setup(&default_shop_env()).await;
-    yesterday_measured(&s).await;
+    // A complete run lists only its own window (no daily coverage pass of yesterday).
+    coverage_measured_yesterday(&s.h, None).await;
     let slow = orders(&[5101, 5102]).set_delay(Duration::from_millis(1500));
     serve(&s, "loja-padrao", DEFAULT_TOKEN, slow).await;
     let later = |ms| async move { tokio::time::sleep(Duration::from_millis(ms)).await };

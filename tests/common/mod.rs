@@ -693,6 +693,9 @@ pub fn redrive_consumer(
         sqs: h.sqs.clone(),
         queue_url: h.queue_url.clone().unwrap(),
         dlq_url,
+    }
+}
+
 /// The event IDs RedTrack received, sorted.
 pub async fn sent_event_ids(h: &Harness) -> Vec<String> {
     let mut ids: Vec<String> = postbacks(h)
@@ -729,5 +732,21 @@ pub fn reconciled_shop(
         shop_slug: Some(name.to_owned()),
         s2s: false,
         verify_orders: false,
+        timezone: None,
     }
+}
+
+/// A shop's coverage of yesterday (UTC) stored as measured: its runs make no daily coverage pass
+/// (which would list the shop's orders a second time) until tomorrow.
+pub async fn coverage_measured_yesterday(h: &Harness, shop: Option<&str>) {
+    let now_s = SystemClock.now_ms() / 1000;
+    let day = cartpanda_redtrack::inbound::datetime::format_utc(now_s - 86_400);
+    let key = cartpanda_redtrack::ledger::keys::coverage(shop, &day[..10]);
+    h.dynamo
+        .put_item()
+        .table_name(&h.table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(key))
+        .send()
+        .await
+        .unwrap();
 }
