@@ -128,7 +128,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ShopCommand {
     /// Saves a shop (creates it or replaces its settings).
-    Put(ShopPut),
+    Put(Box<ShopPut>),
     /// Lists the shops, without their secrets.
     List {
         #[command(flatten)]
