@@ -14,7 +14,8 @@ use crate::ops::config::Profile;
 use crate::postback::redtrack::SendError;
 use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveKind, RedriveMessage};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The order being processed and the time it may take.
 struct Job<'a> {
