@@ -37,12 +37,8 @@ fn history_of(seed: u64, lives: &[Life], kept: bool) -> Outcomes {
         .start_paused(true)
         .build()
         .expect("runtime");
-    runtime.block_on(sim_world::live(
-        seed,
-        lives,
-        Arc::new(MemoryLedger::default()),
-        kept,
-    ))
+    let setup = sim_world::Setup::in_memory(Arc::new(MemoryLedger::default()), kept);
+    runtime.block_on(sim_world::live(seed, lives, setup))
 }
 
 /// One history from its seed; `kept`: with its trace.

@@ -32,6 +32,10 @@ use cartpanda_redtrack::ledger::refusal::Refusal;
 use cartpanda_redtrack::ops::clock::Clock;
 use cartpanda_redtrack::ops::config::Config;
 use cartpanda_redtrack::postback::redtrack::{Accepted, SendError, Tracker};
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
+use cartpanda_redtrack::reconcile::config::ReconcileSettings;
+use cartpanda_redtrack::reconcile::orders::OrderLister;
+use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
 use cartpanda_redtrack::redrive::consumer::{Disposition, MAX_RECEIVES, Redriver};
 use cartpanda_redtrack::redrive::queue::{
     QueueError, RedriveMessage, RedriveQueue,
@@ -76,6 +80,8 @@ pub struct Storm {
     pub dice: Dice,
     pub on: Arc<Mutex<bool>>,
     pub trace: Trace,
+    /// Real time (the moto variant): no slow dependencies, whose pauses would be real.
+    pub real_time: bool,
 }
 
 impl Storm {
@@ -85,7 +91,7 @@ impl Storm {
 
     /// A pause of up to `max_ms` on the paused clock (a slow dependency), during the storm.
     async fn slow(&self, percent: u32, max_ms: usize, who: &str, what: &str) {
-        if self.strikes(percent) {
+        if !self.real_time && self.strikes(percent) {
             let ms = self.dice.below(max_ms) as u64;
             self.trace.say(format_args!("  {who} {what}: slow, {ms} ms"));
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -319,7 +325,7 @@ impl SimRedTrack {
 
     /// A slow answer: past the deadline it is a timeout (RedTrack may have accepted meanwhile).
     async fn slow(&self, postback: &Postback, deadline: Instant) -> Option<SendError> {
-        if !self.storm.strikes(4) {
+        if self.storm.real_time || !self.storm.strikes(4) {
             return None;
         }
         let ms = self.storm.dice.below(6_000) as u64;
@@ -477,6 +483,12 @@ pub enum TimeForm {
     SaoPaulo,
 }
 
+/// The shape the fake list answers in: today's. Switch to `Meta` or `Bare` once reconciliation
+/// reads them (issue 22).
+pub const LIST_SHAPE: ListShape = ListShape::Paginator;
+/// The form of the orders' times: today's. Switch to `SaoPaulo` once they are read (issue 22).
+pub const TIMES: TimeForm = TimeForm::Naive;
+
 /// One page of `orders` (every order fits: pages of 50).
 pub fn list_page(orders: Vec<Value>, shape: ListShape, page: u32) -> Value {
     let per_page = 50usize;
@@ -601,6 +613,30 @@ impl Input {
         }
     }
 
+    /// A sale or an upsell (what reconciliation can make good when it is lost).
+    pub fn is_sale(&self) -> bool {
+        match self {
+            Input::Webhook(event, _) => event == "order.paid" || event == "order.upsell",
+            Input::S2s(_) => true,
+        }
+    }
+
+    /// How far into its order's life the input is: (upsells taken, refunded, charged back).
+    fn stage(&self) -> (usize, bool, bool) {
+        match self {
+            Input::Webhook(event, order) => (
+                order["line_items"].as_array().map_or(1, Vec::len) - 1,
+                event == "order.refunded",
+                event == "order.chargeback" || event == "order.updated",
+            ),
+            Input::S2s(q) => (
+                q.get("upsell_no").and_then(|n| n.parse().ok()).unwrap_or(0),
+                false,
+                false,
+            ),
+        }
+    }
+
     pub fn order_id(&self) -> String {
         match self {
             Input::Webhook(_, order) => order["id"].to_string(),
@@ -719,7 +755,7 @@ impl Life {
             lines.push(json!({"id": line, "product_id": 100 + n, "name": label,
                 "price": amount(*price, shape), "quantity": 1, "up_sell_id": 7 + n, "up_sell_type": label}));
         }
-        let created = list_time(self.created_ms(shop), TimeForm::Naive);
+        let created = list_time(self.created_ms(shop), TIMES);
         let mut order = json!({
             "id": self.id, "test": u8::from(self.test), "currency": "BRL",
             "total_price": amount(self.total(upsells), shape), "status_id": "New",
@@ -757,6 +793,26 @@ impl Life {
             order["chargeback_received"] = json!(1);
         }
         order
+    }
+
+    /// The order as Cartpanda's list shows it once `emitted` were sent (none of its own: not
+    /// listed yet).
+    pub fn as_listed(&self, shop: &Shop, emitted: &[Input]) -> Option<Value> {
+        let id = self.id.to_string();
+        let stages: Vec<(usize, bool, bool)> = emitted
+            .iter()
+            .filter(|i| i.order_id() == id)
+            .map(Input::stage)
+            .collect();
+        let upsells = stages.iter().map(|s| s.0).max()?;
+        let mut order = self.order(shop, upsells.min(self.upsells.len()));
+        if stages.iter().any(|s| s.1) {
+            self.refund(&mut order);
+        }
+        if stages.iter().any(|s| s.2) {
+            order["chargeback_received"] = json!(1);
+        }
+        Some(order)
     }
 
     /// The S2S postback of the sale (`n` = 0) or of upsell `n` (1-based).
@@ -875,7 +931,13 @@ impl<F: Future> Future for DieAfter<F> {
 
 pub struct World {
     pub shop: Shop,
-    pub bridge: Bridge,
+    pub bridge: Arc<Bridge>,
+    /// Reconciliation of the shop (the moto variant), over the fake order list.
+    pub reconciler: Option<Reconciler>,
+    /// The orders as Cartpanda's list shows them now (what the inputs emitted so far made).
+    pub listed: Arc<Mutex<Vec<Value>>>,
+    /// Inputs emitted so far (delivered or lost).
+    pub emitted: Mutex<Vec<Input>>,
     pub redriver: Redriver,
     pub ledger: Arc<FaultyLedger>,
     pub redtrack: Arc<SimRedTrack>,
@@ -890,19 +952,51 @@ pub struct World {
     pub lies: Mutex<Vec<String>>,
     /// Event IDs ever answered `queued`.
     pub queued: Mutex<BTreeSet<String>>,
+    /// Inputs lost (never delivered), and conversions reconciliation sent.
+    pub lost: AtomicI64,
+    pub reconciled: AtomicI64,
 }
 
-/// The world of one history over `base` (the in-memory ledger, or DynamoDB's).
-pub fn world(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> World {
+/// What a history runs over beside its seed and lives.
+pub struct Setup {
+    /// The ledger: the in-memory one, or DynamoDB's.
+    pub base: Arc<dyn Ledger>,
+    /// Keep the trace.
+    pub kept: bool,
+    /// Real time (the moto variant): no slow dependencies.
+    pub real_time: bool,
+    /// Reconciliation on: the settings' variables (the list's URL and the like) and the table
+    /// (watermarks); the order list the fake Cartpanda serves is `listed`.
+    pub reconcile: Option<(HashMap<String, String>, DynamoLedger)>,
+    pub listed: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Setup {
+    /// The deterministic simulation's: the in-memory ledger, no reconciliation.
+    pub fn in_memory(base: Arc<dyn Ledger>, kept: bool) -> Setup {
+        Setup {
+            base,
+            kept,
+            real_time: false,
+            reconcile: None,
+            listed: Arc::default(),
+        }
+    }
+}
+
+/// The world of one history.
+pub fn world(seed: u64, lives: &[Life], setup: Setup) -> World {
     let dice = Dice::new(seed);
     let storm = Storm {
         dice,
         on: Arc::new(Mutex::new(true)),
         trace: Trace {
             lines: Arc::default(),
-            kept,
+            kept: setup.kept,
         },
+        real_time: setup.real_time,
     };
+    let base = setup.base;
     let shop = Shop::new(&storm.dice);
     storm.trace.say(format_args!("shop: {shop:?}"));
     let clock = Arc::new(SimClock::new());
@@ -921,9 +1015,13 @@ pub fn world(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> Wo
             .map(|l| (l.id.to_string(), l.in_the_api(&shop)))
             .collect(),
     };
-    let config = config(&shop);
+    let order_url = setup
+        .reconcile
+        .as_ref()
+        .and_then(|(env, _)| env.get("CARTPANDA_ORDER_URL").cloned());
+    let config = config(&shop, order_url.as_deref());
     let ttl_days = config.ttl_days;
-    let bridge = Bridge {
+    let bridge = Arc::new(Bridge {
         config,
         // As the webhook function has it: the memory of sent conversions over the ledger.
         ledger: Arc::new(CachedLedger::new(ledger.clone())),
@@ -932,7 +1030,10 @@ pub fn world(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> Wo
         queue: Some(queue.clone()),
         shops: None,
         orders: Some(Arc::new(api)),
-    };
+    });
+    let reconciler = setup
+        .reconcile
+        .map(|(env, table)| reconciler(&bridge, &shop, env, table));
     let redriver = Redriver {
         ledger: ledger.clone(),
         tracker: redtrack.clone(),
@@ -943,6 +1044,9 @@ pub fn world(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> Wo
     World {
         shop,
         bridge,
+        reconciler,
+        listed: setup.listed,
+        emitted: Mutex::default(),
         redriver,
         ledger,
         redtrack,
@@ -953,10 +1057,35 @@ pub fn world(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> Wo
         died: Mutex::default(),
         lies: Mutex::default(),
         queued: Mutex::default(),
+        lost: AtomicI64::new(0),
+        reconciled: AtomicI64::new(0),
     }
 }
 
-fn config(shop: &Shop) -> Config {
+/// The reconciler of the history's shop (its default shop), listing the fake order list.
+fn reconciler(
+    bridge: &Arc<Bridge>,
+    shop: &Shop,
+    mut env: HashMap<String, String>,
+    table: DynamoLedger,
+) -> Reconciler {
+    env.insert("RECONCILE".into(), "true".into());
+    env.insert("RECONCILE_S2S".into(), shop.s2s.to_string());
+    env.insert("RECONCILE_SETTLE_MIN".into(), "0".into());
+    env.insert("DEDUP_TTL_DAYS".into(), shop.memory_days.to_string());
+    let mut settings = ReconcileSettings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+    settings.margin = Duration::from_millis(300);
+    Reconciler {
+        bridge: Arc::clone(bridge),
+        lister: Arc::new(OrderLister::new(settings.list.clone()).expect("lister")),
+        table,
+        settings,
+    }
+}
+
+/// The webhook function's configuration; `order_url`: where Cartpanda's single orders are read
+/// (the fake's, when reconciling).
+fn config(shop: &Shop, order_url: Option<&str>) -> Config {
     let memory = shop.memory_days.to_string();
     let mut env: HashMap<&str, &str> = HashMap::from([
         (
@@ -969,6 +1098,9 @@ fn config(shop: &Shop) -> Config {
     ]);
     if shop.verify {
         env.insert("CARTPANDA_API_TOKEN", "a-cartpanda-api-token");
+    }
+    if let Some(url) = order_url {
+        env.insert("CARTPANDA_ORDER_URL", url);
     }
     Config::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).expect("config")
 }
@@ -1091,6 +1223,17 @@ pub async fn storm(w: &World, lives: &[Life]) -> Vec<(Input, Option<u16>)> {
                 batch.push(pending.swap_remove(at));
             }
         }
+        batch.retain(|input| {
+            emit(w, lives, input);
+            let lost = w.reconciler.is_some() && input.is_sale() && dice.chance(10);
+            if lost {
+                w.lost.fetch_add(1, Ordering::Relaxed);
+                w.storm
+                    .trace
+                    .say(format_args!("{} is lost (never delivered)", input.label()));
+            }
+            !lost
+        });
         let runs = batch.iter().map(|input| {
             let die = dice.chance(5).then(|| 1 + dice.below(8) as u32);
             w.storm.trace.say(format_args!(
@@ -1109,6 +1252,9 @@ pub async fn storm(w: &World, lives: &[Life]) -> Vec<(Input, Option<u16>)> {
         }
         days_jumped += jump(w, &dice, days_jumped);
         drain_some(w).await;
+        if w.reconciler.is_some() && dice.chance(15) {
+            reconcile(w, Since::Watermark).await;
+        }
     }
     done
 }
@@ -1132,6 +1278,49 @@ fn jump(w: &World, dice: &Dice, days_so_far: i64) -> i64 {
         return days;
     }
     0
+}
+
+/// Cartpanda emits an input: its order's list entry now shows what the inputs so far made.
+fn emit(w: &World, lives: &[Life], input: &Input) {
+    let mut emitted = w.emitted.lock().unwrap();
+    emitted.push(input.clone());
+    let listed = lives
+        .iter()
+        .filter_map(|life| life.as_listed(&w.shop, &emitted))
+        .collect();
+    *w.listed.lock().unwrap() = listed;
+}
+
+/// A reconciliation run of the shop (a scheduled one from its watermark, or an operator's
+/// back-fill); its `sent` must be what RedTrack accepted meanwhile.
+pub async fn reconcile(w: &World, since: Since) {
+    let Some(r) = &w.reconciler else {
+        return;
+    };
+    let target =
+        cartpanda_redtrack::reconcile::default_target(r).expect("the default shop reconciles");
+    let options = RunOptions {
+        since,
+        dry_run: false,
+        deadline_ms: w.clock.now_ms() + 60_000,
+    };
+    w.storm.trace.say(format_args!("reconcile ({since:?})"));
+    let before = w.redtrack.accepted.lock().unwrap().len();
+    let summary = r.run(&target, options).await;
+    let accepted = (w.redtrack.accepted.lock().unwrap().len() - before) as u64;
+    w.reconciled
+        .fetch_add(summary.sent as i64, Ordering::Relaxed);
+    w.storm.trace.say(format_args!(
+        "  -> listed {}, sent {}, queued {}, already sent {}, failed {}, error {:?}",
+        summary.orders_seen, summary.sent, summary.queued, summary.already_sent, summary.failed,
+        summary.error
+    ));
+    if summary.sent > accepted {
+        w.lie(format!(
+            "reconciliation said sent {} but RedTrack accepted {accepted}",
+            summary.sent
+        ));
+    }
 }
 
 /// Runs futures concurrently on this thread, in a fixed polling order.
@@ -1348,12 +1537,15 @@ pub struct Outcomes {
     pub problems: Vec<String>,
     pub windows: usize,
     pub trace: Vec<String>,
+    /// Inputs lost, and conversions reconciliation sent.
+    pub lost: i64,
+    pub reconciled: i64,
 }
 
 /// Lives one history in the runtime it is called in: the storm, the recovery, the jump past the
 /// memory (in a fifth of the histories), the checks.
-pub async fn live(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) -> Outcomes {
-    let w = world(seed, lives, base, kept);
+pub async fn live(seed: u64, lives: &[Life], setup: Setup) -> Outcomes {
+    let w = world(seed, lives, setup);
     for life in lives {
         w.storm.trace.say(format_args!("order {life:?}"));
     }
@@ -1364,6 +1556,11 @@ pub async fn live(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) 
         .map(|(input, _)| input)
         .collect();
     let redriven = recover(&w, open).await;
+    if w.reconciler.is_some() {
+        // The operator's back-fill over the orders' day: what was lost is sent now.
+        reconcile(&w, Since::From(START_MS / 1000 - 2 * 3600)).await;
+        drain_some(&w).await;
+    }
     let (mut problems, windows) = check(&w, lives, redriven);
     if w.shop.past_the_memory {
         let lies_before = w.lies.lock().unwrap().len();
@@ -1375,6 +1572,8 @@ pub async fn live(seed: u64, lives: &[Life], base: Arc<dyn Ledger>, kept: bool) 
         problems,
         windows,
         trace,
+        lost: w.lost.load(Ordering::Relaxed),
+        reconciled: w.reconciled.load(Ordering::Relaxed),
     }
 }
 
