@@ -51,7 +51,10 @@ impl wiremock::Respond for FakeCartpanda {
         let list = format!("/api/v3/{SLUG}/orders");
         if let Some(id) = request.url.path().strip_prefix(&format!("{list}/")) {
             let orders = self.0.lock().unwrap().clone();
-            return match orders.into_iter().find(|o| o["id"].to_string() == id) {
+            return match orders
+                .into_iter()
+                .find(|o| o["id"] == id.parse::<u64>().unwrap_or(0))
+            {
                 Some(order) => ResponseTemplate::new(200).set_body_json(json!({ "order": order })),
                 None => ResponseTemplate::new(404),
             };
@@ -93,7 +96,10 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
         let reconcile = (seed % 2 == 0).then(|| {
             reconciling += 1;
             let env = HashMap::from([
-                ("CARTPANDA_API_TOKEN".to_owned(), "a-cartpanda-api-token".to_owned()),
+                (
+                    "CARTPANDA_API_TOKEN".to_owned(),
+                    "a-cartpanda-api-token".to_owned(),
+                ),
                 ("CARTPANDA_SHOP_SLUG".to_owned(), SLUG.to_owned()),
                 (
                     "CARTPANDA_ORDER_LIST_URL".to_owned(),
@@ -101,7 +107,10 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
                 ),
                 (
                     "CARTPANDA_ORDER_URL".to_owned(),
-                    format!("{}/api/v3/{{shop_slug}}/orders/{{order_id}}", cartpanda.uri()),
+                    format!(
+                        "{}/api/v3/{{shop_slug}}/orders/{{order_id}}",
+                        cartpanda.uri()
+                    ),
                 ),
                 ("CARTPANDA_API_MIN_INTERVAL_MS".to_owned(), "0".to_owned()),
             ]);

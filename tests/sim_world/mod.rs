@@ -24,22 +24,18 @@ use cartpanda_redtrack::inbound::auth::Secret;
 use cartpanda_redtrack::inbound::verify::{OrderSource, VerifyError};
 use cartpanda_redtrack::inbound::webhook::{self, Delivery, Order};
 use cartpanda_redtrack::ledger::cache::CachedLedger;
-use cartpanda_redtrack::ledger::claim::{
-    Claim, ClaimOutcome, Finish, Ledger, LedgerError, Record,
-};
+use cartpanda_redtrack::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger, LedgerError, Record};
+use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ledger::notes::Note;
 use cartpanda_redtrack::ledger::refusal::Refusal;
 use cartpanda_redtrack::ops::clock::Clock;
 use cartpanda_redtrack::ops::config::Config;
 use cartpanda_redtrack::postback::redtrack::{Accepted, SendError, Tracker};
-use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
 use cartpanda_redtrack::redrive::consumer::{Disposition, MAX_RECEIVES, Redriver};
-use cartpanda_redtrack::redrive::queue::{
-    QueueError, RedriveMessage, RedriveQueue,
-};
+use cartpanda_redtrack::redrive::queue::{QueueError, RedriveMessage, RedriveQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -93,7 +89,8 @@ impl Storm {
     async fn slow(&self, percent: u32, max_ms: usize, who: &str, what: &str) {
         if !self.real_time && self.strikes(percent) {
             let ms = self.dice.below(max_ms) as u64;
-            self.trace.say(format_args!("  {who} {what}: slow, {ms} ms"));
+            self.trace
+                .say(format_args!("  {who} {what}: slow, {ms} ms"));
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
@@ -375,7 +372,9 @@ impl Tracker for SimRedTrack {
         if self.storm.strikes(4) {
             return Err(self.lose_answer(&id, "answer lost"));
         }
-        self.storm.trace.say(format_args!("  redtrack {id}: accepted"));
+        self.storm
+            .trace
+            .say(format_args!("  redtrack {id}: accepted"));
         Ok(Accepted {
             status: 200,
             attempts: 1,
@@ -607,7 +606,8 @@ impl Input {
             Input::Webhook(event, order) => format!("{event} of {}", order["id"]),
             Input::S2s(q) => format!(
                 "s2s {} of {}",
-                q.get("upsell_no").map_or("sale".to_owned(), |n| format!("upsell {n}")),
+                q.get("upsell_no")
+                    .map_or("sale".to_owned(), |n| format!("upsell {n}")),
                 q["order_id"]
             ),
         }
@@ -831,8 +831,14 @@ impl Life {
             ("total_price", money(price)),
             ("currency", "BRL".to_owned()),
             ("is_test", u8::from(self.test).to_string()),
-            ("datetime_utc", list_time(self.created_ms(shop), TimeForm::Naive)),
-            ("cid", if self.click_id { CLICK_ID } else { "{cid}" }.to_owned()),
+            (
+                "datetime_utc",
+                list_time(self.created_ms(shop), TimeForm::Naive),
+            ),
+            (
+                "cid",
+                if self.click_id { CLICK_ID } else { "{cid}" }.to_owned(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -1131,9 +1137,12 @@ impl World {
                         .trace
                         .say(format_args!("  answer {id}: {}", c.outcome.as_str()));
                     match c.outcome {
-                        Outcome::Sent | Outcome::Duplicate if !self.sent_before(id) => self.lie(
-                            format!("{id} answered {} but RedTrack never had it", c.outcome.as_str()),
-                        ),
+                        Outcome::Sent | Outcome::Duplicate if !self.sent_before(id) => {
+                            self.lie(format!(
+                                "{id} answered {} but RedTrack never had it",
+                                c.outcome.as_str()
+                            ))
+                        }
                         Outcome::Queued if !self.queue.holds(id) => {
                             self.lie(format!("{id} answered queued but no message is queued"))
                         }
@@ -1146,7 +1155,9 @@ impl World {
             }
             Handled::Skipped { reason, .. } => {
                 let code = reason.code();
-                self.storm.trace.say(format_args!("  answer: skipped, {code}"));
+                self.storm
+                    .trace
+                    .say(format_args!("  answer: skipped, {code}"));
                 if matches!(code, "no_click_id" | "too_old") {
                     let notes = self.ledger.notes.lock().unwrap();
                     if !notes.iter().any(|(o, r)| o == order_id && r == code) {
@@ -1267,13 +1278,17 @@ fn jump(w: &World, dice: &Dice, days_so_far: i64) -> i64 {
     w.clock.jump(ms);
     if dice.chance(10) {
         let minutes = 1 + dice.below(30) as i64;
-        w.storm.trace.say(format_args!("the clock jumps {minutes} min"));
+        w.storm
+            .trace
+            .say(format_args!("the clock jumps {minutes} min"));
         w.clock.jump(minutes * 60_000);
     }
     let budget = i64::from(w.shop.memory_days) / 2 - days_so_far;
     if dice.chance(3) && budget > 1 {
         let days = 1 + dice.below(budget.min(16) as usize) as i64;
-        w.storm.trace.say(format_args!("the clock jumps {days} days"));
+        w.storm
+            .trace
+            .say(format_args!("the clock jumps {days} days"));
         w.clock.jump(days * DAY_MS);
         return days;
     }
@@ -1312,7 +1327,11 @@ pub async fn reconcile(w: &World, since: Since) {
         .fetch_add(summary.sent as i64, Ordering::Relaxed);
     w.storm.trace.say(format_args!(
         "  -> listed {}, sent {}, queued {}, already sent {}, failed {}, error {:?}",
-        summary.orders_seen, summary.sent, summary.queued, summary.already_sent, summary.failed,
+        summary.orders_seen,
+        summary.sent,
+        summary.queued,
+        summary.already_sent,
+        summary.failed,
         summary.error
     ));
     if summary.sent > accepted {
@@ -1362,9 +1381,10 @@ pub async fn drain_some(w: &World) {
         match w.redriver.handle(&message, receives + 1, deadline).await {
             Disposition::Done => {}
             Disposition::RetryAfter(_) if receives + 1 >= MAX_RECEIVES => {
-                w.storm
-                    .trace
-                    .say(format_args!("  {}: to the DLQ (max receives)", message.event_id));
+                w.storm.trace.say(format_args!(
+                    "  {}: to the DLQ (max receives)",
+                    message.event_id
+                ));
                 w.dlq.messages.lock().unwrap().push((message, 0));
             }
             Disposition::RetryAfter(_) => w
