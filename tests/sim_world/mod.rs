@@ -1560,6 +1560,8 @@ pub struct Outcomes {
     /// Inputs lost, and conversions reconciliation sent.
     pub lost: i64,
     pub reconciled: i64,
+    /// What RedTrack accepted, in order.
+    pub accepted: Vec<Postback>,
 }
 
 /// Lives one history in the runtime it is called in: the storm, the recovery, the jump past the
@@ -1594,6 +1596,7 @@ pub async fn live(seed: u64, lives: &[Life], setup: Setup) -> Outcomes {
         trace,
         lost: w.lost.load(Ordering::Relaxed),
         reconciled: w.reconciled.load(Ordering::Relaxed),
+        accepted: w.redtrack.accepted.lock().unwrap().clone(),
     }
 }
 
