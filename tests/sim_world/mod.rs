@@ -1368,7 +1368,8 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 /// The consumer takes the queue's messages once each (a batch), as SQS would deliver them; a
 /// message received [`MAX_RECEIVES`] times and still failing goes to the DLQ, as SQS's redrive
-/// policy moves it.
+/// policy moves it; during the storm a handled message's delete is lost now and then (delivered
+/// again).
 pub async fn drain_some(w: &World) {
     let batch: Vec<(RedriveMessage, u32)> = std::mem::take(&mut *w.queue.messages.lock().unwrap());
     for (message, receives) in batch {
@@ -1379,6 +1380,18 @@ pub async fn drain_some(w: &World) {
             receives + 1
         ));
         match w.redriver.handle(&message, receives + 1, deadline).await {
+            // SQS delivers at least once: a handled message whose delete was lost comes back.
+            Disposition::Done if w.storm.strikes(5) => {
+                w.storm.trace.say(format_args!(
+                    "  {}: its delete lost, redelivered",
+                    message.event_id
+                ));
+                w.queue
+                    .messages
+                    .lock()
+                    .unwrap()
+                    .push((message, receives + 1));
+            }
             Disposition::Done => {}
             Disposition::RetryAfter(_) if receives + 1 >= MAX_RECEIVES => {
                 w.storm.trace.say(format_args!(
