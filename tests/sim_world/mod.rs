@@ -170,7 +170,9 @@ impl FaultyLedger {
 
     async fn fault(&self, what: &str, key: &str) -> Option<bool> {
         tokio::task::yield_now().await;
-        self.storm.slow(3, 2_500, "ledger", what).await;
+        // No slower than the SDK's operation timeout, which would fail the call instead.
+        let most = cartpanda_redtrack::ops::budget::SDK_OPERATION.as_millis() as usize;
+        self.storm.slow(3, most, "ledger", what).await;
         if self.storm.strikes(4) {
             self.storm
                 .trace
@@ -327,6 +329,12 @@ impl SimRedTrack {
         }
         let ms = self.storm.dice.below(6_000) as u64;
         let answer_at = Instant::now() + Duration::from_millis(ms);
+        // As the real client cuts its attempt: the retry margin before the deadline, but at least
+        // the first attempt's floor.
+        let deadline = deadline
+            .checked_sub(cartpanda_redtrack::ops::budget::AFTER_SEND)
+            .unwrap_or(deadline)
+            .max(Instant::now() + cartpanda_redtrack::postback::redtrack::FIRST_ATTEMPT_FLOOR);
         if answer_at <= deadline {
             tokio::time::sleep_until(answer_at).await;
             return None;
@@ -1170,17 +1178,27 @@ impl World {
     }
 }
 
-/// One input delivered: its status (`None`: the instance died before answering).
+/// Lambda timeouts an invocation may have: 3 s (Lambda's default), 6, 15 and 30 s.
+const TIMEOUTS_MS: [i64; 4] = [3_000, 6_000, 15_000, 30_000];
+
+/// One input delivered within a Lambda invocation of `timeout_ms`, killed at its deadline: its
+/// status (`None`: the instance died before answering).
 pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option<u16> {
+    let timeout_ms = if *w.storm.on.lock().unwrap() {
+        TIMEOUTS_MS[w.storm.dice.below(TIMEOUTS_MS.len())]
+    } else {
+        30_000
+    };
     let delivery = input.delivery();
     let order_id = input.order_id();
     let profile = Arc::clone(&w.bridge.config.profile);
+    let options = DeliveryOptions {
+        dry_run: false,
+        deadline_ms: Some(w.clock.now_ms() + timeout_ms),
+    };
+    let killed_at = Instant::now() + Duration::from_millis(timeout_ms as u64);
     let work = async {
-        match w
-            .bridge
-            .deliver(&profile, delivery, DeliveryOptions::default())
-            .await
-        {
+        match w.bridge.deliver(&profile, delivery, options).await {
             Ok(answer) => {
                 w.check_answer(&order_id, &answer.result);
                 answer.status()
@@ -1195,15 +1213,23 @@ pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option
             }
         }
     };
-    let status = match die_after {
-        None => Some(work.await),
-        Some(polls) => {
-            DieAfter {
-                inner: Box::pin(work),
-                polls_left: polls,
-            }
-            .await
+    let work = async {
+        let timed = tokio::time::timeout_at(killed_at, work).await;
+        if timed.is_err() {
+            w.storm
+                .trace
+                .say(format_args!("  killed at its {timeout_ms} ms timeout"));
         }
+        timed.ok()
+    };
+    let status = match die_after {
+        None => work.await,
+        Some(polls) => DieAfter {
+            inner: Box::pin(work),
+            polls_left: polls,
+        }
+        .await
+        .flatten(),
     };
     if status.is_none() {
         w.died.lock().unwrap().push(format!("{order_id}-"));
