@@ -26,8 +26,12 @@ use std::time::Instant;
 
 /// Seeds that once failed, kept: each replays the history that found a bug (docs/reliability.md
 /// "The simulation"). 29: issue 20's item 8 (a sent conversion whose `SENT` write failed, sent
-/// again by a redelivery) with its fix reverted; it was the 30th history.
-const REGRESSIONS: &[u64] = &[29];
+/// again by a redelivery) with its fix reverted; it was the 30th history. 9746: a purchase sent
+/// twice through window 1's third case — its `SENT` write failed, the "record SENT" message's
+/// write failed too, and the lease ran out first: the conversion's own queued send (RedTrack had
+/// answered 503 to its first delivery) took the claim over and sent again (a named window,
+/// counted; docs/reliability.md).
+const REGRESSIONS: &[u64] = &[29, 9746];
 
 /// One history from its seed and lives, on a current-thread runtime with tokio's clock paused: a
 /// pause in the code under test (a retry's backoff, a slow RedTrack) takes no time and advances in

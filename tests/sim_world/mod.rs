@@ -35,7 +35,7 @@ use cartpanda_redtrack::reconcile::config::ReconcileSettings;
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
 use cartpanda_redtrack::redrive::consumer::{Disposition, MAX_RECEIVES, Redriver};
-use cartpanda_redtrack::redrive::queue::{QueueError, RedriveMessage, RedriveQueue};
+use cartpanda_redtrack::redrive::queue::{QueueError, RedriveKind, RedriveMessage, RedriveQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -401,6 +401,8 @@ pub struct SimQueue {
     pub messages: Mutex<Vec<(RedriveMessage, u32)>>,
     /// Event IDs of the messages the queue refused.
     pub refused: Mutex<Vec<String>>,
+    /// Event IDs of the "record SENT" messages it took.
+    pub record_sent: Mutex<Vec<String>>,
 }
 
 impl SimQueue {
@@ -411,6 +413,7 @@ impl SimQueue {
             faulty,
             messages: Mutex::default(),
             refused: Mutex::default(),
+            record_sent: Mutex::default(),
         }
     }
 
@@ -438,6 +441,12 @@ impl RedriveQueue for SimQueue {
         self.storm
             .trace
             .say(format_args!("  {name} {}: queued", message.event_id));
+        if message.kind == RedriveKind::RecordSent {
+            self.record_sent
+                .lock()
+                .unwrap()
+                .push(message.event_id.clone());
+        }
         self.messages.lock().unwrap().push((message.clone(), 0));
         Ok(())
     }
@@ -1575,13 +1584,17 @@ pub fn check(w: &World, lives: &[Life], redriven: bool) -> (Vec<String>, usize) 
 
 /// Whether a copy of `event_id` falls in a window docs/reliability.md names: RedTrack's answer
 /// lost after it accepted (window 2); the instance dying between RedTrack's answer and the record,
-/// or the `SENT` write lost with the queue refusing the `record_sent` message too (window 1).
+/// the `SENT` write lost with the queue refusing the `record_sent` message too, or that message
+/// not yet applied when the lease ended and another attempt (a redelivery, the queued send of
+/// the same conversion) took the claim over (window 1; seed 9746).
 fn in_window(w: &World, event_id: &str) -> bool {
     let answer_lost = w.redtrack.answer_lost.lock().unwrap();
     let sent_lost = w.ledger.sent_write_lost.lock().unwrap();
     let refused = w.queue.refused.lock().unwrap();
+    let record_sent = w.queue.record_sent.lock().unwrap();
     let died = w.died.lock().unwrap();
     answer_lost.iter().any(|e| e == event_id)
+        || record_sent.iter().any(|e| e == event_id)
         || (sent_lost
             .iter()
             .any(|k| k.ends_with(&format!("#{event_id}")))
