@@ -584,6 +584,10 @@ pub struct Life {
     pub refund_record: bool,
     /// Charged back; `true`: only as an `order.updated` with `chargeback_received = 1`.
     pub chargeback: Option<bool>,
+    /// Paid after it was created (boleto, PIX): an `order.created` with `payment_status` 1 first.
+    pub paid_late: bool,
+    /// Created, never paid, cancelled: `order.created` and `order.cancelled` only; earns nothing.
+    pub cancelled_unpaid: bool,
     /// How the webhooks write amounts: 0 `"505.07"`, 1 `505.07`, 2 `"1.505,07"` (Brazilian),
     /// 3 Brazilian with the total also in cents (`unformatted_total_price`).
     pub shape: u8,
@@ -703,6 +707,8 @@ impl Life {
             refund_record: dice.chance(50),
             chargeback: dice.chance(15).then(|| dice.chance(50)),
             shape: dice.below(4) as u8,
+            paid_late: false,
+            cancelled_unpaid: false,
         }
     }
 
@@ -732,7 +738,7 @@ impl Life {
     /// The conversions the order earned: event ID → (type, sum).
     pub fn earned(&self, shop: &Shop) -> BTreeMap<String, (String, String)> {
         let mut out = BTreeMap::new();
-        if self.test || !self.click_id || self.old {
+        if self.test || !self.click_id || self.old || self.cancelled_unpaid {
             return out;
         }
         let all = self.upsells.len();
@@ -800,8 +806,26 @@ impl Life {
         }
     }
 
+    /// The order created, not (yet) paid.
+    fn unpaid(&self, shop: &Shop) -> Value {
+        let mut order = self.order(shop, 0);
+        order["payment_status"] = json!(1);
+        order
+    }
+
+    /// The order cancelled unpaid.
+    fn cancelled(&self, shop: &Shop) -> Value {
+        let mut order = self.order(shop, 0);
+        order["payment_status"] = json!(4);
+        order["status_id"] = json!("Cancelled");
+        order
+    }
+
     /// The order as Cartpanda's API shows it at the end of its life.
     pub fn in_the_api(&self, shop: &Shop) -> Value {
+        if self.cancelled_unpaid {
+            return self.cancelled(shop);
+        }
         let mut order = self.order(shop, self.upsells.len());
         if self.refunded {
             self.refund(&mut order);
@@ -823,6 +847,20 @@ impl Life {
             .collect();
         let upsells = stages.iter().map(|s| s.0).max()?;
         let mut order = self.order(shop, upsells.min(self.upsells.len()));
+        let kinds: Vec<&str> = emitted
+            .iter()
+            .filter(|i| i.order_id() == id)
+            .map(|i| match i {
+                Input::Webhook(event, _) => event.as_str(),
+                Input::S2s(_) => "s2s",
+            })
+            .collect();
+        if kinds.contains(&"order.cancelled") {
+            return Some(self.cancelled(shop));
+        }
+        if kinds.iter().all(|k| *k == "order.created") {
+            order["payment_status"] = json!(1);
+        }
         if stages.iter().any(|s| s.1) {
             self.refund(&mut order);
         }
@@ -872,6 +910,13 @@ impl Life {
         let all = self.upsells.len();
         let webhook = |event: &str, order: Value| Input::Webhook(event.to_owned(), order);
         let mut out = Vec::new();
+        if self.paid_late || self.cancelled_unpaid {
+            out.push(webhook("order.created", self.unpaid(shop)));
+        }
+        if self.cancelled_unpaid {
+            out.push(webhook("order.cancelled", self.cancelled(shop)));
+            return out;
+        }
         if shop.s2s {
             out.extend((0..=all).map(|n| self.s2s(shop, n)));
         } else {
@@ -922,11 +967,18 @@ impl Life {
     }
 }
 
-/// The orders of a history (1–4), from its seed.
+/// The orders of a history (1–4), from its seed. What was added to the model later is drawn from
+/// a generator of its own, so the seeds kept in `tests/sim.rs` still replay their histories.
 pub fn lives(seed: u64) -> Vec<Life> {
     let dice = Dice::new(seed ^ 0x5eed);
+    let later = Dice::new(seed ^ 0x1a7e);
     (0..1 + dice.below(4))
         .map(|n| Life::new(1000 + n as u64, &dice))
+        .map(|life| Life {
+            paid_late: later.chance(10),
+            cancelled_unpaid: later.chance(5),
+            ..life
+        })
         .collect()
 }
 
