@@ -1254,8 +1254,8 @@ pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option
     let order_id = input.order_id();
     let profile = Arc::clone(&w.bridge.config.profile);
     let options = DeliveryOptions {
-        dry_run: false,
         deadline_ms: Some(w.clock.now_ms() + timeout_ms),
+        ..DeliveryOptions::default()
     };
     let killed_at = Instant::now() + Duration::from_millis(timeout_ms as u64);
     let work = async {
