@@ -34,7 +34,7 @@ FUZZ_SECONDS ?= 60
 # otherwise. Asked of cargo, evaluated only by the targets that use it.
 TARGET_DIR = $(shell cargo metadata --format-version 1 --no-deps | python3 -c "import json, sys; print(json.load(sys.stdin)['target_directory'])")
 
-.PHONY: sim browser bench bench-reconcile fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
+.PHONY: sim sim-moto browser bench bench-reconcile fuzz redrive replay sam-build qemu arm64-check stack-test help tools test check fmt-check clippy unit lint moto-start moto-stop demo watch invoke build deploy deploy-cargo-lambda clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -56,8 +56,13 @@ test: tools browser ## everything CI checks: fmt, clippy, all tests against moto
 	@awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
 	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TOOLS)/test.log
 
-sim: ## the deterministic simulation of orders' lives (tests/sim.rs): SIMS=<n> histories (10,000), SEED=<n> replays one and prints its trace
-	@set +e; $(if $(SIMS),SIMS=$(SIMS)) $(if $(SEED),SEED=$(SEED)) cargo test --quiet --test sim -- --nocapture 2>&1 | grep -v '^{"'; exit $${PIPESTATUS[0]}
+sim: ## the deterministic simulation of orders' lives (tests/sim.rs): SIMS=<n> histories (10,000) from SIM_BASE=<n> (0), SEED=<n> replays one and prints its trace
+	@set +e; $(if $(SIMS),SIMS=$(SIMS)) $(if $(SIM_BASE),SIM_BASE=$(SIM_BASE)) $(if $(SEED),SEED=$(SEED)) cargo test --quiet --test sim -- --nocapture 2>&1 | grep -v '^{"'; exit $${PIPESTATUS[0]}
+
+sim-moto: tools ## the simulation over the DynamoDB ledger in moto, with reconciliation (tests/sim_moto.rs): SIMS=<n> histories (200)
+	$(MAKE) --no-print-directory moto-start
+	set +e; $(TEST_ENV) $(if $(SIMS),SIMS_MOTO=$(SIMS)) cargo test --quiet --test sim_moto -- --nocapture 2>&1 | grep -v '^{"'; status=$${PIPESTATUS[0]}; set -e; \
+	  $(MAKE) --no-print-directory moto-stop; exit $$status
 
 sam-build: tools ## sam build as `make deploy` runs it: arm64, one program built once for every function
 	@start=$$(date +%s); \

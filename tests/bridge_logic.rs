@@ -15,7 +15,7 @@ use cartpanda_redtrack::redrive::queue::MemoryQueue;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// RedTrack as a script: answers from the list, in order, counting calls.
 struct ScriptedTracker {

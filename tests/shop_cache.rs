@@ -19,7 +19,7 @@ use common::{apigw_event_at, deliver_event, paid_order};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use tokio::time::Instant;
 
 const SHOP_TOKEN: &str = "loja-real-secret-0123456789";
 

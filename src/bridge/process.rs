@@ -15,7 +15,8 @@ use crate::ops::config::Profile;
 use crate::postback::redtrack::SendError;
 use crate::postback::send::{QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveKind, RedriveMessage};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How a [`Bridge::process`] call came: the input that brought the order (recorded on each
 /// claim as `via`) and the invocation's deadline (epoch milliseconds; `None` gives

@@ -18,7 +18,8 @@ use crate::ledger::claim::{LedgerError, STATUS_SENT};
 use crate::ledger::dynamo::{DynamoLedger, get_n, get_s, ledger_error, n, s};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What to do.
 #[derive(Debug, Clone)]

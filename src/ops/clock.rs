@@ -1,4 +1,12 @@
 //! Time, injected where it decides an outcome (leases, expiry) so tests can pin it.
+//!
+//! Two clocks decide outcomes. Wall time (epoch milliseconds: leases, expiry, the age rule,
+//! watermarks) is read through [`Clock`]. Monotonic time (an invocation's budget: a send's
+//! deadline, the check before each claim, the pause between `SENT` retries, `ledger extend`'s
+//! pace) is tokio's `Instant` (`tokio::time::Instant`), never `std::time::Instant`: in production
+//! it is the same monotonic clock; under a runtime whose clock is paused (the simulation,
+//! `tests/sim_world`) it moves only with the runtime's timers, so a slow dependency or a backoff
+//! is replayed the same way from a seed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

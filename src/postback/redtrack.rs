@@ -3,7 +3,8 @@
 //! only scheme and host.
 
 use async_trait::async_trait;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use url::Url;
 
 /// Most bytes of RedTrack's reply read (it is only drained, never interpreted).

@@ -5,7 +5,8 @@ use crate::ledger::claim::{Claim, Finish, Ledger, LedgerError};
 use crate::ops::budget;
 use crate::ops::clock::Clock;
 use crate::postback::redtrack::{Accepted, SendError, Tracker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use url::Url;
 
 /// How long a permanently refused conversion stays on record for the operator.

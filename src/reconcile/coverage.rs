@@ -35,7 +35,8 @@ use crate::reconcile::run::{self, MAX_PAGES, Reconciler, Target};
 use aws_sdk_dynamodb::types::{AttributeValue as V, KeysAndAttributes};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long after a shop's day ended its coverage is measured, at the earliest.
 pub const AFTER_DAY_END_S: i64 = 2 * 3600;

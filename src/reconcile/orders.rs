@@ -13,7 +13,8 @@
 use crate::inbound::auth::Secret;
 use crate::inbound::zone::{MAX_OFFSET_S, Zone};
 use crate::reconcile::config::ListSettings;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Which list a request reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +268,7 @@ impl OrderLister {
                 if ready > stop_at {
                     return Err(ListError::Deadline);
                 }
-                tokio::time::sleep_until(ready.into()).await;
+                tokio::time::sleep_until(ready).await;
             }
             let now = Instant::now();
             if now >= stop_at {
@@ -299,7 +300,7 @@ impl OrderLister {
             if resume >= stop_at {
                 return Err(ListError::Deadline);
             }
-            tokio::time::sleep_until(resume.into()).await;
+            tokio::time::sleep_until(resume).await;
         }
     }
 

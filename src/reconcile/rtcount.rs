@@ -30,7 +30,8 @@ use crate::reconcile::run::{Reconciler, emf};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// RedTrack's API, as a public client and its `swagger.json` show it (not checked against a live
 /// account).
@@ -370,7 +371,7 @@ async fn pause(wait: Duration, stop_at: Instant) -> Result<(), ApiError> {
     if resume >= stop_at {
         return Err(ApiError::Deadline);
     }
-    tokio::time::sleep_until(resume.into()).await;
+    tokio::time::sleep_until(resume).await;
     Ok(())
 }
 

@@ -26,7 +26,8 @@ use crate::reconcile::watermark::{self, Cursor, Lease, Mark, Taken};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A shop to reconcile.
 #[derive(Debug, Clone)]

@@ -9,7 +9,8 @@ use crate::postback::send::{Courier, QUEUED_KEEP_S, SendOutcome};
 use crate::redrive::queue::{RedriveKind, RedriveMessage, RedriveQueue, SqsQueue};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Receives before SQS moves a message to the DLQ (the queue's `maxReceiveCount`).
 pub const MAX_RECEIVES: u32 = 16;
