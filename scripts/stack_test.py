@@ -347,6 +347,14 @@ UNDRIVEN = {
         "releases a claim whose conversion neither RedTrack nor the redrive queue took (the bridge's "
         "own path, which reconciliation sends through); tests/reliability.rs "
         "an_unreachable_queue_releases_the_claim_and_answers_502 drives it against moto",
+    ("ReconcileFunction", "dynamodb:BatchGetItem"):
+        "the daily coverage pass reads the ledger records of the day's paid orders (a day with "
+        "paid orders in the list, which this stack's stand-in does not serve); tests/coverage.rs "
+        "coverage_of_a_mixed_day_equals_the_list_s_truth drives it against moto",
+    ("ReconcileFunction", "dynamodb:Query"):
+        "RedTrack's daily count reads the day's sent conversions from the sent-day index (only "
+        "with a RedTrack API key, which this stack does not give); tests/redtrack_count.rs "
+        "the_daily_count_finds_a_conversion_missing_and_one_doubled drives it against moto",
 }
 
 

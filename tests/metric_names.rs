@@ -124,3 +124,32 @@ fn every_listed_metric_is_emitted_somewhere() {
         );
     }
 }
+
+/// Every metric an EMF line of `src/` names (the `emf(&[("Name", …), …])` and
+/// `emit(&[("Name", …), …])` calls, whatever function builds them) is on the list the stack test
+/// checks the alarms and the dashboard against: an alarm on a metric off the list fails there.
+#[test]
+fn every_metric_an_emf_call_names_is_listed() {
+    let mut unlisted = BTreeSet::new();
+    for (path, text) in sources() {
+        for call in ["emf(&[", "emit(&["] {
+            for (at, _) in text.match_indices(call) {
+                let rest = &text[at + call.len()..];
+                let body = &rest[..rest.find("])").unwrap_or(rest.len())];
+                for part in body.split("(\"").skip(1) {
+                    let name = &part[..part.find('"').unwrap_or(0)];
+                    let camel = name.starts_with(|c: char| c.is_ascii_uppercase())
+                        && name.chars().any(|c| c.is_ascii_lowercase())
+                        && name.chars().all(|c| c.is_ascii_alphanumeric());
+                    if camel && !EMITTED.contains(&name) {
+                        unlisted.insert(format!("{name} ({path})"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unlisted.is_empty(),
+        "emitted but not in EMITTED: {unlisted:?}"
+    );
+}

@@ -15,7 +15,7 @@ use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use common::{create_table, dynamo_client, moto_endpoint};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use sim_world::{LIST_SHAPE, Postback, Setup, list_page};
+use sim_world::{ListShape, Postback, Setup, list_page};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -25,9 +25,10 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const SLUG: &str = "sim-shop";
 
 /// Cartpanda's order API as reconciliation reads it: the list filtered by its query (created_at
-/// window, payment_status) in [`LIST_SHAPE`], and single orders by ID.
+/// window, payment_status) in the history's shape ([`sim_world::list_shape_of`]), and single
+/// orders by ID.
 #[derive(Clone)]
-struct FakeCartpanda(Arc<Mutex<Vec<Value>>>);
+struct FakeCartpanda(Arc<Mutex<Vec<Value>>>, Arc<Mutex<ListShape>>);
 
 impl FakeCartpanda {
     fn listed(&self, query: &HashMap<String, String>) -> Vec<Value> {
@@ -63,7 +64,8 @@ impl wiremock::Respond for FakeCartpanda {
         }
         let query: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
         let page = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-        ResponseTemplate::new(200).set_body_json(list_page(self.listed(&query), LIST_SHAPE, page))
+        let shape = *self.1.lock().unwrap();
+        ResponseTemplate::new(200).set_body_json(list_page(self.listed(&query), shape, page))
     }
 }
 
@@ -130,8 +132,9 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
     let dynamo = dynamo_client(&moto_endpoint());
     let cartpanda = MockServer::start().await;
     let listed: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let shape = Arc::new(Mutex::new(ListShape::Paginator));
     Mock::given(wiremock::matchers::method("GET"))
-        .respond_with(FakeCartpanda(Arc::clone(&listed)))
+        .respond_with(FakeCartpanda(Arc::clone(&listed), Arc::clone(&shape)))
         .mount(&cartpanda)
         .await;
     // `SEED=<n>`: that one history, its trace printed.
@@ -174,6 +177,7 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
             (env, DynamoLedger::new(dynamo.clone(), table))
         });
         listed.lock().unwrap().clear();
+        *shape.lock().unwrap() = sim_world::list_shape_of(seed);
         let setup = Setup {
             base: Arc::new(ledger),
             kept: one.is_some(),

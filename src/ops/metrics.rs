@@ -50,6 +50,8 @@ pub const EMITTED: &[&str] = &[
     "OrdersPaid",
     "OrdersCovered",
     "OrdersUncovered",
+    "RedTrackMissing",
+    "RedTrackDoubled",
 ];
 
 fn now_ms() -> u64 {

@@ -497,13 +497,21 @@ pub enum TimeForm {
     Naive,
     /// `2026-11-24T07:00:00-03:00`.
     SaoPaulo,
+    /// `2026-11-24 07:00:00`, São Paulo's local time, the order's `shop.timezone` saying so (and
+    /// the list's filters read in that zone).
+    SaoPauloNaive,
 }
 
-/// The shape the fake list answers in: today's. Switch to `Meta` or `Bare` once reconciliation
-/// reads them (issue 22).
-pub const LIST_SHAPE: ListShape = ListShape::Paginator;
-/// The form of the orders' times: today's. Switch to `SaoPaulo` once they are read (issue 22).
-pub const TIMES: TimeForm = TimeForm::Naive;
+/// The shape a history's fake list answers in, by its seed (each shape a third of the histories;
+/// not drawn from the history's dice, so kept seeds replay the histories they were kept for).
+pub fn list_shape_of(seed: u64) -> ListShape {
+    [ListShape::Paginator, ListShape::Meta, ListShape::Bare][(seed % 3) as usize]
+}
+
+/// The form of a history's order times, by its seed, as [`list_shape_of`].
+pub fn times_of(seed: u64) -> TimeForm {
+    [TimeForm::Naive, TimeForm::SaoPaulo, TimeForm::SaoPauloNaive][((seed / 3) % 3) as usize]
+}
 
 /// One page of `orders` (every order fits: pages of 50).
 pub fn list_page(orders: Vec<Value>, shape: ListShape, page: u32) -> Value {
@@ -533,6 +541,7 @@ pub fn list_time(ms: i64, form: TimeForm) -> String {
             let local = cartpanda_redtrack::inbound::datetime::format_utc(s - 3 * 3600);
             format!("{}-03:00", local.replacen(' ', "T", 1))
         }
+        TimeForm::SaoPauloNaive => cartpanda_redtrack::inbound::datetime::format_utc(s - 3 * 3600),
     }
 }
 
@@ -553,6 +562,8 @@ pub struct Shop {
     pub operator_redrives: bool,
     /// The history ends with the clock jumping past the memory and every input delivered again.
     pub past_the_memory: bool,
+    /// The form of its orders' times ([`times_of`]: by seed, not by the dice).
+    pub times: TimeForm,
 }
 
 impl Shop {
@@ -564,6 +575,7 @@ impl Shop {
             memory_days: if dice.chance(50) { 400 } else { 30 },
             operator_redrives: dice.chance(80),
             past_the_memory: dice.chance(20),
+            times: TimeForm::Naive,
         }
     }
 }
@@ -778,7 +790,7 @@ impl Life {
             lines.push(json!({"id": line, "product_id": 100 + n, "name": label,
                 "price": amount(*price, shape), "quantity": 1, "up_sell_id": 7 + n, "up_sell_type": label}));
         }
-        let created = list_time(self.created_ms(shop), TIMES);
+        let created = list_time(self.created_ms(shop), shop.times);
         let mut order = json!({
             "id": self.id, "test": u8::from(self.test), "currency": "BRL",
             "total_price": amount(self.total(upsells), shape), "status_id": "New",
@@ -789,6 +801,9 @@ impl Life {
         });
         if self.click_id {
             order["checkout_params"] = json!({"cid": CLICK_ID});
+        }
+        if shop.times == TimeForm::SaoPauloNaive {
+            order["shop"]["timezone"] = json!("America/Sao_Paulo");
         }
         if shape == 3 {
             order["unformatted_total_price"] = json!(self.total(upsells));
@@ -1072,7 +1087,10 @@ pub fn world(seed: u64, lives: &[Life], setup: Setup) -> World {
         real_time: setup.real_time,
     };
     let base = setup.base;
-    let shop = Shop::new(&storm.dice);
+    let shop = Shop {
+        times: times_of(seed),
+        ..Shop::new(&storm.dice)
+    };
     storm.trace.say(format_args!("shop: {shop:?}"));
     let clock = Arc::new(SimClock::new());
     let ledger = Arc::new(FaultyLedger::new(base, storm.clone()));
@@ -1736,6 +1754,7 @@ pub fn steps(lives: &[Life]) -> usize {
         memory_days: 400,
         operator_redrives: true,
         past_the_memory: false,
+        times: TimeForm::Naive,
     };
     lives.iter().map(|l| l.inputs(&shop).len()).sum()
 }
