@@ -24,7 +24,9 @@ use cartpanda_redtrack::inbound::auth::Secret;
 use cartpanda_redtrack::inbound::verify::{OrderSource, VerifyError};
 use cartpanda_redtrack::inbound::webhook::{self, Delivery, Order};
 use cartpanda_redtrack::ledger::cache::CachedLedger;
-use cartpanda_redtrack::ledger::claim::{Claim, ClaimOutcome, Finish, Ledger, LedgerError, Record};
+use cartpanda_redtrack::ledger::claim::{
+    Claim, ClaimOutcome, Finish, Ledger, LedgerError, Record, STATUS_SENT, Via,
+};
 use cartpanda_redtrack::ledger::dynamo::DynamoLedger;
 use cartpanda_redtrack::ledger::notes::Note;
 use cartpanda_redtrack::ledger::refusal::Refusal;
@@ -1045,6 +1047,8 @@ pub struct World {
     /// Inputs lost (never delivered), and conversions reconciliation sent.
     pub lost: AtomicI64,
     pub reconciled: AtomicI64,
+    /// Per order ID, the inputs that carried it to the bridge (a record's `via` must be one).
+    pub vias: Mutex<BTreeMap<String, BTreeSet<&'static str>>>,
 }
 
 /// What a history runs over beside its seed and lives.
@@ -1152,6 +1156,7 @@ pub fn world(seed: u64, lives: &[Life], setup: Setup) -> World {
         queued: Mutex::default(),
         lost: AtomicI64::new(0),
         reconciled: AtomicI64::new(0),
+        vias: Mutex::default(),
     }
 }
 
@@ -1199,6 +1204,16 @@ fn config(shop: &Shop, order_url: Option<&str>) -> Config {
 }
 
 impl World {
+    /// `via` carried `order_id` to the bridge.
+    fn used(&self, order_id: &str, via: Via) {
+        self.vias
+            .lock()
+            .unwrap()
+            .entry(order_id.to_owned())
+            .or_default()
+            .insert(via.as_str());
+    }
+
     fn lie(&self, line: String) {
         self.storm.trace.say(format_args!("  LIE: {line}"));
         self.lies.lock().unwrap().push(line);
@@ -1271,8 +1286,15 @@ pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option
     let delivery = input.delivery();
     let order_id = input.order_id();
     let profile = Arc::clone(&w.bridge.config.profile);
+    // The route it comes by, as the HTTP handler says (`via`).
+    let via = match input {
+        Input::S2s(_) => Via::S2s,
+        Input::Webhook(..) => Via::Webhook,
+    };
+    w.used(&order_id, via);
     let options = DeliveryOptions {
         deadline_ms: Some(w.clock.now_ms() + timeout_ms),
+        via,
         ..DeliveryOptions::default()
     };
     let killed_at = Instant::now() + Duration::from_millis(timeout_ms as u64);
@@ -1425,6 +1447,16 @@ pub async fn reconcile(w: &World, since: Since) {
         deadline_ms: w.clock.now_ms() + 60_000,
     };
     w.storm.trace.say(format_args!("reconcile ({since:?})"));
+    let listed: Vec<String> = w
+        .listed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].to_string())
+        .collect();
+    for order_id in listed {
+        w.used(&order_id, Via::Reconcile);
+    }
     let before = w.redtrack.accepted.lock().unwrap().len();
     let summary = r.run(&target, options).await;
     let accepted = (w.redtrack.accepted.lock().unwrap().len() - before) as u64;
@@ -1479,6 +1511,7 @@ pub async fn drain_some(w: &World) {
     let batch: Vec<(RedriveMessage, u32)> = std::mem::take(&mut *w.queue.messages.lock().unwrap());
     for (message, receives) in batch {
         let deadline = w.clock.now_ms() + 30_000;
+        w.used(&message.order_id, message.via.unwrap_or(Via::Redrive));
         w.storm.trace.say(format_args!(
             "redrive {} (receive {})",
             message.event_id,
@@ -1531,7 +1564,11 @@ pub fn operator_redrive(w: &World) {
         .messages
         .lock()
         .unwrap()
-        .extend(moved.into_iter().map(|(m, _)| (m, 0)));
+        .extend(moved.into_iter().map(|(mut m, _)| {
+            // As `redrive --from <DLQ>` moves it: marked as the operator's.
+            m.via = Some(Via::Operator);
+            (m, 0)
+        }));
 }
 
 /// After the storm: no faults, leases run out, every input not answered 2xx is redelivered and
@@ -1652,6 +1689,67 @@ pub fn check(w: &World, lives: &[Life], redriven: bool) -> (Vec<String>, usize) 
     (problems, windows)
 }
 
+/// Issue 23's record attributes, for every conversion RedTrack accepted that an order earned: its
+/// ledger record (read past the fault injector: `GetItem` over DynamoDB) says which input brought
+/// it (`via`, one the model used for that order), the click ID sent, and, once the record says how
+/// the send ended, `attempts` >= 1; a `SENT` record says RedTrack answered 2xx (`rt_status`).
+/// Every record of a history is new: a missing attribute is a failure, not "unknown".
+pub async fn check_records(w: &World, lives: &[Life]) -> Vec<String> {
+    let accepted: BTreeSet<String> = w
+        .redtrack
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.event_id.clone())
+        .collect();
+    let vias = w.vias.lock().unwrap().clone();
+    let mut problems = Vec::new();
+    for life in lives {
+        let order_id = life.id.to_string();
+        let used = vias.get(&order_id).cloned().unwrap_or_default();
+        for event_id in life.earned(&w.shop).keys() {
+            if !accepted.contains(event_id) {
+                continue;
+            }
+            let key = cartpanda_redtrack::ledger::keys::conversion(None, event_id, false);
+            let record = match w.ledger.inner.look_up(&key).await {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    problems.push(format!("{event_id}: RedTrack accepted it, no record"));
+                    continue;
+                }
+                Err(err) => {
+                    problems.push(format!("{event_id}: its record unreadable: {err}"));
+                    continue;
+                }
+            };
+            problems.extend(record_problems(event_id, &record, &used));
+        }
+    }
+    problems
+}
+
+/// What one accepted conversion's record gets wrong (see [`check_records`]).
+fn record_problems(event_id: &str, r: &Record, used: &BTreeSet<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut wrong = |what: String| problems.push(format!("{event_id} ({}): {what}", r.status));
+    if !r.via.as_deref().is_some_and(|via| used.contains(via)) {
+        wrong(format!("via {:?}, the order came by {used:?}", r.via));
+    }
+    if r.click_id.as_deref() != Some(CLICK_ID) {
+        wrong(format!("click_id {:?}, sent {CLICK_ID}", r.click_id));
+    }
+    let finished = r.status != cartpanda_redtrack::ledger::claim::STATUS_IN_PROGRESS;
+    if finished && !r.attempts.is_some_and(|n| n >= 1) {
+        wrong(format!("attempts {:?}", r.attempts));
+    }
+    if r.status == STATUS_SENT && !r.rt_status.is_some_and(|s| (200..300).contains(&s)) {
+        wrong(format!("rt_status {:?} on a SENT record", r.rt_status));
+    }
+    problems
+}
+
 /// Whether a copy of `event_id` falls in a window docs/reliability.md names: RedTrack's answer
 /// lost after it accepted (window 2); the instance dying between RedTrack's answer and the record,
 /// the `SENT` write lost with the queue refusing the `record_sent` message too, or that message
@@ -1706,6 +1804,7 @@ pub async fn live(seed: u64, lives: &[Life], setup: Setup) -> Outcomes {
         drain_some(&w).await;
     }
     let (mut problems, windows) = check(&w, lives, redriven);
+    problems.extend(check_records(&w, lives).await);
     if w.shop.past_the_memory {
         let lies_before = w.lies.lock().unwrap().len();
         problems.extend(past_the_memory(&w, lives).await);
