@@ -1037,8 +1037,8 @@ pub struct World {
     pub dlq: Arc<SimQueue>,
     pub clock: Arc<SimClock>,
     pub storm: Storm,
-    /// Orders one of whose deliveries died mid-flight (window 1: after RedTrack accepted, before
-    /// the record said so).
+    /// Event IDs RedTrack accepted during a delivery of their order that then died mid-flight or
+    /// at its Lambda timeout (window 1: after RedTrack accepted, before the record said so).
     pub died: Mutex<Vec<String>>,
     /// Answers that do not mean what they say, found as they were given.
     pub lies: Mutex<Vec<String>>,
@@ -1298,6 +1298,7 @@ pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option
         ..DeliveryOptions::default()
     };
     let killed_at = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    let accepted_before = w.redtrack.accepted.lock().unwrap().len();
     let work = async {
         match w.bridge.deliver(&profile, delivery, options).await {
             Ok(answer) => {
@@ -1333,9 +1334,22 @@ pub async fn deliver(w: &World, input: &Input, die_after: Option<u32>) -> Option
         .flatten(),
     };
     if status.is_none() {
-        w.died.lock().unwrap().push(format!("{order_id}-"));
+        died(w, &order_id, accepted_before);
     }
     status
+}
+
+/// A delivery of `order_id` died: the conversions of that order RedTrack accepted since
+/// `accepted_before` may have no record saying so (window 1's first case).
+fn died(w: &World, order_id: &str, accepted_before: usize) {
+    let prefix = format!("{order_id}-");
+    let accepted = w.redtrack.accepted.lock().unwrap();
+    w.died.lock().unwrap().extend(
+        accepted[accepted_before..]
+            .iter()
+            .filter(|p| p.event_id.starts_with(&prefix))
+            .map(|p| p.event_id.clone()),
+    );
 }
 
 /// The storm: the inputs in a random order, some twice, some together, some cut short; the clock
@@ -1627,11 +1641,11 @@ pub async fn past_the_memory(w: &World, lives: &[Life]) -> Vec<String> {
         .collect()
 }
 
-/// What a history broke, if anything; and how many copies fell in the named windows.
-pub fn check(w: &World, lives: &[Life], redriven: bool) -> (Vec<String>, usize) {
+/// What a history broke, if anything; and the copies that fell in each named window.
+pub fn check(w: &World, lives: &[Life], redriven: bool) -> (Vec<String>, Copies) {
     let accepted = w.redtrack.accepted.lock().unwrap().clone();
     let mut problems = w.lies.lock().unwrap().clone();
-    let mut windows = 0;
+    let mut windows = Copies::default();
     let mut earned = BTreeMap::new();
     for life in lives {
         earned.extend(life.earned(&w.shop));
@@ -1663,10 +1677,12 @@ pub fn check(w: &World, lives: &[Life], redriven: bool) -> (Vec<String>, usize) 
                     }
                 }
                 if copies.len() > 1 {
-                    if in_window(w, event_id) {
-                        windows += copies.len() - 1;
-                    } else {
-                        problems.push(format!("{event_id} sent {} times", copies.len()));
+                    match windows.count(w, event_id, copies.len() - 1) {
+                        Ok(counted) => windows = counted,
+                        Err(unnamed) => problems.push(format!(
+                            "{event_id} sent {} times ({unnamed} copies in no named window)",
+                            copies.len()
+                        )),
                     }
                 }
             }
@@ -1750,32 +1766,117 @@ fn record_problems(event_id: &str, r: &Record, used: &BTreeSet<&str>) -> Vec<Str
     problems
 }
 
-/// Whether a copy of `event_id` falls in a window docs/reliability.md names: RedTrack's answer
-/// lost after it accepted (window 2); the instance dying between RedTrack's answer and the record,
-/// the `SENT` write lost with the queue refusing the `record_sent` message too, or that message
-/// not yet applied when the lease ended and another attempt (a redelivery, the queued send of
-/// the same conversion) took the claim over (window 1; seed 9746).
-fn in_window(w: &World, event_id: &str) -> bool {
-    let answer_lost = w.redtrack.answer_lost.lock().unwrap();
+/// Copies of a conversion RedTrack already had, per window docs/reliability.md names (issue 21).
+/// Window 2: RedTrack's answer lost after it accepted; each lost answer explains one copy (the
+/// retry or queued send that followed it). Window 1 (RedTrack accepted, `SENT` not written), its
+/// three cases: the instance dying between RedTrack's answer and the record (`died`); the `SENT`
+/// write lost with the queue refusing the `record_sent` message too (`refused`); that message not
+/// yet applied when the lease ended and another attempt (a redelivery, the queued send of the same
+/// conversion) took the claim over (`late`; seed 9746). A copy none of them explains fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copies {
+    pub window2: usize,
+    pub died: usize,
+    pub refused: usize,
+    pub late: usize,
+}
+
+impl Copies {
+    /// Window 1's copies (its three cases).
+    pub fn window1(&self) -> usize {
+        self.died + self.refused + self.late
+    }
+
+    pub fn total(&self) -> usize {
+        self.window1() + self.window2
+    }
+
+    /// The sum of two histories' counts.
+    pub fn add(self, o: Copies) -> Copies {
+        Copies {
+            window2: self.window2 + o.window2,
+            died: self.died + o.died,
+            refused: self.refused + o.refused,
+            late: self.late + o.late,
+        }
+    }
+
+    /// `extra` copies of `event_id` counted in the windows that explain them: as many as its lost
+    /// answers in window 2, the rest in the first of window 1's cases that happened to it; `Err`:
+    /// how many no named window explains.
+    fn count(self, w: &World, event_id: &str, extra: usize) -> Result<Copies, usize> {
+        let lost = w.redtrack.answer_lost.lock().unwrap();
+        let window2 = extra.min(lost.iter().filter(|e| *e == event_id).count());
+        drop(lost);
+        let rest = extra - window2;
+        let mut counted = Copies {
+            window2: self.window2 + window2,
+            ..self
+        };
+        if rest == 0 {
+            return Ok(counted);
+        }
+        let case = match window1_case(w, event_id) {
+            Some(case) => case,
+            None => return Err(rest),
+        };
+        *match case {
+            Window1::Died => &mut counted.died,
+            Window1::Refused => &mut counted.refused,
+            Window1::Late => &mut counted.late,
+        } += rest;
+        Ok(counted)
+    }
+}
+
+impl std::fmt::Display for Copies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} copies inside the named windows: window 1 (SENT not written) {} ({} died, {} \
+             SENT lost and the queue refused, {} record SENT late), window 2 (answer lost) {}",
+            self.total(),
+            self.window1(),
+            self.died,
+            self.refused,
+            self.late,
+            self.window2
+        )
+    }
+}
+
+/// Window 1's three cases (see [`Copies`]).
+enum Window1 {
+    Died,
+    Refused,
+    Late,
+}
+
+/// Which of window 1's cases happened to `event_id`, if any.
+fn window1_case(w: &World, event_id: &str) -> Option<Window1> {
+    if w.died.lock().unwrap().iter().any(|e| e == event_id) {
+        return Some(Window1::Died);
+    }
     let sent_lost = w.ledger.sent_write_lost.lock().unwrap();
     let refused = w.queue.refused.lock().unwrap();
+    if sent_lost
+        .iter()
+        .any(|k| k.ends_with(&format!("#{event_id}")))
+        && refused.iter().any(|e| e == event_id)
+    {
+        return Some(Window1::Refused);
+    }
     let record_sent = w.queue.record_sent.lock().unwrap();
-    let died = w.died.lock().unwrap();
-    answer_lost.iter().any(|e| e == event_id)
-        || record_sent.iter().any(|e| e == event_id)
-        || (sent_lost
-            .iter()
-            .any(|k| k.ends_with(&format!("#{event_id}")))
-            && refused.iter().any(|e| e == event_id))
-        || died
-            .iter()
-            .any(|order| event_id.starts_with(order.as_str()))
+    record_sent
+        .iter()
+        .any(|e| e == event_id)
+        .then_some(Window1::Late)
 }
 
 /// One history's result.
 pub struct Outcomes {
     pub problems: Vec<String>,
-    pub windows: usize,
+    pub windows: Copies,
     pub trace: Vec<String>,
     /// Inputs lost, and conversions reconciliation sent.
     pub lost: i64,
