@@ -6,7 +6,8 @@
 //! In half the histories the shop reconciles: some sales and upsells are lost (never delivered),
 //! scheduled runs go at random moments of the storm over a fake Cartpanda whose order list shows
 //! each order as the inputs so far made it, and after the recovery an operator's back-fill must
-//! send what was lost. `SIMS_MOTO=<n>` histories (200), from `SIM_BASE` (0).
+//! send what was lost, and the coverage pass of the orders' day must count them as the model made
+//! them (issue 23). `SIMS_MOTO=<n>` histories (200), from `SIM_BASE` (0).
 
 mod common;
 mod sim_world;
@@ -144,6 +145,8 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
     let started = Instant::now();
     let (mut reconciling, mut lost, mut reconciled) = (0, 0, 0);
     let mut windows = sim_world::Copies::default();
+    // The coverage passes: days measured, and their paid, covered and uncovered orders.
+    let mut coverage = [0u64; 4];
     for seed in base..base + sims {
         // A table of its own (its name from a generator not yet seeded with the history's seed).
         fastrand::seed(
@@ -191,6 +194,14 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
         let mut problems = outcome.problems.clone();
         problems.extend(report_disagrees(&dynamo, &table_name, &outcome.accepted).await);
         windows = windows.add(outcome.windows);
+        if let Some(c) = &outcome.coverage {
+            coverage = [
+                coverage[0] + 1,
+                coverage[1] + c.paid,
+                coverage[2] + c.covered,
+                coverage[3] + c.uncovered,
+            ];
+        }
         lost += outcome.lost;
         reconciled += outcome.reconciled;
         if one.is_some() {
@@ -205,7 +216,12 @@ async fn histories_over_the_dynamodb_ledger_keep_redtracks_count_right() {
     }
     println!(
         "{sims} histories over moto ({reconciling} reconciling; {lost} inputs lost, {reconciled} \
-         conversions sent by reconciliation) in {:.1} s; {windows}",
+         conversions sent by reconciliation; {} days' coverage: {} paid, {} covered, {} \
+         uncovered) in {:.1} s; {windows}",
+        coverage[0],
+        coverage[1],
+        coverage[2],
+        coverage[3],
         started.elapsed().as_secs_f64()
     );
 }

@@ -23,6 +23,7 @@ use cartpanda_redtrack::bridge::{Bridge, DeliveryOptions, Handled, Outcome};
 use cartpanda_redtrack::inbound::auth::Secret;
 use cartpanda_redtrack::inbound::verify::{OrderSource, VerifyError};
 use cartpanda_redtrack::inbound::webhook::{self, Delivery, Order};
+use cartpanda_redtrack::inbound::zone::Zone;
 use cartpanda_redtrack::ledger::cache::CachedLedger;
 use cartpanda_redtrack::ledger::claim::{
     Claim, ClaimOutcome, Finish, Ledger, LedgerError, Record, STATUS_SENT, Via,
@@ -34,6 +35,7 @@ use cartpanda_redtrack::ops::clock::Clock;
 use cartpanda_redtrack::ops::config::Config;
 use cartpanda_redtrack::postback::redtrack::{Accepted, SendError, Tracker};
 use cartpanda_redtrack::reconcile::config::ReconcileSettings;
+use cartpanda_redtrack::reconcile::coverage::{AFTER_DAY_END_S, Coverage, previous_day};
 use cartpanda_redtrack::reconcile::orders::OrderLister;
 use cartpanda_redtrack::reconcile::run::{Reconciler, RunOptions, Since};
 use cartpanda_redtrack::redrive::consumer::{Disposition, MAX_RECEIVES, Redriver};
@@ -1049,6 +1051,8 @@ pub struct World {
     pub reconciled: AtomicI64,
     /// Per order ID, the inputs that carried it to the bridge (a record's `via` must be one).
     pub vias: Mutex<BTreeMap<String, BTreeSet<&'static str>>>,
+    /// The zone the last reconciliation run wrote its filters in (its summary's `timezone`).
+    pub zone: Mutex<Option<String>>,
 }
 
 /// What a history runs over beside its seed and lives.
@@ -1157,6 +1161,7 @@ pub fn world(seed: u64, lives: &[Life], setup: Setup) -> World {
         lost: AtomicI64::new(0),
         reconciled: AtomicI64::new(0),
         vias: Mutex::default(),
+        zone: Mutex::default(),
     }
 }
 
@@ -1476,6 +1481,9 @@ pub async fn reconcile(w: &World, since: Since) {
     let accepted = (w.redtrack.accepted.lock().unwrap().len() - before) as u64;
     w.reconciled
         .fetch_add(summary.sent as i64, Ordering::Relaxed);
+    if summary.timezone.is_some() {
+        w.zone.lock().unwrap().clone_from(&summary.timezone);
+    }
     w.storm.trace.say(format_args!(
         "  -> listed {}, sent {}, queued {}, already sent {}, failed {}, error {:?}",
         summary.orders_seen,
@@ -1757,7 +1765,7 @@ fn record_problems(event_id: &str, r: &Record, used: &BTreeSet<&str>) -> Vec<Str
         wrong(format!("click_id {:?}, sent {CLICK_ID}", r.click_id));
     }
     let finished = r.status != cartpanda_redtrack::ledger::claim::STATUS_IN_PROGRESS;
-    if finished && !r.attempts.is_some_and(|n| n >= 1) {
+    if finished && r.attempts.is_none_or(|n| n < 1) {
         wrong(format!("attempts {:?}", r.attempts));
     }
     if r.status == STATUS_SENT && !r.rt_status.is_some_and(|s| (200..300).contains(&s)) {
@@ -1873,6 +1881,60 @@ fn window1_case(w: &World, event_id: &str) -> Option<Window1> {
         .then_some(Window1::Late)
 }
 
+/// Issue 23's coverage pass over the history's day (a reconciling history, after the back-fill):
+/// the clock moved past the day's end + 2 h, the day measured as the scheduled run would (in the
+/// zone the runs wrote their filters in, else the configured one), and checked against the model:
+/// `paid` the distinct orders created that day and paid (test and click-less ones too; cancelled
+/// unpaid ones not), none of them uncovered unless its purchase is not in RedTrack (in the DLQ)
+/// or a window-1 case left its record in progress. A clock the storm moved days ahead measures a
+/// later day, which had no orders.
+pub async fn check_coverage(w: &World, lives: &[Life]) -> (Vec<String>, Option<Coverage>) {
+    let Some(r) = &w.reconciler else {
+        return (Vec::new(), None);
+    };
+    let target =
+        cartpanda_redtrack::reconcile::default_target(r).expect("the default shop reconciles");
+    let named = w.zone.lock().unwrap().clone();
+    let zone = named.as_deref().and_then(Zone::find).or(target.timezone);
+    let orders_day = previous_day(zone, (START_MS - 3_600_000) / 1000 + 86_400);
+    let due_ms = (orders_day.to_s + 1 + AFTER_DAY_END_S + 60) * 1000;
+    w.clock.jump((due_ms - w.clock.now_ms()).max(0));
+    let day = previous_day(zone, w.clock.now_ms() / 1000);
+    w.storm
+        .trace
+        .say(format_args!("coverage of {} ({:?})", day.day, named));
+    let deadline_ms = w.clock.now_ms() + 60_000;
+    let Some(c) = r.coverage(&target, zone, deadline_ms).await else {
+        return (vec!["the coverage pass measured no day".to_owned()], None);
+    };
+    w.storm.trace.say(format_args!("  -> {c:?}"));
+    let mut problems = Vec::new();
+    let in_day = |l: &&Life| (day.from_s..=day.to_s).contains(&(l.created_ms(&w.shop) / 1000));
+    let paid: Vec<&Life> = lives
+        .iter()
+        .filter(|l| !l.cancelled_unpaid)
+        .filter(in_day)
+        .collect();
+    if (c.day.as_str(), c.paid) != (day.day.as_str(), paid.len() as u64) {
+        problems.push(format!(
+            "coverage of {} says {} paid; the model made {} paid orders on {}",
+            c.day,
+            c.paid,
+            paid.len(),
+            day.day
+        ));
+    }
+    for life in paid {
+        let purchase = format!("{}-purchase", life.id);
+        let excused = life.earned(&w.shop).contains_key(&purchase)
+            && (!w.sent_before(&purchase) || window1_case(w, &purchase).is_some());
+        if !excused && c.uncovered_orders.contains(&life.id.to_string()) {
+            problems.push(format!("coverage says order {} is uncovered", life.id));
+        }
+    }
+    (problems, Some(c))
+}
+
 /// One history's result.
 pub struct Outcomes {
     pub problems: Vec<String>,
@@ -1883,6 +1945,8 @@ pub struct Outcomes {
     pub reconciled: i64,
     /// What RedTrack accepted, in order.
     pub accepted: Vec<Postback>,
+    /// The coverage pass of the history's day (reconciling histories).
+    pub coverage: Option<Coverage>,
 }
 
 /// Lives one history in the runtime it is called in: the storm, the recovery, the jump past the
@@ -1906,6 +1970,8 @@ pub async fn live(seed: u64, lives: &[Life], setup: Setup) -> Outcomes {
     }
     let (mut problems, windows) = check(&w, lives, redriven);
     problems.extend(check_records(&w, lives).await);
+    let (uncovered, coverage) = check_coverage(&w, lives).await;
+    problems.extend(uncovered);
     if w.shop.past_the_memory {
         let lies_before = w.lies.lock().unwrap().len();
         problems.extend(past_the_memory(&w, lives).await);
@@ -1919,6 +1985,7 @@ pub async fn live(seed: u64, lives: &[Life], setup: Setup) -> Outcomes {
         lost: w.lost.load(Ordering::Relaxed),
         reconciled: w.reconciled.load(Ordering::Relaxed),
         accepted: w.redtrack.accepted.lock().unwrap().clone(),
+        coverage,
     }
 }
 
