@@ -85,13 +85,7 @@ async fn requests_of(s: &Setup, slug: &str) -> usize {
 
 /// The event IDs RedTrack received, sorted.
 async fn sent(s: &Setup) -> Vec<String> {
-    let mut ids: Vec<String> = postbacks(&s.h)
-        .await
-        .iter()
-        .map(|p| p["rdtk_event_id"].clone())
-        .collect();
-    ids.sort();
-    ids
+    sent_event_ids(&s.h).await
 }
 
 /// A named shop's record as versions before the registry wrote it: straight into the table,
