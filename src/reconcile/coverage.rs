@@ -76,14 +76,15 @@ fn day_before(offset_s: i64, now_s: i64) -> ShopDay {
 /// for paid orders; one without `payment_status`, or with a code nobody explains, is taken as the
 /// list gives it), and created within the day, or without a readable `created_at`.
 fn in_day(order: &serde_json::Value, zone: Option<&Zone>, day: &ShopDay) -> Option<String> {
-    if run::says_unpaid(order) {
-        return None;
-    }
-    let created_s = Order::deserialize(order)
-        .ok()
-        .and_then(|o| rules::created_s(&o, zone));
-    if created_s.is_some_and(|s| s < day.from_s || s > day.to_s) {
-        return None;
+    if let Ok(read) = Order::deserialize(order) {
+        let unpaid = matches!(
+            rules::payment(&read),
+            rules::Payment::Pending | rules::Payment::Cancelled
+        );
+        let created_s = rules::created_s(&read, zone);
+        if unpaid || created_s.is_some_and(|s| s < day.from_s || s > day.to_s) {
+            return None;
+        }
     }
     run::order_id_of(order)
 }

@@ -990,17 +990,6 @@ pub(crate) fn order_id_of(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Whether a listed order says it is not paid: its `payment_status` pending or cancelled by
-/// the one rule ([`rules::payment`]); an unknown code, or none, proves nothing.
-pub(crate) fn says_unpaid(value: &serde_json::Value) -> bool {
-    Order::deserialize(value).is_ok_and(|order| {
-        matches!(
-            rules::payment(&order),
-            rules::Payment::Pending | rules::Payment::Cancelled
-        )
-    })
-}
-
 /// The events a listed order stands for: its sale and upsells (the created and lookback
 /// passes list paid orders only); on the updated pass its refunds and chargebacks, and its sale
 /// and upsells only when its own `payment_status` says paid ([`rules::payment`]: the list is not
