@@ -156,9 +156,16 @@ def main():
         import boto3  # ships with moto
         ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="test", aws_secret_access_key="test")
+        # The table as template.yaml makes it: key `pk`, and the `sent-day` index (RedTrack's count).
         ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                               {"AttributeName": "sent_day", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         GlobalSecondaryIndexes=[{
+                             "IndexName": "sent-day",
+                             "KeySchema": [{"AttributeName": "sent_day", "KeyType": "HASH"}],
+                             "Projection": {"ProjectionType": "INCLUDE",
+                                            "NonKeyAttributes": ["click_id", "conversion_type", "status"]}}])
         ddb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
         print(f"created table {TABLE}")
 
