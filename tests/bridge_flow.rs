@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -193,6 +193,59 @@ async fn a_refused_conversion_is_not_retried_but_a_later_redelivery_may_send_it(
     assert_eq!(retried.status, 200, "{}", retried.body);
     assert_eq!(retried.body["conversions"][0]["outcome"], "sent");
     assert_eq!(postbacks(&h).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_conversion_refused_for_its_type_is_sent_under_the_corrected_type_on_redelivery() {
+    use cartpanda_redtrack::bridge::Bridge;
+    use cartpanda_redtrack::ops::config::Config;
+    use wiremock::matchers::query_param;
+    let h = harness().await;
+    // RedTrack has the type `purchase`, not `Purchase`: it refuses the default mapping.
+    Mock::given(method("GET"))
+        .and(path("/postback"))
+        .and(query_param("type", "Purchase"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&h.redtrack)
+        .await;
+    redtrack_answers(&h, 200).await;
+    let refused = deliver(&h, &paid_order(3005)).await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    let record = item(&h, "evt#3005-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "FAILED");
+
+    // The operator follows the README: CONVERSION_TYPES names RedTrack's type; Cartpanda
+    // redelivers the order. The FAILED conversion goes out under the new type, once.
+    let redtrack = h.redtrack.uri();
+    let env = HashMap::from([
+        ("REDTRACK_POSTBACK_URL", format!("{redtrack}{TEMPLATE_PATH}")),
+        ("WEBHOOK_TOKEN", TOKEN.to_owned()),
+        ("DEDUP_TABLE", h.table.clone()),
+        ("DEDUP_TTL_DAYS", FIXTURE_MEMORY_DAYS.to_owned()),
+        ("CONVERSION_TYPES", "order.paid=purchase".to_owned()),
+    ]);
+    let fixed = Bridge {
+        config: Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
+        ledger: h.bridge.ledger.clone(),
+        tracker: h.bridge.tracker.clone(),
+        clock: h.bridge.clock.clone(),
+        queue: None,
+        shops: None,
+        orders: None,
+    };
+    let retried = deliver_event(&fixed, post(&paid_order(3005))).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["conversions"][0]["outcome"], "sent");
+    let sent = postbacks(&h).await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["type"], "purchase");
+    assert_eq!(sent[1]["rdtk_event_id"], "3005-purchase");
+    let record = item(&h, "evt#3005-purchase").await.unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "SENT");
+    assert_eq!(
+        deliver_event(&fixed, post(&paid_order(3005))).await.body["conversions"][0]["outcome"],
+        "duplicate"
+    );
 }
 
 #[tokio::test]

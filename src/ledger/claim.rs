@@ -317,7 +317,9 @@ pub enum Claimable {
     Expired,
     /// An `IN_PROGRESS` record whose attempt's lease is over (it crashed or timed out).
     LeaseOver,
-    /// A `QUEUED` or `FAILED` record of the same conversion (fingerprint), waiting for a re-send.
+    /// A `QUEUED` record of the same conversion (fingerprint), waiting for a re-send, or a
+    /// `FAILED` one whatever its fingerprint: RedTrack refused it, so a conversion rebuilt after
+    /// the cause was fixed (a corrected `CONVERSION_TYPES`, click ID or sum) takes its place.
     AwaitingResend,
 }
 
@@ -345,8 +347,8 @@ impl Claimable {
             Claimable::Expired => r.expires_at_s < now_ms / 1000,
             Claimable::LeaseOver => r.status == STATUS_IN_PROGRESS && r.lease_until_ms < now_ms,
             Claimable::AwaitingResend => {
-                (r.status == STATUS_QUEUED || r.status == STATUS_FAILED)
-                    && r.fingerprint == fingerprint
+                (r.status == STATUS_QUEUED && r.fingerprint == fingerprint)
+                    || r.status == STATUS_FAILED
             }
         }
     }

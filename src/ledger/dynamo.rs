@@ -129,7 +129,7 @@ fn clause(clause: Claimable) -> &'static str {
         Claimable::Expired => "expires_at < :now_s",
         Claimable::LeaseOver => "(#status = :in_progress AND lease_until_ms < :now_ms)",
         Claimable::AwaitingResend => {
-            "(#status IN (:queued, :failed) AND fingerprint = :fingerprint)"
+            "((#status = :queued AND fingerprint = :fingerprint) OR #status = :failed)"
         }
     }
 }
@@ -403,7 +403,7 @@ mod tests {
             claim_condition(),
             "attribute_not_exists(pk) OR expires_at < :now_s \
              OR (#status = :in_progress AND lease_until_ms < :now_ms) \
-             OR (#status IN (:queued, :failed) AND fingerprint = :fingerprint)"
+             OR ((#status = :queued AND fingerprint = :fingerprint) OR #status = :failed)"
         );
     }
 }
