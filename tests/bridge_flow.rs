@@ -218,7 +218,10 @@ async fn a_conversion_refused_for_its_type_is_sent_under_the_corrected_type_on_r
     // redelivers the order. The FAILED conversion goes out under the new type, once.
     let redtrack = h.redtrack.uri();
     let env = HashMap::from([
-        ("REDTRACK_POSTBACK_URL", format!("{redtrack}{TEMPLATE_PATH}")),
+        (
+            "REDTRACK_POSTBACK_URL",
+            format!("{redtrack}{TEMPLATE_PATH}"),
+        ),
         ("WEBHOOK_TOKEN", TOKEN.to_owned()),
         ("DEDUP_TABLE", h.table.clone()),
         ("DEDUP_TTL_DAYS", FIXTURE_MEMORY_DAYS.to_owned()),

@@ -241,6 +241,62 @@ async fn redtrack_down_queues_the_conversion_and_the_consumer_sends_it_exactly_o
 }
 
 #[tokio::test]
+async fn the_consumer_begins_no_message_it_has_no_time_for_and_puts_the_rest_off() {
+    use cartpanda_redtrack::ops::budget::{BEFORE_CLAIM, SDK_OPERATION};
+    use cartpanda_redtrack::redrive::consumer::visibility_after;
+    let h = harness_with(queued_options()).await;
+    redtrack(&h, 503, Some(9), 0).await;
+    for order in [90011, 90012, 90013] {
+        assert_eq!(deliver(&h, &paid_order(order)).await.status, 202);
+    }
+    // RedTrack is back but slow. The batch's invocation has time for one message and a little
+    // more: it begins the first, then puts the two others off, rather than running into its
+    // timeout (which fails the whole batch) or sending them on a cut-short attempt.
+    redtrack(&h, 200, None, 500).await;
+    let event = sqs_event_hidden_for(&h, Some(2)).await;
+    assert_eq!(event.records.len(), 3);
+    let left = (BEFORE_CLAIM + SDK_OPERATION).as_millis() as i64 + 300;
+    let response = redrive_consumer(&h, None)
+        .handle_batch(event, SystemClock.now_ms() + left)
+        .await;
+    assert_eq!(
+        received(&h).await,
+        9 + 1,
+        "the first message sent, no other"
+    );
+    assert_eq!(response.batch_item_failures.len(), 2);
+    let sent = [
+        "evt#90011-purchase",
+        "evt#90012-purchase",
+        "evt#90013-purchase",
+    ];
+    let mut statuses = Vec::new();
+    for key in sent {
+        statuses.push(
+            item(&h, key).await.unwrap()["status"]
+                .as_s()
+                .unwrap()
+                .clone(),
+        );
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["QUEUED", "QUEUED", "SENT"]);
+    // Put off for the delay their receive earned (a minute), not the 2 s they were received for.
+    assert!(visibility_after(1) > 5);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // (Without the check, all three were sent: 12 requests, no failure.)
+    // Only the sent message is back (Lambda's poller would have deleted it; here nobody did).
+    let back = sqs_event_hidden_for(&h, Some(2)).await.records;
+    let put_off: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(back.len(), 1);
+    assert!(!put_off.contains(back[0].message_id.as_ref().unwrap()));
+}
+
+#[tokio::test]
 async fn a_redelivery_sends_a_queued_conversion_and_the_consumer_then_skips_it() {
     let h = harness_with(queued_options()).await;
     redtrack(&h, 503, Some(3), 0).await;
@@ -282,6 +338,7 @@ async fn the_consumer_retries_later_while_redtrack_stays_down_and_dead_letters_r
         "QUEUED"
     );
     tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // (Without the check, all three were sent: 12 requests, no failure.)
     assert!(
         peek(&h.sqs, h.queue_url.as_ref().unwrap()).await.is_empty(),
         "hidden for its visibility timeout, longer than the 1 s it was received with"

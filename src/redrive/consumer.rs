@@ -302,44 +302,77 @@ pub struct Consumer {
 
 impl Consumer {
     /// Handles one batch; the messages to retry are reported as batch item failures, each made
-    /// invisible for its own, growing, delay first.
+    /// invisible for its own, growing, delay first. A message is only begun while the time left
+    /// holds a claim and the calls after it ([`time_for_a_message`]); the rest of the batch is
+    /// put off for the delay its receive earned, as a retry is, so an invocation never runs
+    /// into its timeout (which would fail the whole batch, sent messages included, and bring the
+    /// rest back after the queue's 180 s, spending their receives toward the DLQ far sooner than
+    /// the ~77 hours [`visibility_after`] spreads them over).
     pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
+        let left_ms = deadline_ms
+            .saturating_sub(self.redriver.clock.now_ms())
+            .max(0);
+        let deadline = Instant::now() + Duration::from_millis(left_ms as u64);
         let mut response = SqsBatchResponse::default();
+        let mut put_off = 0usize;
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
             let receive_count = receive_count(&record);
             let body = record.body.as_deref().unwrap_or("");
-            let disposition = match serde_json::from_str::<RedriveMessage>(body) {
-                Ok(message) => {
-                    let disposition = self
-                        .redriver
-                        .handle(&message, receive_count, deadline_ms)
-                        .await;
-                    self.requeue(disposition).await
-                }
-                Err(_) => {
-                    tracing::error!(message_id = %id, "unreadable redrive message; handed to the DLQ");
-                    self.raw_to_dlq(body).await
+            let parsed = serde_json::from_str::<RedriveMessage>(body);
+            let disposition = if !time_for_a_message(deadline) {
+                put_off += 1;
+                Disposition::RetryAfter(match &parsed {
+                    Ok(m) if m.kind == RedriveKind::RecordSent => {
+                        record_sent_visibility_after(receive_count)
+                    }
+                    _ => visibility_after(receive_count),
+                })
+            } else {
+                match parsed {
+                    Ok(message) => {
+                        let disposition = self
+                            .redriver
+                            .handle(&message, receive_count, deadline_ms)
+                            .await;
+                        self.requeue(disposition).await
+                    }
+                    Err(_) => {
+                        tracing::error!(message_id = %id, "unreadable redrive message; handed to the DLQ");
+                        self.raw_to_dlq(body).await
+                    }
                 }
             };
             if let Disposition::RetryAfter(seconds) = disposition {
-                if let Some(receipt) = &record.receipt_handle {
-                    if let Err(err) = self
-                        .sqs
-                        .change_message_visibility()
-                        .queue_url(&self.queue_url)
-                        .receipt_handle(receipt)
-                        .visibility_timeout(seconds as i32)
-                        .send()
-                        .await
-                    {
-                        tracing::warn!(message_id = %id, error = %aws_sdk_sqs::Error::from(err), "could not delay the retry");
-                    }
-                }
+                self.delay(&record, &id, seconds).await;
                 response.batch_item_failures.push(item_failure(id));
             }
         }
+        if put_off > 0 {
+            tracing::warn!(
+                put_off,
+                "too little of the invocation left to begin these messages; put off to their next receive"
+            );
+        }
         response
+    }
+
+    /// Makes the message invisible for `seconds` (its retry's delay).
+    async fn delay(&self, record: &SqsMessage, id: &str, seconds: u32) {
+        let Some(receipt) = &record.receipt_handle else {
+            return;
+        };
+        if let Err(err) = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds as i32)
+            .send()
+            .await
+        {
+            tracing::warn!(message_id = %id, error = %aws_sdk_sqs::Error::from(err), "could not delay the retry");
+        }
     }
 
     /// Queues the "record SENT" message a [`Disposition::Requeue`] carries; the handled message is
@@ -428,6 +461,14 @@ pub async fn move_messages(
         }
     }
     Ok(moved)
+}
+
+/// Whether a message may still be begun before `deadline`: the time left holds its claim
+/// ([`crate::ops::budget::BEFORE_CLAIM`]) and one more SQS call (putting off the messages after
+/// it). Checked before every message, the first too: the consumer's 30 s timeout always holds one.
+pub fn time_for_a_message(deadline: Instant) -> bool {
+    use crate::ops::budget::{BEFORE_CLAIM, SDK_OPERATION};
+    deadline.saturating_duration_since(Instant::now()) >= BEFORE_CLAIM + SDK_OPERATION
 }
 
 /// SQS's `ApproximateReceiveCount` of a message Lambda's poller handed over (1 when absent).
