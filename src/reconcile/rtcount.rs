@@ -9,12 +9,15 @@
 //!   the bridge never sent (other offer sources) are out of scope.
 //!
 //! The day `D` is the UTC day that ended [`CHECK_AFTER_S`] ago (so the queue and reconciliation
-//! have had their retries). The click IDs compared are those of the conversions sent on `D`;
-//! both sides are counted over `D-1 … D+1` for those click IDs, so a RedTrack account whose day
-//! is not UTC's (its `date_from`/`date_to` are read in the account's zone, unverified) still
-//! matches. Our side comes from the table's `sent-day` index (the `sent_day` attribute the SENT
-//! write already sets: no extra call per delivery): three Queries reading only the shop's
-//! conversions of those days, whatever the table holds. RedTrack's side is its conversions log
+//! have had their retries). The click IDs compared are those of the conversions sent on `D`.
+//! RedTrack's log is read for `D-1 … D+1`, in the account's zone (unverified; any of −12 h …
+//! +14 h): a span that holds the whole UTC day `D` and lies within the UTC days `D-2 … D+2`. So a
+//! pair (click ID, type) is **missing** by as many of its conversions sent on `D` as RedTrack's
+//! rows lack, and **doubled** by as many rows as exceed its conversions sent over `D-2 … D+2`:
+//! whatever the account's zone, neither is counted for a conversion that merely fell on the
+//! other side of a day's edge. Our side comes from the table's `sent-day` index (the `sent_day`
+//! attribute the SENT write already sets: no extra call per delivery): five Queries reading only
+//! the shop's conversions of those days, whatever the table holds. RedTrack's side is its conversions log
 //! (`GET {REDTRACK_API_URL}/conversions?api_key=…&date_from=…&date_to=…&page=…&per=…`), a page
 //! of up to [`PER_PAGE`] rows per request, at least a second apart.
 //!
@@ -143,31 +146,43 @@ fn shift(day: &str, offset: i64) -> String {
     day_of((start + offset * 86_400) * 1000)
 }
 
-/// Per click ID and type: our conversions sent, RedTrack's rows, our event IDs.
-type Pairs<'a> = BTreeMap<(&'a str, &'a str), (u64, u64, Vec<&'a str>)>;
+/// Per click ID and type: our conversions sent on the day, sent over the five days, RedTrack's
+/// rows, our event IDs.
+#[derive(Default)]
+struct Pair<'a> {
+    on_day: u64,
+    around: u64,
+    recorded: u64,
+    ids: Vec<&'a str>,
+}
 
-/// Compares our sent conversions (`ours`: each with whether it was sent on the day checked)
-/// with RedTrack's rows, for the click IDs sent on the day, by click ID and type. The event IDs
-/// of the conversions missing and of those whose click ID was doubled come back for the log.
-pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String>, Vec<String>) {
+type Pairs<'a> = BTreeMap<(&'a str, &'a str), Pair<'a>>;
+
+/// Compares our sent conversions (`ours`: each with its day's offset from the day checked,
+/// `-2 … 2`) with RedTrack's rows (its log of `D-1 … D+1` in the account's zone), for the click
+/// IDs sent on the day, by click ID and type: missing against the day's sends, doubled against
+/// the five days' (the module's doc says why). The event IDs of the conversions missing and of
+/// those whose click ID was doubled come back for the log.
+pub fn compare(ours: &[(i64, Sent)], theirs: &[Recorded]) -> (Count, Vec<String>, Vec<String>) {
     let mut count = Count::default();
     let clicks: HashSet<&str> = ours
         .iter()
-        .filter(|(on_day, _)| *on_day)
+        .filter(|(offset, _)| *offset == 0)
         .filter_map(|(_, sent)| sent.click_id.as_deref())
         .collect();
     count.without_click_id = ours
         .iter()
-        .filter(|(on_day, sent)| *on_day && sent.click_id.is_none())
+        .filter(|(offset, sent)| *offset == 0 && sent.click_id.is_none())
         .count() as u64;
     let mut pairs = Pairs::new();
-    for (_, sent) in ours {
+    for (offset, sent) in ours {
         let Some(click) = sent.click_id.as_deref().filter(|c| clicks.contains(c)) else {
             continue;
         };
         let pair = pairs.entry((click, &sent.conversion_type)).or_default();
-        pair.0 += 1;
-        pair.2.push(&sent.event_id);
+        pair.on_day += u64::from(*offset == 0);
+        pair.around += 1;
+        pair.ids.push(&sent.event_id);
     }
     for row in theirs
         .iter()
@@ -177,7 +192,7 @@ pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String
             count.flagged_duplicates += 1;
         } else {
             let pair = pairs.entry((&row.click_id, &row.conversion_type));
-            pair.or_default().1 += 1;
+            pair.or_default().recorded += 1;
         }
     }
     let (missing, doubled) = tally(&pairs, &mut count);
@@ -189,11 +204,17 @@ pub fn compare(ours: &[(bool, Sent)], theirs: &[Recorded]) -> (Count, Vec<String
 fn tally(pairs: &Pairs<'_>, count: &mut Count) -> (Vec<String>, Vec<String>) {
     let (mut missing_ids, mut doubled_ids) = (Vec::new(), Vec::new());
     let mut by_click: HashMap<&str, (u64, u64)> = HashMap::new();
-    for ((click, kind), (sent, recorded, ids)) in pairs {
+    for ((click, kind), pair) in pairs {
+        let recorded = pair.recorded;
         let (missing, doubled) = (
-            sent.saturating_sub(*recorded),
-            recorded.saturating_sub(*sent),
+            pair.on_day.saturating_sub(recorded),
+            recorded.saturating_sub(pair.around),
         );
+        // Our sends RedTrack's window should show: as many as it recorded, within what was
+        // surely in it (the day's) and what may have been (the five days'). So `sent` −
+        // `recorded` = `missing` − `doubled`.
+        let sent = recorded.clamp(pair.on_day, pair.around.max(pair.on_day));
+        let ids = &pair.ids;
         let t = count.by_type.entry((*kind).to_owned()).or_default();
         (t.sent, t.recorded) = (t.sent + sent, t.recorded + recorded);
         (t.missing, t.doubled) = (t.missing + missing, t.doubled + doubled);
@@ -204,9 +225,7 @@ fn tally(pairs: &Pairs<'_>, count: &mut Count) -> (Vec<String>, Vec<String>) {
         }
         if doubled > 0 {
             let of_click = pairs.iter().filter(|((c, _), _)| c == click);
-            doubled_ids.extend(
-                of_click.flat_map(|(_, (_, _, ids))| ids.iter().map(|id| (*id).to_owned())),
-            );
+            doubled_ids.extend(of_click.flat_map(|(_, p)| p.ids.iter().map(|id| (*id).to_owned())));
         }
     }
     count.other_type = by_click.values().map(|(m, d)| (*m).min(*d)).sum();
@@ -444,8 +463,8 @@ async fn api_key(reconciler: &Reconciler, shop: Option<&str>) -> Result<Option<S
     }
 }
 
-/// The day's figures: our sent conversions of `D-1 … D+1` from the index, RedTrack's log of the
-/// same days (not read when nothing with a click ID was sent on `D`), compared.
+/// The day's figures: our sent conversions of `D-2 … D+2` from the index, RedTrack's log of
+/// `D-1 … D+1` (not read when nothing with a click ID was sent on `D`), compared.
 async fn measure(
     reconciler: &Reconciler,
     shop: Option<&str>,
@@ -459,15 +478,16 @@ async fn measure(
     };
     let (before, after) = (shift(day, -1), shift(day, 1));
     let mut ours = Vec::new();
-    for d in [before.as_str(), day, after.as_str()] {
-        let sent = sent_on(&reconciler.table, shop, d)
+    for offset in -2..=2 {
+        let d = shift(day, offset);
+        let sent = sent_on(&reconciler.table, shop, &d)
             .await
             .map_err(NotMeasured::Open)?;
-        ours.extend(sent.into_iter().map(|s| (d == day, s)));
+        ours.extend(sent.into_iter().map(|s| (offset, s)));
     }
     let any = ours
         .iter()
-        .any(|(on_day, s)| *on_day && s.click_id.is_some());
+        .any(|(offset, s)| *offset == 0 && s.click_id.is_some());
     let theirs = if any {
         let api = RedTrackApi::new(reconciler.settings.redtrack.clone())
             .map_err(|e| NotMeasured::Open(e.to_string()))?;
@@ -664,13 +684,13 @@ mod tests {
     #[test]
     fn compares_by_click_id_and_type_for_the_days_click_ids() {
         let ours = vec![
-            (true, sent("1-purchase", Some("a"), "Purchase")),
+            (0, sent("1-purchase", Some("a"), "Purchase")),
             // The upsell of the same click, sent the next day: counted with it.
-            (false, sent("1-upsell-7", Some("a"), "Upsell")),
-            (true, sent("2-purchase", Some("b"), "Purchase")),
+            (1, sent("1-upsell-7", Some("a"), "Upsell")),
+            (0, sent("2-purchase", Some("b"), "Purchase")),
             // A click of the day before only: out of scope.
-            (false, sent("3-purchase", Some("c"), "Purchase")),
-            (true, sent("4-purchase", None, "Purchase")),
+            (-1, sent("3-purchase", Some("c"), "Purchase")),
+            (0, sent("4-purchase", None, "Purchase")),
         ];
         let theirs = vec![
             row("a", "Purchase", false),
@@ -698,8 +718,41 @@ mod tests {
     }
 
     #[test]
+    fn a_conversion_on_the_far_side_of_a_days_edge_is_neither_missing_nor_doubled() {
+        // An account at UTC−3: its log of D-1 … D+1 starts at D-1 03:00Z. Click `a` bought at
+        // D-1 01:00Z (outside that log) and upsold on D; click `b` bought on D and upsold at
+        // D+2 01:00Z (inside the log: D+1 22:00 local).
+        let ours = vec![
+            (-1, sent("1-purchase", Some("a"), "Purchase")),
+            (0, sent("1-upsell-7", Some("a"), "Upsell")),
+            (0, sent("2-purchase", Some("b"), "Purchase")),
+            (2, sent("2-upsell-9", Some("b"), "Upsell")),
+        ];
+        let theirs = vec![
+            row("a", "Upsell", false),
+            row("b", "Purchase", false),
+            row("b", "Upsell", false),
+        ];
+        let (count, missing, doubled) = compare(&ours, &theirs);
+        assert_eq!(
+            (count.missing, count.doubled),
+            (0, 0),
+            "{missing:?} {doubled:?}"
+        );
+        assert_eq!((count.sent, count.recorded), (3, 3));
+        // The day's own conversion missing is still missing; a row beyond every send, doubled.
+        let (count, missing, _) = compare(&ours, &theirs[1..]);
+        assert_eq!((count.missing, count.doubled), (1, 0));
+        assert_eq!(missing, ["1-upsell-7"]);
+        let extra = [&theirs[..], &[row("b", "Upsell", false)]].concat();
+        let (count, _, doubled) = compare(&ours, &extra);
+        assert_eq!((count.missing, count.doubled), (0, 1));
+        assert_eq!(doubled, ["2-purchase", "2-upsell-9"]);
+    }
+
+    #[test]
     fn a_conversion_recorded_under_another_type_is_both_and_counted_as_such() {
-        let ours = vec![(true, sent("1-purchase", Some("a"), "Purchase"))];
+        let ours = vec![(0, sent("1-purchase", Some("a"), "Purchase"))];
         let (count, _, _) = compare(&ours, &[row("a", "purchase", false)]);
         assert_eq!((count.missing, count.doubled, count.other_type), (1, 1, 1));
     }
