@@ -426,3 +426,26 @@ async fn shops_silent_when_webhooks_stop_and_the_list_goes_on() {
     assert_eq!(deliver(&s.h, &body).await.status, 200);
     assert_eq!(silent(&s).await, json!([]));
 }
+
+#[tokio::test]
+async fn two_runs_of_a_shop_overlapping_measure_its_day_once() {
+    let s = setup().await;
+    a_mixed_day(&s).await;
+    s.clock.0.store(
+        DAY_MS + 26 * HOUR_MS + 30 * 60_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    // Two of the shop's queue messages, their runs over, both reach the daily pass before
+    // either stored the day: one counts it (its metrics, its record), the other nothing.
+    let target = cartpanda_redtrack::reconcile::default_target(&s.reconciler).unwrap();
+    let deadline_ms = s.clock.now_ms() + 60_000;
+    let (a, b) = tokio::join!(
+        s.reconciler.coverage(&target, None, deadline_ms),
+        s.reconciler.coverage(&target, None, deadline_ms)
+    );
+    assert_eq!(
+        [a.is_some(), b.is_some()].iter().filter(|x| **x).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+}

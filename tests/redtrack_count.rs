@@ -414,3 +414,37 @@ async fn redtrack_down_leaves_the_day_open_and_the_next_run_reads_every_page() {
     let stored = item(&s.h, &format!("rtcount#default#{day}")).await.unwrap();
     assert_eq!(stored["measured"].as_bool().ok(), Some(&true));
 }
+
+#[tokio::test]
+async fn two_runs_of_a_shop_overlapping_count_its_day_once() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let s = setup().await;
+    sell(&s, 9_400_001, CLICK_A).await;
+    // RedTrack's log answers slowly: both runs read the day as not counted, both measure it.
+    let log = json!({"items": [{"clickid": CLICK_A, "type": "Purchase"}], "total": 1});
+    Mock::given(method("GET"))
+        .and(path("/conversions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(log)
+                .set_delay(Duration::from_millis(400)),
+        )
+        .mount(&s.redtrack_api)
+        .await;
+    s.clock.advance(27 * 3_600_000);
+    let (first, second) = (reconciler(&s, true), reconciler(&s, true));
+    let deadline_ms = s.clock.now_ms() + 60_000;
+    use cartpanda_redtrack::reconcile::rtcount::check;
+    let (a, b) = tokio::join!(
+        check(&first, None, deadline_ms),
+        check(&second, None, deadline_ms)
+    );
+    assert_eq!(api_requests(&s).await.len(), 2, "both measured");
+    // One stored the day and counted it (its metrics, its log line); the other found it
+    // stored and counted nothing: the alarms' sums see the day once.
+    assert_eq!(
+        [a.is_some(), b.is_some()].iter().filter(|x| **x).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+}

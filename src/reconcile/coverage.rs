@@ -176,7 +176,10 @@ impl Reconciler {
                     (deadline_ms - now_ms - self.settings.margin.as_millis() as i64).max(0) as u64,
                 );
             let coverage = self.measure(target, zone, &day, stop_at).await?;
-            self.store(&coverage, &day).await?;
+            if !self.store(&coverage, &day).await? {
+                tracing::info!(shop, day = %day.day, "coverage: the day was measured by another run meanwhile; not counted twice");
+                return Ok(None);
+            }
             Ok::<_, ReconcileError>(Some(coverage))
         };
         match measured.await {
@@ -315,7 +318,9 @@ impl Reconciler {
     }
 
     /// Stores the day's figures for the report (a later measure of the same day replaces them).
-    async fn store(&self, c: &Coverage, day: &ShopDay) -> Result<(), ReconcileError> {
+    /// Stores the measured day; `false` when another run stored it first (two of a shop's queue
+    /// messages overlapping after its lease: the day is counted once, by the run that stored it).
+    async fn store(&self, c: &Coverage, day: &ShopDay) -> Result<bool, ReconcileError> {
         let now_ms = self.bridge.clock.now_ms();
         let keep_s = i64::from(self.settings.keep_days) * 86_400;
         let n = |v: i64| V::N(v.to_string());
@@ -339,8 +344,20 @@ impl Reconciler {
         if let Some(shop) = &c.shop {
             put = put.item("shop", V::S(shop.clone()));
         }
-        put.send().await.map_err(ledger_error)?;
-        Ok(())
+        match put
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err)
+                if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
+                    == Some("ConditionalCheckFailedException") =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(ledger_error(err).into()),
+        }
     }
 
     /// The day's log line (uncovered order IDs, no PII) and EMF line (no shop dimension).

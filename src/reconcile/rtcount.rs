@@ -439,8 +439,19 @@ pub async fn check(reconciler: &Reconciler, shop: Option<&str>, deadline_ms: i64
         ..count
     };
     let keep_days = reconciler.settings.keep_days;
-    if let Err(err) = store(&reconciler.table, &count, now_ms, keep_days).await {
-        tracing::error!(shop, day = count.day, error = %err, "redtrack count: could not store the day");
+    match store(&reconciler.table, &count, now_ms, keep_days).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(
+                shop,
+                day = count.day,
+                "redtrack count: the day was counted by another run meanwhile; not counted twice"
+            );
+            return None;
+        }
+        Err(err) => {
+            tracing::error!(shop, day = count.day, error = %err, "redtrack count: could not store the day");
+        }
     }
     report(&count);
     Some(count)
@@ -564,13 +575,15 @@ async fn sent_on(table: &DynamoLedger, shop: Option<&str>, day: &str) -> Result<
     }
 }
 
-/// Stores a shop's day (`rtcount#…`), kept as long as the ledger's records.
+/// Stores a shop's day (`rtcount#…`), kept as long as the ledger's records; `Ok(false)` when
+/// another run stored it first (two of a shop's queue messages overlapping after its lease: the
+/// day's figures are emitted once, by the run that stored them).
 async fn store(
     table: &DynamoLedger,
     count: &Count,
     now_ms: i64,
     keep_days: u32,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let num = |v: u64| n(v as i64);
     let types = count
         .by_type
@@ -605,11 +618,17 @@ async fn store(
     if let Some(reason) = &count.reason {
         put = put.item("reason", s(reason));
     }
-    put.send().await.map_err(|e| {
-        let code = aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e);
-        code.unwrap_or("request failed").to_owned()
-    })?;
-    Ok(())
+    match put
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) => match aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e) {
+            Some("ConditionalCheckFailedException") => Ok(false),
+            code => Err(code.unwrap_or("request failed").to_owned()),
+        },
+    }
 }
 
 /// A day's figures by attribute name.
