@@ -477,6 +477,24 @@ fn amounts_are_in_the_stores_base_currency_not_the_order_currency() {
         sum_and_currency(&payment_rate_only, &in_currency("USD")),
         Ok(("99.32".into(), "USD".into()))
     );
+    let mut paid_in_usd = payment_rate_only.clone();
+    paid_in_usd["order"]["payment"]["actual_price_paid_currency"] = json!("USD");
+    assert_eq!(
+        sum_and_currency(&paid_in_usd, &in_currency("USD")),
+        Ok(("99.32".into(), "USD".into()))
+    );
+    // The payment's rate into another currency is no rate into USD: a BRL payment (the sample
+    // events' shape: BRL at 1) sent 500 BRL as 500 USD, a EUR one the EUR amount as USD.
+    for (paid_in, rate) in [("BRL", json!(1)), ("EUR", json!(0.182))] {
+        let mut other = payment_rate_only.clone();
+        other["order"]["payment"]["actual_price_paid_currency"] = json!(paid_in);
+        other["order"]["payment"]["actual_exchange_rate"] = rate;
+        assert_eq!(
+            sum_and_currency(&other, &in_currency("USD")),
+            Err(Skip::NoExchangeRate),
+            "paid in {paid_in}"
+        );
+    }
 
     let mut no_rate = payment_rate_only.clone();
     no_rate["order"]["payment"]

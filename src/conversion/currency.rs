@@ -4,8 +4,8 @@
 //! The trap: a shop whose base currency is BRL but sells in USD reports `order.currency = "USD"`
 //! while every amount in the payload is in BRL. The amounts' currency is the shop's base currency,
 //! then the payment's, then the order's. The payload carries only a rate into USD
-//! (`exchange_rate_USD`, else `payment.actual_exchange_rate`, amount × rate); a conversion it gives
-//! no rate for is skipped, never guessed.
+//! (`exchange_rate_USD`, else `payment.actual_exchange_rate` when the payment was made in USD:
+//! amount × rate); a conversion it gives no rate for is skipped, never guessed.
 
 use crate::conversion::rules::Conversion;
 use crate::inbound::lenient::RawAmount;
@@ -37,19 +37,26 @@ pub fn currency(order: &Order) -> Option<&str> {
 
 /// The payload's rate from the amounts' currency into USD, when it gives a usable one.
 pub fn usd_rate(order: &Order) -> Option<Decimal> {
-    [
-        &order.exchange_rate_usd_upper,
-        &order.exchange_rate_usd,
-        order
-            .payment
-            .as_ref()
-            .map_or(&RawAmount::Absent, |p| &p.actual_exchange_rate),
-    ]
-    .into_iter()
-    .find_map(|raw| {
+    let usable = |raw: &RawAmount| {
         let rate = money::parse_rate(raw)?.ok()?;
         (rate > Decimal::ZERO).then_some(rate)
-    })
+    };
+    [&order.exchange_rate_usd_upper, &order.exchange_rate_usd]
+        .into_iter()
+        .find_map(usable)
+        .or_else(|| order.payment.as_ref().and_then(payment_usd_rate))
+}
+
+/// The payment's `actual_exchange_rate` when it converts into USD: its
+/// `actual_price_paid_currency` says USD, or (older payloads without it) the rate is not 1. A BRL
+/// payment carries `BRL` and 1, a EUR one a rate into EUR: neither is a rate into USD.
+fn payment_usd_rate(payment: &crate::inbound::webhook::Payment) -> Option<Decimal> {
+    let rate = money::parse_rate(&payment.actual_exchange_rate)?.ok()?;
+    let into_usd = match payment.actual_price_paid_currency.get() {
+        Some(code) => code.trim().eq_ignore_ascii_case("USD"),
+        None => rate != Decimal::ONE,
+    };
+    (into_usd && rate > Decimal::ZERO).then_some(rate)
 }
 
 /// No rate into the requested currency (or no currency at all).

@@ -199,6 +199,8 @@ pub struct Payment {
     pub currency: Text,
     pub seller_split_amount: RawAmount,
     pub actual_exchange_rate: RawAmount,
+    /// The currency `actual_exchange_rate` converts into (the one the buyer paid in).
+    pub actual_price_paid_currency: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
