@@ -433,10 +433,33 @@ async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
     .await;
     cartpanda_has(&cartpanda, 8002, 404, json!(null)).await;
     cartpanda_has(&cartpanda, 8005, 503, json!(null)).await;
+    // 200 with no order in it (an error object, another endpoint's page): confirms nothing.
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v3/{SLUG}/orders/8007")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"message": "Unauthenticated."})),
+        )
+        .mount(&cartpanda)
+        .await;
+    // The order under `data`: read as under `order`.
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v3/{SLUG}/orders/8008")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": api_order_of(&paid_order(8008))})),
+        )
+        .mount(&cartpanda)
+        .await;
 
     assert_eq!(
         deliver(&h, &paid_order(8001)).await.body["conversions"][0]["outcome"],
         "sent"
+    );
+    let under_data = deliver(&h, &paid_order(8008)).await;
+    assert_eq!(
+        under_data.body["conversions"][0]["outcome"], "sent",
+        "{}",
+        under_data.body
     );
     let cases = [
         (
@@ -464,6 +487,11 @@ async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
             422,
             "order 8006: Cartpanda's API says the order is cancelled",
         ),
+        (
+            paid_order(8007),
+            503,
+            "Cartpanda's API could not confirm the order: answer is not an order",
+        ),
     ];
     for (body, status, message) in cases {
         let answer = deliver(&h, &body).await;
@@ -477,9 +505,9 @@ async fn verified_orders_are_sent_and_unconfirmed_ones_refused() {
     }
     assert_eq!(
         postbacks(&h).await.len(),
-        1,
-        "only the confirmed order was sent"
+        2,
+        "only the confirmed orders were sent"
     );
-    assert_eq!(claims(&h).await, 1, "refused deliveries leave no claim");
+    assert_eq!(claims(&h).await, 2, "refused deliveries leave no claim");
     assert!(refusals(&h).await > 0, "but a refusal record (issue 14)");
 }

@@ -468,15 +468,29 @@ impl OrderSource for CartpandaApi {
             .map_err(VerifyError::Unavailable)?;
         let mut value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| VerifyError::Unavailable("answer is not JSON".to_owned()))?;
-        let order = if let Some(inner) = value.get_mut("order") {
-            if !inner.is_object() {
-                return Ok(None);
+        // `{"order": {…}}` as seen; `{"data": {…}}` and a bare order tolerated. An empty
+        // `order`/`data` says the order is not there; any other answer (an error object, a
+        // page of another endpoint) confirms nothing either way: retryable, never a refusal.
+        let wrapped = ["order", "data"]
+            .into_iter()
+            .find(|k| value.get(*k).is_some());
+        let order = match wrapped {
+            Some(key) => match value[key].take() {
+                inner if inner.is_object() => inner,
+                serde_json::Value::Null => return Ok(None),
+                serde_json::Value::Array(a) if a.is_empty() => return Ok(None),
+                _ => {
+                    return Err(VerifyError::Unavailable(
+                        "answer is not an order".to_owned(),
+                    ));
+                }
+            },
+            None if value.get("id").is_some() => value,
+            None => {
+                return Err(VerifyError::Unavailable(
+                    "answer is not an order".to_owned(),
+                ));
             }
-            inner.take()
-        } else if value.get("id").is_some() {
-            value
-        } else {
-            return Ok(None);
         };
         Order::deserialize(order)
             .map(Some)
