@@ -34,6 +34,9 @@ enum Times {
     /// `created_at` in UTC with an offset (`…000000Z`, `+00:00`); filters read as UTC; orders
     /// say `shop.timezone` America/Sao_Paulo.
     Utc,
+    /// The same times, but filters read as São Paulo times (Laravel writes UTC whatever zone it
+    /// compares filters in).
+    UtcShownLocalFilters,
     /// Naive São Paulo times, filters read as São Paulo times, `shop.timezone` said.
     SaoPaulo,
     /// As `SaoPaulo`, but no order says its zone and none is configured.
@@ -53,8 +56,12 @@ impl Cartpanda {
         let mut order = paid_order(id)["order"].clone();
         order["payment_status"] = json!(3);
         order["created_at"] = json!(match self.times {
-            Times::Utc if id % 2 == 0 => format_utc(created_s).replace(' ', "T") + ".000000Z",
-            Times::Utc => format_utc(created_s).replace(' ', "T") + "+00:00",
+            Times::Utc | Times::UtcShownLocalFilters if id % 2 == 0 => {
+                format_utc(created_s).replace(' ', "T") + ".000000Z"
+            }
+            Times::Utc | Times::UtcShownLocalFilters => {
+                format_utc(created_s).replace(' ', "T") + "+00:00"
+            }
             Times::SaoPaulo | Times::Unknown => format_utc(created_s + SAO_PAULO_S),
         });
         if self.times != Times::Unknown {
@@ -68,7 +75,7 @@ impl Cartpanda {
         let fields = parse_unix(query.get(name)?)?;
         Some(match self.times {
             Times::Utc => fields,
-            Times::SaoPaulo | Times::Unknown => fields - SAO_PAULO_S,
+            Times::SaoPaulo | Times::Unknown | Times::UtcShownLocalFilters => fields - SAO_PAULO_S,
         })
     }
 
@@ -232,7 +239,13 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
     assert_eq!(postbacks(&s.h).await.len(), 6, "{label}: {second}");
 
     let before = postbacks(&s.h).await.len();
-    fake.add(2107, now_s() - 1);
+    // Filters read as UTC, written in the shop's zone (`Z` shows nothing of it): the window lags
+    // three hours behind what it means, and finds an order three hours late — never runs ahead.
+    let lag = match times {
+        Times::Utc => 3 * 3600 + 60,
+        _ => 1,
+    };
+    fake.add(2107, now_s() - lag);
     let third = scheduled(&s).await;
     assert_eq!(
         sent_since(&s, before).await,
@@ -241,8 +254,7 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
     );
     let written_max = last_max(&s).await;
     let expected_max = match times {
-        Times::Utc => now_s(),
-        Times::SaoPaulo => now_s() + SAO_PAULO_S,
+        Times::Utc | Times::SaoPaulo | Times::UtcShownLocalFilters => now_s() + SAO_PAULO_S,
         Times::Unknown => now_s() + 14 * 3600,
     };
     assert!(
@@ -251,8 +263,7 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
         format_utc(written_max)
     );
     let zone = match times {
-        Times::Utc => json!("UTC"),
-        Times::SaoPaulo => json!("America/Sao_Paulo"),
+        Times::Utc | Times::SaoPaulo | Times::UtcShownLocalFilters => json!("America/Sao_Paulo"),
         Times::Unknown => Value::Null,
     };
     assert_eq!(third["timezone"], zone, "{label}: {third}");
@@ -268,21 +279,36 @@ async fn missing_orders_are_sent_once(shape: Shape, times: Times) {
 
 #[tokio::test]
 async fn the_laravel_paginator_in_each_time_convention() {
-    for times in [Times::Utc, Times::SaoPaulo, Times::Unknown] {
+    for times in [
+        Times::Utc,
+        Times::UtcShownLocalFilters,
+        Times::SaoPaulo,
+        Times::Unknown,
+    ] {
         missing_orders_are_sent_once(Shape::Paginator, times).await;
     }
 }
 
 #[tokio::test]
 async fn orders_with_meta_in_each_time_convention() {
-    for times in [Times::Utc, Times::SaoPaulo, Times::Unknown] {
+    for times in [
+        Times::Utc,
+        Times::UtcShownLocalFilters,
+        Times::SaoPaulo,
+        Times::Unknown,
+    ] {
         missing_orders_are_sent_once(Shape::Meta, times).await;
     }
 }
 
 #[tokio::test]
 async fn a_bare_array_in_each_time_convention() {
-    for times in [Times::Utc, Times::SaoPaulo, Times::Unknown] {
+    for times in [
+        Times::Utc,
+        Times::UtcShownLocalFilters,
+        Times::SaoPaulo,
+        Times::Unknown,
+    ] {
         missing_orders_are_sent_once(Shape::Bare, times).await;
     }
 }

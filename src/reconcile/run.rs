@@ -855,10 +855,15 @@ fn list_times(configured: Option<&'static Zone>, mark: &Mark) -> ListTimes {
     }
 }
 
-/// What a listed order shows of the zone Cartpanda writes the shop's times in: UTC when its
-/// `created_at` says `Z` (or `+00:00`); its shop's zone (`shop.timezone`, else `configured`) when
-/// the offset it carries is that zone's at that time; `shop.timezone` when it is naive. `None`
-/// when it shows nothing (no `created_at`, an unknown zone, an offset no known zone has then).
+/// What a listed order shows of the zone Cartpanda writes the shop's times in: its shop's zone
+/// (`shop.timezone`, else `configured`) when the offset its `created_at` carries is that zone's
+/// at that time; `shop.timezone` when it is naive. A `Z` (or `+00:00`) shows nothing of the
+/// filters' zone: Laravel writes every time as UTC whatever zone it compares filters in. So the
+/// filters are then written in whichever of UTC and the shop's zone is further west: a wrong
+/// guess makes the window lag behind what it means by the zone's offset (an order is listed
+/// that much later), never run ahead of the clock (listing only orders not yet created, for
+/// ever). `None` when it shows nothing (no `created_at`, an unknown zone, an offset no known
+/// zone has then).
 fn zone_evidence(
     value: &serde_json::Value,
     configured: Option<&'static Zone>,
@@ -870,7 +875,13 @@ fn zone_evidence(
         .and_then(serde_json::Value::as_str)
         .and_then(Zone::find);
     match stamp.offset_s {
-        Some(0) => Some(Zone::utc()),
+        Some(0) => own.or(configured).map(|zone| {
+            if zone.offset_at(stamp.fields_s) < 0 {
+                zone
+            } else {
+                Zone::utc()
+            }
+        }),
         Some(offset) => own
             .or(configured)
             .filter(|zone| i64::from(zone.offset_at(stamp.fields_s - offset)) == offset),
@@ -1227,10 +1238,18 @@ mod tests {
             None,
             "a naive time alone shows nothing"
         );
+        // `Z` shows nothing of the filters' zone: the one further west of UTC and the shop's.
         let utc = "2026-09-16T13:20:00.000000Z";
         assert_eq!(
             shown(order(utc, Some("America/Sao_Paulo")), None),
-            Some("UTC")
+            Some("America/Sao_Paulo")
+        );
+        assert_eq!(shown(order(utc, None), sp), Some("America/Sao_Paulo"));
+        assert_eq!(shown(order(utc, Some("Europe/Lisbon")), None), Some("UTC"));
+        assert_eq!(
+            shown(order(utc, None), None),
+            None,
+            "no zone known: widened"
         );
         let offset = "2026-09-16T10:20:00-03:00";
         assert_eq!(shown(order(offset, None), sp), Some("America/Sao_Paulo"));
