@@ -335,6 +335,32 @@ async fn a_late_payment_whose_webhook_was_lost_is_found_with_and_without_the_upd
 }
 
 #[tokio::test]
+async fn a_payment_near_the_end_of_its_week_is_found_by_the_lookback_after_it() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let s = setup(&[], &[]).await;
+    let fake = fake_cartpanda(&s).await;
+    // Created 170 h ago, paid 5 h ago (within RECONCILE_PAID_LOOKBACK_H of its creation); its
+    // webhook was lost. The last lookback ended a day ago, before the payment: this run's must
+    // reach back to 168 h before that one, not only before itself.
+    fake.add(order_at(paid_order(911), 170.0, 5.0, 3));
+    seed_watermark(&s, 15, &[("lookback_s", now_s() - 24 * 3600)]).await;
+    // Written in UTC last time too: the window is not widened.
+    s.h.dynamo
+        .update_item()
+        .table_name(&s.h.table)
+        .key("pk", V::S("watermark#default".into()))
+        .update_expression("SET list_timezone = :utc, shop_timezone = :utc")
+        .expression_attribute_values(":utc", V::S("UTC".into()))
+        .send()
+        .await
+        .unwrap();
+    let summary = run(&s, 60_000).await;
+    assert!(summary.complete, "{summary:?}");
+    assert!(!summary.widened, "{summary:?}");
+    assert_eq!(event_ids(&postbacks(&s.h).await), ["911-purchase"]);
+}
+
+#[tokio::test]
 async fn a_conversion_redtrack_could_not_take_is_retried_by_the_next_run_and_a_4xx_is_not() {
     let s = setup(&[], &[]).await;
     let fake = fake_cartpanda(&s).await;

@@ -369,7 +369,12 @@ impl Reconciler {
         } else if mark.watermark_s.is_some()
             && mark.lookback_s.is_none_or(|l| to_s - l >= LOOKBACK_EVERY_S)
         {
-            let from_s = to_s - self.settings.paid_lookback.as_secs() as i64;
+            // From the paid lookback before the last lookback's end, so an order paid up to the
+            // lookback after its creation is listed by the first lookback after its payment,
+            // however far apart lookbacks fall (about a day); at most twice the lookback back.
+            let paid = self.settings.paid_lookback.as_secs() as i64;
+            let since = mark.lookback_s.map_or(to_s, |l| l.clamp(to_s - paid, to_s));
+            let from_s = since - paid;
             (Pass::Lookback, Window { from_s, to_s })
         } else {
             return None;
