@@ -361,6 +361,28 @@ async fn a_payment_near_the_end_of_its_week_is_found_by_the_lookback_after_it() 
 }
 
 #[tokio::test]
+async fn a_list_without_the_payment_filter_sends_no_pending_or_cancelled_order() {
+    // A query without `payment_status=3` (or an API that ignores it) lists every order.
+    let query = [(
+        "CARTPANDA_ORDER_LIST_QUERY",
+        "created_at_min={from}&created_at_max={to}&limit={limit}&page={page}",
+    )];
+    let s = setup(&[], &query).await;
+    let fake = fake_cartpanda(&s).await;
+    fake.add(order_at(paid_order(921), 0.7, 0.7, 3));
+    fake.add(order_at(paid_order(922), 0.7, 0.7, 1));
+    fake.add(order_at(paid_order(923), 0.7, 0.7, 4));
+    seed_watermark(&s, 60, &[("lookback_s", now_s() - 3600)]).await;
+    let summary = run(&s, 60_000).await;
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(
+        event_ids(&postbacks(&s.h).await),
+        ["921-purchase"],
+        "the paid order only, not the pending boleto nor the cancelled one"
+    );
+}
+
+#[tokio::test]
 async fn a_conversion_redtrack_could_not_take_is_retried_by_the_next_run_and_a_4xx_is_not() {
     let s = setup(&[], &[]).await;
     let fake = fake_cartpanda(&s).await;

@@ -1007,12 +1007,16 @@ pub(crate) fn order_id_of(value: &serde_json::Value) -> Option<String> {
 }
 
 /// The events a listed order stands for: its sale and upsells (the created and lookback
-/// passes list paid orders only); on the updated pass its refunds and chargebacks, and its sale
-/// and upsells only when its own `payment_status` says paid ([`rules::payment`]: the list is not
-/// filtered on payment).
+/// passes ask for paid orders only, and trust that unless the order's own `payment_status` says
+/// pending or cancelled: a list that ignored the filter, or a query without it); on the updated
+/// pass its refunds and chargebacks, and its sale and upsells only when its own
+/// `payment_status` says paid ([`rules::payment`]: the list is not filtered on payment).
 fn events_of(pass: Pass, order: Option<&Order>) -> Vec<&'static str> {
     match pass {
-        Pass::Created | Pass::Lookback => vec!["order.paid", "order.upsell"],
+        Pass::Created | Pass::Lookback => match order.map(rules::payment) {
+            Some(rules::Payment::Pending | rules::Payment::Cancelled) => Vec::new(),
+            _ => vec!["order.paid", "order.upsell"],
+        },
         Pass::Updated => {
             let sales = if order.is_some_and(|o| rules::payment(o) == rules::Payment::Paid) {
                 vec!["order.paid", "order.upsell"]
