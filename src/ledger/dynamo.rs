@@ -96,6 +96,15 @@ pub(crate) fn get_opt_s(item: &HashMap<String, AttributeValue>, k: &str) -> Opti
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
+/// Whether a conditional write failed on its condition (not on the service or the network).
+pub(crate) fn failed_condition<E>(err: &SdkError<E>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+}
+
 pub(crate) fn ledger_error<E: ProvideErrorMetadata + std::fmt::Debug>(
     err: SdkError<E>,
 ) -> LedgerError {

@@ -350,12 +350,7 @@ impl Reconciler {
             .await
         {
             Ok(_) => Ok(true),
-            Err(err)
-                if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
-                    == Some("ConditionalCheckFailedException") =>
-            {
-                Ok(false)
-            }
+            Err(err) if crate::ledger::dynamo::failed_condition(&err) => Ok(false),
             Err(err) => Err(ledger_error(err).into()),
         }
     }

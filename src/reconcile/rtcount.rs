@@ -624,10 +624,10 @@ async fn store(
         .await
     {
         Ok(_) => Ok(true),
-        Err(e) => match aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e) {
-            Some("ConditionalCheckFailedException") => Ok(false),
-            code => Err(code.unwrap_or("request failed").to_owned()),
-        },
+        Err(e) if crate::ledger::dynamo::failed_condition(&e) => Ok(false),
+        Err(e) => Err(aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
+            .unwrap_or("request failed")
+            .to_owned()),
     }
 }
 

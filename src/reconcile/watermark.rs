@@ -23,6 +23,7 @@
 //! Records written before leases existed have none: free.
 
 use crate::ledger::claim::LedgerError;
+use crate::ledger::dynamo::failed_condition;
 use crate::reconcile::orders::{Pass, Window};
 use crate::reconcile::retry::RetryEntry;
 use aws_sdk_dynamodb::types::{AttributeValue as V, ReturnValue};
@@ -219,14 +220,6 @@ pub enum Taken {
     Held(Mark),
     /// Another run holds the shop's lease, which has not expired.
     Busy,
-}
-
-fn failed_condition<E>(err: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    err.as_service_error()
-        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
 }
 
 /// Takes the shop's lease when it is free or expired at `now_ms`, and reads the shop's state in
