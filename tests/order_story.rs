@@ -262,6 +262,31 @@ async fn resend_sends_a_failed_conversion_once_and_never_a_sent_one() {
 }
 
 #[tokio::test]
+async fn resend_makes_no_purchase_of_an_order_the_api_shows_pending_or_cancelled() {
+    let s = setup(true).await;
+    redtrack_accepts(&s.h).await;
+    for (order_id, payment_status) in [(23401u64, 1), (23402, 4)] {
+        // No record (never delivered, or released); the API shows the order unpaid.
+        let mut order = paid_order(order_id)["order"].clone();
+        order["payment_status"] = json!(payment_status);
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v3/{SLUG}/orders/{order_id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "order": order })))
+            .mount(&s.cartpanda)
+            .await;
+        let event_id = format!("{order_id}-purchase");
+        let refused = story::resend::command(&s.reconciler, &event_id, None).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("makes no conversion")),
+            "{refused:?}"
+        );
+    }
+    assert!(postbacks(&s.h).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_released_conversion_is_shown_unrecorded_and_can_be_resent() {
     let s = setup(true).await;
     an_order_with_a_failed_send(&s, 23301).await;

@@ -1028,16 +1028,18 @@ fn events_of(pass: Pass, order: Option<&Order>) -> Vec<&'static str> {
     }
 }
 
-/// Every event an order read from Cartpanda's API stands for — its sale and upsells, its refunds
-/// and chargebacks — each as the delivery of that event would carry it: what the admin's
-/// `order` and `resend` rebuild an order's conversions from (`crate::story`).
+/// Every event an order read from Cartpanda's API stands for — its sale and upsells (unless its
+/// `payment_status` says pending or cancelled, as for a listed order), its refunds and
+/// chargebacks — each as the delivery of that event would carry it: what the admin's `order` and
+/// `resend` rebuild an order's conversions from (`crate::story`).
 pub fn deliveries_of(value: &serde_json::Value, target: &Target) -> Vec<(&'static str, Delivery)> {
     let Some(probe) = delivery(value, "order.paid", target) else {
         return Vec::new();
     };
-    let events = ["order.paid", "order.upsell"]
+    let order = order_of(&probe);
+    let events = events_of(Pass::Created, order)
         .into_iter()
-        .chain(updated_events(order_of(&probe)));
+        .chain(updated_events(order));
     events
         .filter_map(|event| Some((event, delivery(value, event, target)?)))
         .collect()
