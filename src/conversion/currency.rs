@@ -37,26 +37,28 @@ pub fn currency(order: &Order) -> Option<&str> {
 
 /// The payload's rate from the amounts' currency into USD, when it gives a usable one.
 pub fn usd_rate(order: &Order) -> Option<Decimal> {
-    let usable = |raw: &RawAmount| {
-        let rate = money::parse_rate(raw)?.ok()?;
-        (rate > Decimal::ZERO).then_some(rate)
-    };
     [&order.exchange_rate_usd_upper, &order.exchange_rate_usd]
         .into_iter()
-        .find_map(usable)
+        .find_map(usable_rate)
         .or_else(|| order.payment.as_ref().and_then(payment_usd_rate))
+}
+
+/// A rate the payload gives that can be used: readable and above zero.
+fn usable_rate(raw: &RawAmount) -> Option<Decimal> {
+    let rate = money::parse_rate(raw)?.ok()?;
+    (rate > Decimal::ZERO).then_some(rate)
 }
 
 /// The payment's `actual_exchange_rate` when it converts into USD: its
 /// `actual_price_paid_currency` says USD, or (older payloads without it) the rate is not 1. A BRL
 /// payment carries `BRL` and 1, a EUR one a rate into EUR: neither is a rate into USD.
 fn payment_usd_rate(payment: &crate::inbound::webhook::Payment) -> Option<Decimal> {
-    let rate = money::parse_rate(&payment.actual_exchange_rate)?.ok()?;
+    let rate = usable_rate(&payment.actual_exchange_rate)?;
     let into_usd = match payment.actual_price_paid_currency.get() {
         Some(code) => code.trim().eq_ignore_ascii_case("USD"),
         None => rate != Decimal::ONE,
     };
-    (into_usd && rate > Decimal::ZERO).then_some(rate)
+    into_usd.then_some(rate)
 }
 
 /// No rate into the requested currency (or no currency at all).

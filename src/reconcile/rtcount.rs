@@ -556,7 +556,7 @@ async fn sent_on(table: &DynamoLedger, shop: Option<&str>, day: &str) -> Result<
                 )
             })?;
         for item in page.items() {
-            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            let text = |k: &str| crate::ledger::dynamo::get_opt_s(item, k);
             let pk = text("pk").unwrap_or_default();
             let event_id = match keys::parse(&pk) {
                 Some(keys::Key::Conversion { event_id, .. }) => event_id.to_owned(),

@@ -23,7 +23,7 @@
 //! Records written before leases existed have none: free.
 
 use crate::ledger::claim::LedgerError;
-use crate::ledger::dynamo::failed_condition;
+use crate::ledger::dynamo::{failed_condition, get_n, get_opt_s};
 use crate::reconcile::orders::{Pass, Window};
 use crate::reconcile::retry::RetryEntry;
 use aws_sdk_dynamodb::types::{AttributeValue as V, ReturnValue};
@@ -95,19 +95,9 @@ pub async fn get(
     Ok(from_item(&item))
 }
 
-fn number(item: &HashMap<String, V>, k: &str) -> Option<i64> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-}
-
-fn text(item: &HashMap<String, V>, k: &str) -> Option<String> {
-    item.get(k).and_then(|v| v.as_s().ok()).cloned()
-}
-
 /// A stored record read back.
 fn from_item(item: &HashMap<String, V>) -> Mark {
-    let num = |k: &str| number(item, k);
+    let num = |k: &str| get_n(item, k);
     let cursor = match (
         num("cursor_from_s"),
         num("cursor_to_s"),
@@ -130,8 +120,8 @@ fn from_item(item: &HashMap<String, V>) -> Mark {
         first_run_ms: num("first_run_ms"),
         lookback_s: num("lookback_s"),
         retry: retry_from(item.get("retry")),
-        list_timezone: text(item, "list_timezone"),
-        shop_timezone: text(item, "shop_timezone"),
+        list_timezone: get_opt_s(item, "list_timezone"),
+        shop_timezone: get_opt_s(item, "shop_timezone"),
     }
 }
 
@@ -144,7 +134,7 @@ fn retry_from(value: Option<&V>) -> BTreeMap<String, RetryEntry> {
     map.iter()
         .filter_map(|(order_id, entry)| {
             let entry = entry.as_m().ok()?;
-            let runs = number(entry, "runs")?;
+            let runs = get_n(entry, "runs")?;
             let pass = Pass::parse(entry.get("pass")?.as_s().ok()?)?;
             let runs = u32::try_from(runs).ok()?;
             Some((order_id.clone(), RetryEntry { runs, pass }))
